@@ -1,0 +1,117 @@
+"""The one place that adapts audiocraft 1.3.0 to the packages this project runs on.
+
+audiocraft 1.3.0 pins torch 2.1, torchaudio < 2.1.2, xformers < 0.0.23 and spacy, and imports all
+of them at module level, although generation with MAGNeT on a CPU needs none of them:
+
+- ``xformers``: imported by ``audiocraft.modules.transformer`` for ``ops.unbind`` (plain
+  ``torch.unbind``) and, when a checkpoint sets ``memory_efficient``, for its attention kernel.
+  There are no CPU wheels of xformers; when it is missing we register a small stand-in whose
+  ``ops.unbind`` is ``torch.unbind`` and whose kernels raise. The attention that the engine
+  really uses on CPU is made correct in :mod:`magnet_demo.models`, not here.
+- ``torchaudio``: no CPU build exists for today's torch. audiocraft uses it for loudness
+  normalisation of audio prompts and in the chroma conditioner; the stand-in raises a clear
+  error if one of those paths is reached.
+- ``spacy``: only the ``whitespace`` tokenizer of the LUT conditioner uses it, and it would download
+  a pipeline at run time; the stand-in raises when used.
+
+Call :func:`import_audiocraft` (idempotent) before importing anything from audiocraft.
+Real modules always win: a stand-in is registered only when the real package cannot be imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+import torch
+
+#: names of the stand-in modules registered by this process (for diagnostics and tests)
+STANDINS: list[str] = []
+
+
+class MissingDependencyError(RuntimeError):
+    """Raised when a code path needs a package that this installation deliberately lacks."""
+
+
+def _missing(package: str, what: str):
+    def fail(*_args, **_kwargs):
+        raise MissingDependencyError(
+            f"{what} needs the '{package}' package, which magnet-demo does not install "
+            f"(it has no CPU build for torch {torch.__version__.split('+')[0]})."
+        )
+
+    return fail
+
+
+def _register(name: str, module: types.ModuleType) -> None:
+    # a spec with no loader: importlib.util.find_spec() answers, importlib.metadata finds no
+    # distribution, so libraries that probe for the package (transformers) treat it as absent
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    sys.modules[name] = module
+    STANDINS.append(name)
+
+
+def _available(name: str) -> bool:
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _standin(name: str, package: str, purpose: str) -> types.ModuleType:
+    """A module whose every missing attribute is a callable that raises MissingDependencyError."""
+    module = types.ModuleType(name)
+    module.__doc__ = f"magnet-demo stand-in: '{package}' is not installed ({purpose})."
+
+    def __getattr__(attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _missing(package, f"{name}.{attr} ({purpose})")
+
+    module.__getattr__ = __getattr__
+    return module
+
+
+#: package -> (submodules imported by audiocraft, what audiocraft uses it for)
+_STANDIN_PACKAGES = {
+    "xformers": (["ops", "profiler"], "memory-efficient attention on CUDA"),
+    "torchaudio": (["transforms", "functional"], "prompt loudness, chroma, training losses"),
+    "spacy": ([], "the LUT conditioner's 'whitespace' tokenizer"),
+    "dora": ([], "training experiment management"),
+}
+
+
+def _install_standin(package: str, submodules: list[str], purpose: str) -> None:
+    root = _standin(package, package, purpose)
+    _register(package, root)
+    for sub in submodules:
+        child = _standin(f"{package}.{sub}", package, purpose)
+        setattr(root, sub, child)
+        _register(f"{package}.{sub}", child)
+    if package == "xformers":
+        # the only xformers function audiocraft calls on every forward pass
+        root.ops.unbind = torch.unbind
+
+
+def import_audiocraft() -> types.ModuleType:
+    """Import audiocraft with stand-ins for the packages it cannot have here; returns the module."""
+    if "audiocraft" in sys.modules:
+        return sys.modules["audiocraft"]
+    if _available("transformers"):
+        # transformers probes for optional packages when first imported and caches the answer:
+        # let it see the real environment before the stand-ins exist
+        importlib.import_module("transformers")
+    for package, (submodules, purpose) in _STANDIN_PACKAGES.items():
+        if not _available(package):
+            _install_standin(package, submodules, purpose)
+    return importlib.import_module("audiocraft")
+
+
+def has_real_xformers() -> bool:
+    """True when the real xformers package (not our stand-in) is importable."""
+    return "xformers" not in STANDINS and _available("xformers")
