@@ -59,7 +59,9 @@ def magnet_lm_config(
     offline (the real checkpoints use T5).
     """
     if conditioners is None:
-        conditioners = {"description": {"model": "lut", "lut": {"n_bins": 64, "dim": 32, "tokenizer": "noop"}}}
+        conditioners = {
+            "description": {"model": "lut", "lut": {"n_bins": 64, "dim": 32, "tokenizer": "noop"}}
+        }
     magnet = lm_model == "transformer_lm_magnet"
     cfg: dict[str, Any] = {
         "lm_model": lm_model,
@@ -71,7 +73,10 @@ def magnet_lm_config(
         "codebooks_pattern": (
             {"modeling": "parallel", "parallel": {"empty_initial": -1}}
             if magnet
-            else {"modeling": "delay", "delay": {"delays": list(range(n_q)), "flatten_first": 0, "empty_initial": 0}}
+            else {
+                "modeling": "delay",
+                "delay": {"delays": list(range(n_q)), "flatten_first": 0, "empty_initial": 0},
+            }
         ),
         "transformer_lm": {
             "dim": dim,

@@ -79,7 +79,7 @@ def _standin(name: str, package: str, purpose: str) -> types.ModuleType:
 
 #: package -> (submodules imported by audiocraft, what audiocraft uses it for)
 _STANDIN_PACKAGES = {
-    "xformers": (["ops", "profiler"], "memory-efficient attention on CUDA"),
+    "xformers": (["ops"], "memory-efficient attention on CUDA"),
     "torchaudio": (["transforms", "functional"], "prompt loudness, chroma, training losses"),
     "spacy": ([], "the LUT conditioner's 'whitespace' tokenizer"),
     "dora": ([], "training experiment management"),

@@ -1,0 +1,169 @@
+"""What a decoding run is asked to do: a frozen, validated config and thread-safe live controls.
+
+:class:`DecodingConfig` fixes a run (names as audiocraft's ``set_generation_params``).
+:class:`LiveControls` holds the settings a person may change while the run goes on (CFG schedule,
+temperature, rescoring weight); the engine takes one :class:`ControlValues` snapshot at the start
+of every step, so a change made during step k shows in step k + 1 and is recorded there.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field, replace
+
+from magnet_demo.schedules import CFG_LINEAR, CFGSchedule
+from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
+
+#: audiocraft's MAGNeT defaults (MAGNeT.set_generation_params)
+DEFAULT_DECODING_STEPS = (20, 10, 10, 10)
+DEFAULT_TEMPERATURE = 3.0
+DEFAULT_TOP_P = 0.9
+DEFAULT_MAX_CFG = 10.0
+DEFAULT_MIN_CFG = 1.0
+
+
+def _check_number(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}.")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}.")
+
+
+def _check_weight(value: float) -> None:
+    _check_number("rescore_weight", value, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ControlValues:
+    """One snapshot of the live controls: what a step actually used."""
+
+    cfg: CFGSchedule = field(default_factory=CFGSchedule)
+    temperature: float = DEFAULT_TEMPERATURE
+    rescore_weight: float = 0.0
+
+    def __post_init__(self):
+        _check_number("temperature", self.temperature, 0.0)
+        _check_weight(self.rescore_weight)
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Settings of one MAGNeT decoding run; raises ValueError with a clear message when invalid.
+
+    ``decoding_steps`` holds one step count per codebook; its length is checked against the
+    model in :meth:`check_model`, as is ``duration`` against the model's training length.
+    """
+
+    decoding_steps: tuple[int, ...] = DEFAULT_DECODING_STEPS
+    duration: float = 10.0
+    use_sampling: bool = True
+    temperature: float = DEFAULT_TEMPERATURE
+    top_k: int = 0
+    top_p: float = DEFAULT_TOP_P
+    max_cfg_coef: float = DEFAULT_MAX_CFG
+    min_cfg_coef: float = DEFAULT_MIN_CFG
+    cfg_schedule: str = CFG_LINEAR
+    cfg_curve: tuple[float, ...] = ()
+    anneal_temp: bool = True
+    span_scoring: str = "max"
+    span_arrangement: str = "nonoverlap"
+    rescore_weight: float = 0.0
+
+    def __post_init__(self):
+        steps = tuple(self.decoding_steps)
+        object.__setattr__(self, "decoding_steps", steps)
+        object.__setattr__(self, "cfg_curve", tuple(float(v) for v in self.cfg_curve))
+        if not steps:
+            raise ValueError("decoding_steps is empty: give one step count per codebook.")
+        for i, n in enumerate(steps):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"decoding_steps[{i}] must be an integer >= 1, got {n!r}.")
+        _check_number("duration", self.duration)
+        if self.duration <= 0:
+            raise ValueError(f"duration must be > 0 seconds, got {self.duration}.")
+        _check_number("temperature", self.temperature, 0.0)
+        _check_number("top_p", self.top_p, 0.0, 1.0)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}.")
+        if self.span_scoring not in SPAN_SCORINGS:
+            raise ValueError(
+                f"Unknown span_scoring '{self.span_scoring}': choose one of {', '.join(SPAN_SCORINGS)}."
+            )
+        if self.span_arrangement not in SPAN_ARRANGEMENTS:
+            raise ValueError(
+                f"Unknown span_arrangement '{self.span_arrangement}': choose one of {', '.join(SPAN_ARRANGEMENTS)}."
+            )
+        _check_weight(self.rescore_weight)
+        self.cfg()  # validates the CFG schedule
+
+    def cfg(self) -> CFGSchedule:
+        return CFGSchedule(self.cfg_schedule, self.max_cfg_coef, self.min_cfg_coef, self.cfg_curve)
+
+    def controls(self) -> ControlValues:
+        """The live-control values this config starts with."""
+        return ControlValues(self.cfg(), self.temperature, self.rescore_weight)
+
+    def check_model(self, num_codebooks: int, max_duration: float, card: int) -> None:
+        """Raise ValueError if this config cannot run on a model with these properties."""
+        if len(self.decoding_steps) != num_codebooks:
+            raise ValueError(
+                f"decoding_steps has {len(self.decoding_steps)} entries but the model has {num_codebooks} "
+                f"codebooks: give one step count per codebook."
+            )
+        if self.duration > max_duration + 1e-9:
+            raise ValueError(
+                f"duration {self.duration} s is longer than this model supports ({max_duration:g} s)."
+            )
+        if self.top_k > card:
+            raise ValueError(f"top_k ({self.top_k}) is larger than the codebook size ({card}).")
+
+    def replace(self, **changes) -> DecodingConfig:
+        return replace(self, **changes)
+
+
+class LiveControls:
+    """Settings that may change while a run goes on; safe to update from any thread.
+
+    The engine calls :meth:`snapshot` once at the start of every step.
+    """
+
+    def __init__(self, values: ControlValues | None = None):
+        self._lock = threading.Lock()
+        self._values = values or ControlValues()
+
+    @classmethod
+    def from_config(cls, config: DecodingConfig) -> LiveControls:
+        return cls(config.controls())
+
+    def snapshot(self) -> ControlValues:
+        with self._lock:
+            return self._values
+
+    def update(
+        self,
+        *,
+        max_cfg_coef: float | None = None,
+        min_cfg_coef: float | None = None,
+        cfg_schedule: str | None = None,
+        cfg_curve: tuple[float, ...] | None = None,
+        temperature: float | None = None,
+        rescore_weight: float | None = None,
+    ) -> ControlValues:
+        """Change some values (None = keep); validated as a whole, ValueError if invalid."""
+        with self._lock:
+            old = self._values
+            cfg = CFGSchedule(
+                kind=old.cfg.kind if cfg_schedule is None else cfg_schedule,
+                max_coef=old.cfg.max_coef if max_cfg_coef is None else max_cfg_coef,
+                min_coef=old.cfg.min_coef if min_cfg_coef is None else min_cfg_coef,
+                points=old.cfg.points if cfg_curve is None else tuple(float(v) for v in cfg_curve),
+            )
+            self._values = ControlValues(
+                cfg=cfg,
+                temperature=old.temperature if temperature is None else temperature,
+                rescore_weight=old.rescore_weight if rescore_weight is None else rescore_weight,
+            )
+            return self._values

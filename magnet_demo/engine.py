@@ -1,0 +1,360 @@
+"""The MAGNeT decoding engine: audiocraft's algorithm, one immutable record per step.
+
+:meth:`Engine.steps` runs MAGNeT's iterative decoding (audiocraft ``MagnetLMModel._generate_magnet``)
+and yields a :class:`~magnet_demo.records.StepRecord` after every step. With the same seed it
+draws exactly the random numbers audiocraft draws (one ``multinomial`` over ``[B * T, card]``
+per step), so its tokens equal ``MAGNeT.generate`` after ``torch.manual_seed(seed)``. Unlike
+audiocraft it:
+
+- reads :class:`~magnet_demo.controls.LiveControls` once at the start of every step;
+- resumes from any record (``resume_from``) with new settings: the record holds the canvas,
+  the unit scores and the generator state;
+- stops between steps when ``cancel`` is set;
+- mixes an external rescorer's probabilities into the span confidences when the rescoring weight
+  ``w`` is above 0: ``confidence = (1 - w) * p_magnet + w * p_rescorer`` (the paper's figure;
+  ``w = 0`` calls no rescorer and is bit-identical to plain MAGNeT, ``w = 1`` ranks spans by the
+  rescorer alone);
+- runs on CPU with a correctly sized restricted-attention mask (:func:`magnet_demo.models.stage_logits`).
+
+The loop body (:meth:`Engine._step`) takes a small :class:`_State` and returns the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from magnet_demo import schedules, spans
+from magnet_demo.audio import decode_tokens, preview_audio
+from magnet_demo.compat import import_audiocraft
+from magnet_demo.controls import ControlValues, DecodingConfig, LiveControls
+from magnet_demo.models import LoadedModel, stage_logits
+from magnet_demo.records import DecodeResult, StepRecord, frozen_array
+from magnet_demo.sampling import sample
+
+import_audiocraft()
+from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes  # noqa: E402
+
+#: maximum number of prompts (samples) in one run
+MAX_BATCH = 8
+
+
+@dataclass(frozen=True)
+class _State:
+    """Between two steps: the canvas, the current stage's unit scores and the next step's mask."""
+
+    tokens: torch.Tensor  # [B, K, T] long
+    stage: int
+    step: int  # the step about to run, within `stage`
+    scores: torch.Tensor  # [B, 1, N] float32
+    mask: torch.Tensor  # [B, 1, T] bool: frames the coming step masks
+
+
+class Engine:
+    """Runs MAGNeT decoding on a loaded model, optionally with a rescorer (see module doc)."""
+
+    def __init__(self, model: LoadedModel, rescorer=None):
+        self.model = model
+        self.rescorer = rescorer
+        self.lm = model.lm
+
+    # ---------------------------------------------------------------- set-up
+    def _check_prompts(self, prompts: Sequence[str]) -> tuple[str, ...]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = tuple(prompts)
+        if not prompts:
+            raise ValueError("No prompt given: pass at least one text description.")
+        if len(prompts) > MAX_BATCH:
+            raise ValueError(f"At most {MAX_BATCH} prompts per run, got {len(prompts)}.")
+        for i, text in enumerate(prompts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"Prompt {i + 1} is empty: describe the music you want.")
+        return prompts
+
+    def _conditions(self, prompts: tuple[str, ...]) -> dict:
+        """Condition tensors for ``[prompts..., null prompts...]`` (batch 2B, for CFG)."""
+        names = [n for n in self.lm.condition_provider.text_conditions]
+        attributes = [ConditioningAttributes(text={name: text for name in names}) for text in prompts]
+        attributes = attributes + ClassifierFreeGuidanceDropout(p=1.0)(attributes)
+        tokenized = self.lm.condition_provider.tokenize(attributes)
+        return self.lm.condition_provider(tokenized)
+
+    def frames(self, config: DecodingConfig) -> int:
+        """Frames actually decoded for ``config`` (nonoverlap trims to a multiple of the span)."""
+        T = int(config.duration * self.model.frame_rate)
+        return spans.decoded_length(T, config.span_arrangement, self.lm.span_len)
+
+    def _stage_start(
+        self, tokens: torch.Tensor, stage: int, config: DecodingConfig, prompt_len: int
+    ) -> _State:
+        """The state before the first step of ``stage`` (past the last stage: a finished state)."""
+        B, K, T = tokens.shape
+        if stage >= K:
+            return _State(tokens, stage, 0, torch.zeros((B, 1, 0)), torch.zeros((B, 1, T), dtype=torch.bool))
+        span_len = self.lm.span_len
+        n_units = spans.unit_count(T, config.span_arrangement, span_len)
+        n_prompt = spans.prompt_units(prompt_len, config.span_arrangement, span_len)
+        scores = spans.initial_scores(B, n_units, n_prompt).to(tokens.device)
+        n_steps = config.decoding_steps[stage]
+        k = schedules.num_masked(schedules.mask_rate(0, n_steps), n_units - n_prompt)
+        mask = spans.select_mask(scores.cpu(), k, config.span_arrangement, span_len).to(tokens.device)
+        return _State(tokens, stage, 0, scores, mask)
+
+    # ---------------------------------------------------------------- the loop body
+    @torch.no_grad()
+    def _step(
+        self,
+        state: _State,
+        controls: ControlValues,
+        config: DecodingConfig,
+        conditions: dict,
+        prompt: torch.Tensor | None,
+        generator: torch.Generator,
+        prompts: tuple[str, ...],
+    ) -> tuple[_State, dict]:
+        """One decoding step; returns the next state and the raw material of its record."""
+        lm, span_len, arrangement = self.lm, self.lm.span_len, config.span_arrangement
+        mask_id = lm.special_token_id
+        stage, i = state.stage, state.step
+        n_steps = config.decoding_steps[stage]
+        B, _, T = state.tokens.shape
+        prompt_len = 0 if prompt is None else prompt.shape[-1]
+        n_gen = spans.unit_count(T, arrangement, span_len) - spans.prompt_units(
+            prompt_len, arrangement, span_len
+        )
+        rate = schedules.mask_rate(i, n_steps)
+
+        tokens = state.tokens.clone()
+        row = tokens[:, [stage]]  # [B, 1, T]
+        row[state.mask] = mask_id
+        if prompt is not None:
+            row[..., :prompt_len] = prompt[:, [stage]]
+        tokens[:, [stage]] = row
+        mask_before = row == mask_id
+
+        logits = stage_logits(lm, torch.cat([tokens, tokens], dim=0), conditions, stage)
+        cond, uncond = logits.split(B, dim=0)
+        cfg_coef = controls.cfg.coef(float(rate))
+        logits = (uncond + (cond - uncond) * cfg_coef).unsqueeze(1)  # [B, 1, T, card]
+        temperature = schedules.temperature_at(controls.temperature, i, n_steps, config.anneal_temp)
+        probs = torch.softmax(logits / max(temperature, schedules.MIN_TEMPERATURE), dim=-1)
+        if config.use_sampling:
+            sampled, scoring_probs = sample(
+                probs, top_k=config.top_k, top_p=config.top_p, generator=generator
+            )
+        else:
+            sampled, scoring_probs = torch.argmax(logits, dim=-1, keepdim=True), probs
+        row = torch.where(mask_before, sampled[..., 0], row)
+        tokens[:, [stage]] = row
+        confidence = torch.gather(scoring_probs, 3, sampled)[..., 0]  # [B, 1, T]
+
+        rescorer_conf = None
+        weight = controls.rescore_weight
+        mixed = confidence
+        if weight > 0 and self.rescorer is not None:
+            rescorer_conf = self.rescorer.token_probs(tokens, prompts)[:, [stage]].to(confidence)
+            mixed = (1 - weight) * confidence + weight * rescorer_conf
+        scoring_mask = state.mask if spans.uses_chunks(arrangement, span_len) else mask_before
+        scores = spans.span_scores(mixed, scoring_mask, arrangement, span_len, config.span_scoring)
+
+        if i + 1 < n_steps:
+            k = schedules.num_masked(schedules.mask_rate(i + 1, n_steps), n_gen)
+            next_mask = spans.select_mask(scores.cpu(), k, arrangement, span_len).to(tokens.device)
+            next_state = _State(tokens, stage, i + 1, scores, next_mask)
+        else:
+            next_state = self._stage_start(tokens, stage + 1, config, prompt_len)
+        raw = {
+            "mask_rate": float(rate),
+            "num_masked": int(spans.unit_mask(state.mask, arrangement, span_len)[0].sum()),
+            "num_units": n_gen,
+            "cfg_coef": float(cfg_coef),
+            "temperature": float(temperature),
+            "rescore_weight": float(weight if self.rescorer is not None else 0.0),
+            "mask_before": mask_before[:, 0],
+            "mask_after": next_state.mask[:, 0]
+            if next_state.stage == stage
+            else torch.zeros_like(mask_before[:, 0]),
+            "confidence": confidence[:, 0].masked_fill(~mask_before[:, 0], float("nan")),
+            "rescorer_confidence": None if rescorer_conf is None else rescorer_conf[:, 0],
+            "scores": scores,
+        }
+        return next_state, raw
+
+    # ---------------------------------------------------------------- public API
+    def steps(
+        self,
+        prompts: Sequence[str],
+        config: DecodingConfig | None = None,
+        *,
+        seed: int = 0,
+        controls: LiveControls | None = None,
+        prompt_tokens: torch.Tensor | None = None,
+        resume_from: StepRecord | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StepRecord]:
+        """Decode, yielding one record per step.
+
+        Args:
+            prompts: B text descriptions.
+            config: run settings (``DecodingConfig()``: audiocraft's defaults).
+            seed: seeds the sampler's own generator (the global RNG is left alone).
+            controls: live controls; by default fixed at the config's values.
+            prompt_tokens: ``[B, K, P]`` codes to continue from; never re-masked.
+            resume_from: a record of an earlier run with the same prompts and length: decoding
+                continues after it, its generator state included, with ``config``/``controls``.
+            cancel: when set, the run stops before the next step.
+        Raises:
+            ValueError: bad prompts, config, prompt tokens or resume record.
+        """
+        config = config or DecodingConfig()
+        prompts = self._check_prompts(prompts)
+        lm, model = self.lm, self.model
+        config.check_model(model.num_codebooks, model.max_duration, lm.card)
+        controls = controls or LiveControls.from_config(config)
+        device = model.device
+        B, K, T = len(prompts), model.num_codebooks, self.frames(config)
+        if T < lm.span_len:
+            raise ValueError(f"duration {config.duration} s is too short: it gives {T} frames.")
+        prompt = None
+        if prompt_tokens is not None:
+            prompt = torch.as_tensor(prompt_tokens, dtype=torch.long, device=device)
+            if prompt.dim() != 3 or prompt.shape[:2] != (B, K):
+                raise ValueError(f"prompt_tokens must have shape [{B}, {K}, P], got {list(prompt.shape)}.")
+            if prompt.shape[-1] >= T:
+                raise ValueError(
+                    f"The prompt ({prompt.shape[-1]} frames) must be shorter than the output ({T})."
+                )
+            if prompt.numel() and (prompt.min() < 0 or prompt.max() >= lm.card):
+                raise ValueError(f"prompt_tokens must be codes in [0, {lm.card}).")
+        total = sum(config.decoding_steps)
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        conditions = self._conditions(prompts)
+
+        if resume_from is None:
+            tokens = torch.full((B, K, T), lm.special_token_id, dtype=torch.long, device=device)
+            if prompt is not None:
+                tokens[..., : prompt.shape[-1]] = prompt
+            state = self._stage_start(tokens, 0, config, 0 if prompt is None else prompt.shape[-1])
+            global_step = 0
+        else:
+            state, global_step = self._resume_state(resume_from, config, B, K, T, prompt, device)
+            generator.set_state(torch.as_tensor(resume_from.rng_state, dtype=torch.uint8))
+        start = time.perf_counter()
+        while state.stage < K:
+            if cancel is not None and cancel.is_set():
+                return
+            values = controls.snapshot()
+            t0 = time.perf_counter()
+            stage, step = state.stage, state.step
+            state, raw = self._step(state, values, config, conditions, prompt, generator, prompts)
+            now = time.perf_counter()
+            yield StepRecord(
+                stage=stage,
+                step=step,
+                steps_in_stage=config.decoding_steps[stage],
+                global_step=global_step,
+                total_steps=total,
+                controls=values,
+                tokens=frozen_array(state.tokens, np.int16),
+                mask_before=frozen_array(raw.pop("mask_before")),
+                mask_after=frozen_array(raw.pop("mask_after")),
+                confidence=frozen_array(raw.pop("confidence"), np.float32),
+                rescorer_confidence=(
+                    None
+                    if raw["rescorer_confidence"] is None
+                    else frozen_array(raw.pop("rescorer_confidence"), np.float32)
+                ),
+                scores=frozen_array(raw.pop("scores"), np.float32),
+                rng_state=frozen_array(generator.get_state(), np.uint8),
+                mask_id=lm.special_token_id,
+                step_seconds=now - t0,
+                elapsed=now - start,
+                **{k: v for k, v in raw.items() if k != "rescorer_confidence"},
+            )
+            global_step += 1
+
+    def _resume_state(self, record: StepRecord, config, B, K, T, prompt, device) -> tuple[_State, int]:
+        if record.tokens.shape != (B, K, T):
+            raise ValueError(
+                f"Cannot resume: the record's canvas is {list(record.tokens.shape)} but this run's is {[B, K, T]} "
+                f"(same prompts count, duration and span arrangement are needed)."
+            )
+        if record.global_step >= sum(config.decoding_steps):
+            raise ValueError("Cannot resume after the last step: nothing is left to decode.")
+        steps_done = sum(config.decoding_steps[: record.stage]) + record.step + 1
+        if steps_done != record.global_step + 1 or record.step >= config.decoding_steps[record.stage]:
+            raise ValueError(
+                "Cannot resume: the decoding steps of the record's stages differ from this config's "
+                f"({list(config.decoding_steps)})."
+            )
+        tokens = torch.as_tensor(np.asarray(record.tokens, dtype=np.int64), device=device)
+        scores = torch.as_tensor(np.array(record.scores), device=device)
+        if record.is_stage_end:
+            state = self._stage_start(
+                tokens, record.stage + 1, config, 0 if prompt is None else prompt.shape[-1]
+            )
+        else:
+            mask = torch.as_tensor(np.array(record.mask_after), device=device)[:, None]
+            state = _State(tokens, record.stage, record.step + 1, scores, mask)
+        return state, record.global_step + 1
+
+    def decode(
+        self,
+        prompts: Sequence[str],
+        config: DecodingConfig | None = None,
+        *,
+        seed: int = 0,
+        controls: LiveControls | None = None,
+        prompt_tokens: torch.Tensor | None = None,
+        resume_from: StepRecord | None = None,
+        cancel: threading.Event | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
+        with_audio: bool = True,
+    ) -> DecodeResult:
+        """Run :meth:`steps` to the end (or until cancelled) and decode the audio.
+
+        A cancelled run's audio is the preview of its last step (finished codebooks plus
+        proposals); its tokens are that step's canvas.
+        """
+        config = config or DecodingConfig()
+        records = []
+        for record in self.steps(
+            prompts,
+            config,
+            seed=seed,
+            controls=controls,
+            prompt_tokens=prompt_tokens,
+            resume_from=resume_from,
+            cancel=cancel,
+        ):
+            records.append(record)
+            if on_step is not None:
+                on_step(record)
+        last = records[-1] if records else resume_from
+        if last is None:
+            raise ValueError("The run was cancelled before its first step.")
+        cancelled = not last.is_last
+        tokens = torch.as_tensor(np.asarray(last.tokens, dtype=np.int64))
+        audio = None
+        if with_audio:
+            if cancelled:
+                audio = preview_audio(self.model.compression_model, last)
+            else:
+                audio = decode_tokens(self.model.compression_model, tokens)
+        return DecodeResult(
+            tokens=tokens,
+            audio=audio,
+            sample_rate=self.model.sample_rate,
+            records=tuple(records),
+            config=config,
+            prompts=self._check_prompts(prompts),
+            seed=seed,
+            cancelled=cancelled,
+            resumed_from=None if resume_from is None else resume_from.global_step,
+        )

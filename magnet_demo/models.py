@@ -1,0 +1,357 @@
+"""Loading MAGNeT checkpoints (hub names or local folders) and the forward pass the engine uses.
+
+One loader serves ``facebook/magnet-*`` / ``facebook/audio-magnet-*`` names, local folders in
+audiocraft's export format (see :mod:`magnet_demo.checkpoints`) and the embedded model in
+``assets/``. It reads packages through audiocraft's loaders and builds models through audiocraft's
+builders; where a package names one of our own components (the embedded model's spectral codec
+or word-level text conditioner) the loader builds that part itself and says so in
+:attr:`LoadedModel.kind`.
+
+Attention. audiocraft's MAGNeT restricts the self-attention of codebooks > 0 to +/- 5 frames. It
+builds that mask once, for ``segment_duration * 50`` frames padded to a multiple of 8, and its
+plain-torch paths are wrong: the einsum path adds the padded mask without slicing it (so it only
+runs when the generated length equals the padded size), and the ``memory_efficient`` path without
+xformers calls ``scaled_dot_product_attention(is_causal=True)`` and drops the mask altogether.
+:func:`stage_logits` builds the mask for the actual length ``T`` (cached), and on machines without
+xformers the loader rebuilds ``memory_efficient`` checkpoints with the einsum path (same weights:
+``custom`` attention is kept), which adds a correctly sized mask. With CUDA and real xformers the
+fast kernel stays, fed with an 8-aligned mask that audiocraft slices itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
+from magnet_demo.compat import has_real_xformers, import_audiocraft
+
+import_audiocraft()
+
+from audiocraft.models import builders, loaders  # noqa: E402
+from audiocraft.models.encodec import CompressionModel  # noqa: E402
+from audiocraft.models.lm import LMModel  # noqa: E402
+from audiocraft.models.lm_magnet import MagnetLMModel  # noqa: E402
+from audiocraft.modules.transformer import set_efficient_attention_backend  # noqa: E402
+
+#: the released checkpoints (audiocraft's MAGNeT.get_pretrained docstring); duration in seconds
+HUB_MODELS = {
+    "facebook/magnet-small-10secs": {"duration": 10, "domain": "music"},
+    "facebook/magnet-medium-10secs": {"duration": 10, "domain": "music"},
+    "facebook/magnet-small-30secs": {"duration": 30, "domain": "music"},
+    "facebook/magnet-medium-30secs": {"duration": 30, "domain": "music"},
+    "facebook/audio-magnet-small": {"duration": 10, "domain": "sound"},
+    "facebook/audio-magnet-medium": {"duration": 10, "domain": "sound"},
+}
+#: where the embedded model ships
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+EMBEDDED_NAME = "embedded"
+
+#: conditioner types audiocraft's builders know; any other type is one of ours
+AUDIOCRAFT_CONDITIONERS = {"t5", "lut", "chroma_stem", "clap"}
+#: compression model type of our spectral codec
+SPECTRAL_CODEC = "magnet_demo_spectral"
+#: xformers' memory-efficient kernel wants masks padded to a multiple of this
+XFORMERS_ALIGN = 8
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint could not be loaded; the message says which and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A MAGNeT language model with its codec, ready for :mod:`magnet_demo.engine`.
+
+    Attributes:
+        name: what the caller asked for (hub name, folder or ``"embedded"``).
+        kind: ``"hub"``, ``"folder"`` or ``"embedded"``; ``custom_parts`` lists our own components.
+        lm: the MAGNeT language model (eval mode).
+        compression_model: the audio codec (eval mode).
+        cfg: the LM's ``xp.cfg``.
+    """
+
+    name: str
+    kind: str
+    lm: MagnetLMModel
+    compression_model: CompressionModel
+    cfg: DictConfig
+    custom_parts: tuple[str, ...] = ()
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.compression_model.sample_rate)
+
+    @property
+    def frame_rate(self) -> int:
+        return int(self.compression_model.frame_rate)
+
+    @property
+    def max_duration(self) -> float:
+        """Longest generation the model was trained for, in seconds."""
+        return float(self.cfg.dataset.segment_duration)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.lm.num_codebooks)
+
+
+# --------------------------------------------------------------------------------------------
+# building models from configs
+
+
+def _as_config(cfg: dict[str, Any] | DictConfig) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+
+
+def _delete(cfg: DictConfig, dotted: str) -> None:
+    node = cfg
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if part not in node:
+            return
+        node = node[part]
+    OmegaConf.set_struct(node, False)
+    if leaf in node:
+        del node[leaf]
+
+
+def _use_xformers(device: str) -> bool:
+    return device.startswith("cuda") and has_real_xformers()
+
+
+def build_lm(cfg: dict[str, Any] | DictConfig, device: str = "cpu") -> LMModel:
+    """Build a (MAGNeT or autoregressive) LM from its ``xp.cfg`` with random weights.
+
+    Mirrors ``audiocraft.models.loaders.load_lm_model(_magnet)``: same config clean-up, same
+    builder. Differences, all weight-compatible: conditioners of our own types are built by
+    :func:`magnet_demo.conditioning.build_conditioner` and attached after audiocraft builds the
+    rest; ``memory_efficient`` attention is turned into the equivalent einsum path when xformers
+    cannot run (CPU, or no xformers).
+    """
+    cfg = _as_config(OmegaConf.to_container(_as_config(cfg), resolve=True))
+    cfg.device = device
+    cfg.dtype = "float32" if device == "cpu" else "float16"
+    for param in ("conditioners.args.merge_text_conditions_p", "conditioners.args.drop_desc_p"):
+        _delete(cfg, param)
+    _delete(cfg, "conditioners.self_wav.chroma_stem.cache_path")
+    is_magnet = cfg.lm_model == "transformer_lm_magnet"
+    if is_magnet:
+        cfg.transformer_lm.compression_model_framerate = cfg.transformer_lm.get(
+            "compression_model_framerate", 50
+        )
+        cfg.transformer_lm.segment_duration = cfg.dataset.segment_duration
+        cfg.transformer_lm.span_len = cfg.masking.span_len
+    if cfg.transformer_lm.get("memory_efficient", False):
+        if _use_xformers(device):
+            set_efficient_attention_backend("xformers")
+        else:
+            # same parameters (memory_efficient implies custom attention), correct masked path
+            cfg.transformer_lm.memory_efficient = False
+            cfg.transformer_lm.custom = True
+    ours = {}
+    if cfg.get("conditioners"):
+        for name in list(cfg.conditioners.keys()):
+            if name == "args":
+                continue
+            spec = cfg.conditioners[name]
+            if spec.model not in AUDIOCRAFT_CONDITIONERS:
+                ours[name] = OmegaConf.to_container(spec, resolve=True)
+                _delete(cfg, f"conditioners.{name}")
+    lm = builders.get_lm_model(cfg)
+    if ours:
+        from magnet_demo.conditioning import build_conditioner
+
+        for name, spec in ours.items():
+            conditioner = build_conditioner(
+                spec["model"], spec.get(spec["model"], {}), output_dim=cfg.transformer_lm.dim
+            )
+            lm.condition_provider.conditioners[name] = conditioner.to(device)
+    lm.cfg = cfg
+    return lm
+
+
+def build_compression_model(cfg: dict[str, Any] | DictConfig, device: str = "cpu") -> CompressionModel:
+    """Build a codec from its ``xp.cfg``: audiocraft's EnCodec, or our spectral codec."""
+    cfg = _as_config(cfg)
+    if cfg.compression_model == SPECTRAL_CODEC:
+        from magnet_demo.codec import build_codec
+
+        return build_codec(cfg).to(device)
+    cfg = cfg.copy()
+    cfg.device = device
+    return builders.get_compression_model(cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _offline_message(name: str, error: Exception) -> str:
+    return (
+        f"Could not load '{name}': it is not a local folder and its weights could not be fetched from "
+        f"the Hugging Face Hub ({type(error).__name__}). Either connect this machine to the internet "
+        f"once so that the weights are cached (they land in ~/.cache/huggingface, or AUDIOCRAFT_CACHE_DIR), "
+        f"or download the folder '{name}' elsewhere (files {LM_FILE} and {COMPRESSION_FILE}) and pass its "
+        f"path. The embedded model ('{EMBEDDED_NAME}') always works offline."
+    )
+
+
+def _read_packages(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        lm_pkg = loaders.load_lm_model_ckpt(name)
+        comp_pkg = loaders.load_compression_model_ckpt(name)
+    except FileNotFoundError as error:
+        raise ModelLoadError(f"Could not load '{name}': {error}") from error
+    except Exception as error:  # hub errors come in many types (offline, gated, not found)
+        if os.path.isdir(name):
+            raise ModelLoadError(f"Could not read the checkpoint folder '{name}': {error}") from error
+        raise ModelLoadError(_offline_message(name, error)) from error
+    return lm_pkg, comp_pkg
+
+
+def resolve_name(name: str) -> tuple[str, str]:
+    """Map a user's model choice to (location, kind); raises ModelLoadError for unknown names."""
+    name = name.strip()
+    if name in ("", EMBEDDED_NAME):
+        if not (EMBEDDED_DIR / LM_FILE).is_file():
+            raise ModelLoadError(
+                f"The embedded model is missing from {EMBEDDED_DIR}: run the training command in README.md."
+            )
+        return str(EMBEDDED_DIR), "embedded"
+    if os.path.isdir(name):
+        missing = [f for f in (LM_FILE, COMPRESSION_FILE) if not os.path.isfile(os.path.join(name, f))]
+        if missing:
+            raise ModelLoadError(
+                f"The folder '{name}' is not a MAGNeT checkpoint: it lacks {', '.join(missing)}."
+            )
+        return name, "folder"
+    if name in HUB_MODELS:
+        return name, "hub"
+    if "/" in name and not name.startswith((".", "/")):
+        return name, "hub"
+    raise ModelLoadError(
+        f"Unknown model '{name}': give one of {', '.join(HUB_MODELS)}, '{EMBEDDED_NAME}', or a checkpoint folder."
+    )
+
+
+def load_model(name: str = EMBEDDED_NAME, device: str | None = None) -> LoadedModel:
+    """Load a MAGNeT checkpoint (hub name, folder, or ``"embedded"``) with its codec.
+
+    Raises:
+        ModelLoadError: with a message naming the model and what to do (offline, missing files,
+            not a MAGNeT checkpoint).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    location, kind = resolve_name(name)
+    lm_pkg, comp_pkg = _read_packages(location)
+    lm_cfg = OmegaConf.create(lm_pkg["xp.cfg"])
+    if lm_cfg.get("lm_model") != "transformer_lm_magnet":
+        raise ModelLoadError(f"'{name}' is not a MAGNeT checkpoint (lm_model: {lm_cfg.get('lm_model')}).")
+    custom: list[str] = []
+    if "pretrained" in comp_pkg:
+        compression_model = CompressionModel.get_pretrained(comp_pkg["pretrained"], device=device)
+    else:
+        comp_cfg = OmegaConf.create(comp_pkg["xp.cfg"])
+        if comp_cfg.compression_model == SPECTRAL_CODEC:
+            custom.append("codec")
+        compression_model = build_compression_model(comp_cfg, device)
+        compression_model.load_state_dict(comp_pkg["best_state"])
+    compression_model.eval()
+    lm_cfg.transformer_lm.compression_model_framerate = int(compression_model.frame_rate)
+    if any(
+        spec.model not in AUDIOCRAFT_CONDITIONERS
+        for key, spec in lm_cfg.conditioners.items()
+        if key != "args"
+    ):
+        custom.append("conditioner")
+    lm = build_lm(lm_cfg, device)
+    lm.load_state_dict(lm_pkg["best_state"])
+    lm.eval()
+    return LoadedModel(
+        name=name,
+        kind=kind,
+        lm=lm,
+        compression_model=compression_model,
+        cfg=lm.cfg,
+        custom_parts=tuple(custom),
+    )
+
+
+def load_lm(location: str, device: str = "cpu") -> LMModel:
+    """Load just the language model of a folder or hub name (e.g. an autoregressive rescorer)."""
+    lm_pkg = loaders.load_lm_model_ckpt(location)
+    lm = build_lm(OmegaConf.create(lm_pkg["xp.cfg"]), device)
+    lm.load_state_dict(lm_pkg["best_state"])
+    return lm.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# the forward pass
+
+
+@lru_cache(maxsize=32)
+def _restricted_mask(T: int, context: int, padded: int, num_heads: int, device: str) -> torch.Tensor:
+    """Additive self-attention mask ``[1, H, P, P]`` (0 where |i - j| <= context, -inf elsewhere).
+
+    ``P`` (``padded``) is ``T`` on the einsum path and ``T`` rounded up to a multiple of 8 for
+    xformers (rows/columns beyond ``T`` are 0, as audiocraft pads them; it slices them off).
+    """
+    pos = torch.arange(T, device=device)
+    allowed = (pos[:, None] - pos[None, :]).abs() <= context
+    mask = torch.zeros(1, num_heads, padded, padded, device=device)
+    mask[..., :T, :T] = torch.where(allowed, 0.0, float("-inf"))
+    return mask
+
+
+def attention_mask(lm: MagnetLMModel, stage: int, T: int) -> torch.Tensor | None:
+    """The self-attention mask for predicting codebook ``stage`` over ``T`` frames (None = full)."""
+    if stage == 0 or getattr(lm, "subcodes_context", -1) < 0:
+        return None
+    attn = lm.transformer.layers[0].self_attn
+    device = next(lm.parameters()).device
+    if attn.memory_efficient:
+        padded = math.ceil(T / XFORMERS_ALIGN) * XFORMERS_ALIGN
+        heads = attn.num_heads
+    else:
+        padded, heads = T, 1
+    mask = _restricted_mask(T, lm.subcodes_context, padded, heads, str(device))
+    return mask.to(next(lm.parameters()).dtype)
+
+
+def stage_logits(
+    lm: MagnetLMModel, sequence: torch.Tensor, condition_tensors: dict[str, Any], stage: int
+) -> torch.Tensor:
+    """Logits of codebook ``stage`` for every frame.
+
+    Same arithmetic as ``LMModel.forward(sequence, [], condition_tensors, stage=stage)[:, stage]``
+    but with an attention mask sized for ``T`` and only the ``stage`` output head evaluated.
+
+    Args:
+        sequence: tokens ``[B, K, T]`` (masked positions hold ``lm.special_token_id``).
+        condition_tensors: pre-computed conditions for the batch (``lm.condition_provider`` output).
+    Returns:
+        logits ``[B, T, card]``.
+    """
+    B, K, T = sequence.shape
+    x = sum(lm.emb[k](sequence[:, k]) for k in range(K))
+    x, cross = lm.fuser(x, condition_tensors)
+    out = lm.transformer(x, cross_attention_src=cross, src_mask=attention_mask(lm, stage, T))
+    if lm.out_norm is not None:
+        out = lm.out_norm(out)
+    logits = lm.linears[stage](out)
+    if len(lm.fuser.fuse2cond["prepend"]) > 0:
+        logits = logits[:, -T:]
+    return logits

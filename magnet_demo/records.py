@@ -1,0 +1,109 @@
+"""Immutable records of a decoding run: one :class:`StepRecord` per step, a :class:`DecodeResult`.
+
+Records hold detached, read-only numpy copies (``tokens`` as int16: every code and the mask id
+fit), so a UI can keep hundreds of them, and a trace file is their straight dump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from magnet_demo.controls import ControlValues, DecodingConfig
+
+
+def frozen_array(x: torch.Tensor | np.ndarray, dtype=None) -> np.ndarray:
+    """A read-only numpy copy of ``x`` (on CPU)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    array = np.array(x, dtype=dtype, copy=True)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one decoding step did. ``B`` prompts, ``K`` codebooks, ``T`` frames, ``N`` units.
+
+    Attributes:
+        stage: codebook being decoded (0-based); codebooks above it are still all masked.
+        step: step within the stage (0-based); ``steps_in_stage`` steps in all.
+        global_step: step counted over all stages (0-based); ``total_steps`` in all.
+        mask_rate: fraction of the stage's units masked at this step (cosine schedule).
+        num_masked: units masked (re-predicted) at this step; ``num_units`` units can be masked.
+        cfg_coef, temperature, rescore_weight: values used by this step (temperature after
+            annealing; the softmax floors it at 0.01).
+        controls: the live-control snapshot taken at the start of this step.
+        tokens: ``[B, K, T]`` int16 canvas after the step; the current stage holds this step's
+            proposals everywhere, higher stages hold ``mask_id``.
+        mask_before: ``[B, T]`` bool, frames of the current stage masked during this step.
+        mask_after: ``[B, T]`` bool, frames the next step re-masks (their proposals are not kept);
+            all False at the last step of a stage.
+        confidence: ``[B, T]`` float32, MAGNeT's probability of each proposal of this step (NaN on
+            frames fixed before this step).
+        rescorer_confidence: ``[B, T]`` float32, the rescorer's probability of the same tokens, or
+            None when the rescoring weight was 0.
+        scores: ``[B, 1, N]`` float32 unit scores after the step (higher = re-mask first).
+        rng_state: the sampler's generator state after the step (uint8), for resuming.
+        step_seconds, elapsed: wall time of this step, and since the run started.
+    """
+
+    stage: int
+    step: int
+    steps_in_stage: int
+    global_step: int
+    total_steps: int
+    mask_rate: float
+    num_masked: int
+    num_units: int
+    cfg_coef: float
+    temperature: float
+    rescore_weight: float
+    controls: ControlValues
+    tokens: np.ndarray
+    mask_before: np.ndarray
+    mask_after: np.ndarray
+    confidence: np.ndarray
+    rescorer_confidence: np.ndarray | None
+    scores: np.ndarray
+    rng_state: np.ndarray
+    mask_id: int
+    step_seconds: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def newly_fixed(self) -> np.ndarray:
+        """``[B, T]`` bool: frames whose token this step fixed for good."""
+        return self.mask_before & ~self.mask_after
+
+    @property
+    def is_stage_end(self) -> bool:
+        return self.step == self.steps_in_stage - 1
+
+    @property
+    def is_last(self) -> bool:
+        return self.global_step == self.total_steps - 1
+
+    def committed_tokens(self) -> np.ndarray:
+        """``[B, K, T]`` tokens with the frames the next step re-masks set to ``mask_id``."""
+        tokens = np.array(self.tokens)
+        tokens[:, self.stage][self.mask_after] = self.mask_id
+        return tokens
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """The outcome of a run: final tokens ``[B, K, T]``, audio ``[B, samples]`` and every record."""
+
+    tokens: torch.Tensor
+    audio: np.ndarray | None
+    sample_rate: int
+    records: tuple[StepRecord, ...]
+    config: DecodingConfig
+    prompts: tuple[str, ...]
+    seed: int
+    cancelled: bool = False
+    resumed_from: int | None = None
+    info: dict = field(default_factory=dict)

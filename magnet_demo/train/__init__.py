@@ -1,0 +1,1 @@
+"""Training for the embedded model: the rendered corpus, the attribute classifier, codec and LM."""

@@ -1,0 +1,469 @@
+"""Train the embedded model's spectral codec, evaluate it, and encode the corpus into tokens.
+
+Commands::
+
+    python -m magnet_demo.train.train_codec --corpus data/corpus --minutes 20 --out assets/embedded
+    python -m magnet_demo.train.train_codec --quick --out /tmp/codec          # ~20 s micro codec
+    python -m magnet_demo.train.train_codec encode --corpus data/corpus --codec assets/embedded \\
+        --out data/tokens.npy
+    python -m magnet_demo.train.train_codec eval --corpus data/corpus --codec assets/embedded
+
+Training samples one-second crops from the corpus's 'train' clips (``audio.npy``: int16 [N, 160000],
+``meta.jsonl``: one JSON per clip with a ``split`` field); without a corpus it falls back to
+synthetic audio (tones and noise bursts). The loss is DESIGN.md section 8's: multi-resolution
+log-mel L1 + 0.2 x log-STFT L1 + waveform L1 + commitment. The budget is wall time: ``--minutes``
+is the total over all resumed sessions of a run folder; checkpoints go to ``--run-dir`` every
+``--save-every`` seconds and at the end, when the codec is exported and evaluated on held-out clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from magnet_demo.codec import SAMPLE_RATE, SpectralCodec, build_codec, codec_config, load_codec, save_codec
+
+log = logging.getLogger("train_codec")
+
+CLIP_SAMPLES = 10 * SAMPLE_RATE
+INT16_SCALE = 32768.0
+#: (n_fft, hop, n_mels) of the multi-resolution spectral loss and of the log-mel L1 metric
+RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
+#: floor of magnitudes before log10, in both the loss and the metric
+LOG_FLOOR = 1e-5
+#: loss weights (DESIGN.md section 8)
+W_LOGMEL, W_LOGSTFT, W_WAVE, W_COMMIT = 1.0, 0.2, 1.0, 1.0
+#: micro configuration of ``--quick``: same token layout (4 x 256 at 50 Hz), tiny network
+QUICK_ARGS = {"dim": 64, "hidden": 128, "encoder_blocks": 1, "decoder_blocks": 1}
+QUICK_SECONDS = 20
+
+
+# --- spectral loss and metric -----------------------------------------------------------------
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Triangular HTK-mel filters from 0 Hz to Nyquist: [n_mels, n_fft // 2 + 1]."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    top = 2595 * math.log10(1 + sample_rate / 2 / 700)
+    edges = 700 * (10 ** (torch.linspace(0, top, n_mels + 2, dtype=torch.float64) / 2595) - 1)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.minimum(rising, falling).clamp(min=0).float()
+
+
+class SpectralLoss(nn.Module):
+    """Multi-resolution log10-mel and log10-STFT-magnitude L1 between audio batches [B, T]."""
+
+    def __init__(self, resolutions=RESOLUTIONS, sample_rate: int = SAMPLE_RATE):
+        super().__init__()
+        self.resolutions = resolutions
+        for n_fft, _, n_mels in resolutions:
+            self.register_buffer(f"mel_{n_fft}", mel_filterbank(n_fft, n_mels, sample_rate), persistent=False)
+            self.register_buffer(f"win_{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-mel L1, log-STFT L1), each averaged over resolutions, of estimate y vs target x [B, T]."""
+        mel_terms, stft_terms = [], []
+        both = torch.cat([y, x])
+        for n_fft, hop, _ in self.resolutions:
+            spec = torch.stft(both, n_fft, hop, window=getattr(self, f"win_{n_fft}"), return_complex=True)
+            mag = spec.abs()  # [2B, n_freq, frames]
+            mel = torch.matmul(getattr(self, f"mel_{n_fft}"), mag)
+            log_mag = torch.log10(mag.clamp(min=LOG_FLOOR))
+            log_mel = torch.log10(mel.clamp(min=LOG_FLOOR))
+            my, mx = log_mel.chunk(2)
+            sy, sx = log_mag.chunk(2)
+            mel_terms.append((my - mx).abs().mean())
+            stft_terms.append((sy - sx).abs().mean())
+        return torch.stack(mel_terms).mean(), torch.stack(stft_terms).mean()
+
+
+_METRIC: SpectralLoss | None = None
+
+
+def _as_batch(a: Any) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).detach().float().cpu()
+    return t.reshape(-1, t.shape[-1])
+
+
+def logmel_l1(a: Any, b: Any) -> float:
+    """Multi-resolution log10-mel L1 between 16 kHz audio a and b (numpy or torch; [T], [C, T] or
+    [B, C, T]; cropped to the shorter length). Lower is better; identical audio gives 0."""
+    global _METRIC
+    if _METRIC is None:
+        _METRIC = SpectralLoss()
+    ta, tb = _as_batch(a), _as_batch(b)
+    n = min(ta.shape[-1], tb.shape[-1])
+    with torch.no_grad():
+        return float(_METRIC(ta[..., :n], tb[..., :n])[0])
+
+
+def codec_loss(codec: SpectralCodec, spectral: SpectralLoss, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Training loss of ``codec`` on audio x [B, 1, T]; returns (loss, float terms for the log)."""
+    res = codec(x)
+    y = res.x
+    logmel, logstft = spectral(y[:, 0], x[:, 0])
+    wave = F.l1_loss(y, x)
+    loss = W_LOGMEL * logmel + W_LOGSTFT * logstft + W_WAVE * wave + W_COMMIT * res.penalty
+    terms = {"loss": loss, "logmel": logmel, "logstft": logstft, "wave": wave, "commit": res.penalty}
+    return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def synthetic_audio(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """n clips [n, length] float32 of harmonic notes with decaying envelopes plus noise bursts."""
+    t = np.arange(length) / SAMPLE_RATE
+    out = np.zeros((n, length), np.float32)
+    for i in range(n):
+        for _ in range(rng.integers(2, 8)):  # notes
+            start = rng.uniform(-0.5, t[-1])
+            f0 = 55 * 2 ** rng.uniform(0, 5)
+            env = np.where(t >= start, np.exp(-(t - start) * rng.uniform(1, 8)), 0)
+            tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 5) if f0 * h < SAMPLE_RATE / 2)
+            out[i] += 0.2 * env * tone
+        for _ in range(rng.integers(0, 6)):  # percussive noise bursts
+            start = rng.uniform(0, t[-1])
+            env = np.where(t >= start, np.exp(-(t - start) * rng.uniform(15, 60)), 0)
+            out[i] += 0.3 * env * rng.standard_normal(length)
+    return np.clip(out, -1, 1)
+
+
+class Corpus:
+    """Clips of a rendered corpus (memory-mapped) or, without one, a fixed synthetic set."""
+
+    SYNTHETIC_CLIPS = (48, 8)  # train, test
+
+    def __init__(self, corpus_dir: str | Path | None, seed: int = 0):
+        self.dir = Path(corpus_dir) if corpus_dir else None
+        if self.dir is not None and (self.dir / "audio.npy").exists():
+            self.audio = np.load(self.dir / "audio.npy", mmap_mode="r")  # int16 [N, T]
+            self.scale = INT16_SCALE
+            with open(self.dir / "meta.jsonl") as f:
+                splits = [json.loads(line).get("split", "train") for line in f if line.strip()]
+            if len(splits) != len(self.audio):
+                raise ValueError(f"{len(splits)} meta lines for {len(self.audio)} clips in {self.dir}")
+            self.train = np.array([i for i, s in enumerate(splits) if s != "test"])
+            self.test = np.array([i for i, s in enumerate(splits) if s == "test"])
+            self.synthetic = False
+        else:
+            if self.dir is not None:
+                log.warning("no corpus at %s: using synthetic audio", self.dir)
+            n_train, n_test = self.SYNTHETIC_CLIPS
+            self.audio = synthetic_audio(np.random.default_rng(seed), n_train + n_test, CLIP_SAMPLES)
+            self.scale = 1.0
+            self.train, self.test = np.arange(n_train), np.arange(n_train, n_train + n_test)
+            self.synthetic = True
+
+    def clips(self, indices) -> torch.Tensor:
+        """Whole clips [len(indices), 1, T] as float audio in [-1, 1]."""
+        return torch.from_numpy(np.stack([self.audio[i] for i in indices]).astype(np.float32) / self.scale)[
+            :, None
+        ]
+
+    def crops(self, rng: np.random.Generator, batch: int, length: int) -> torch.Tensor:
+        """Random crops [batch, 1, length] of training clips."""
+        rows = rng.choice(self.train, batch)
+        starts = rng.integers(0, self.audio.shape[1] - length + 1, batch)
+        data = np.stack([self.audio[r, s : s + length] for r, s in zip(rows, starts, strict=True)])
+        return torch.from_numpy(data.astype(np.float32) / self.scale)[:, None]
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+def code_stats(codes: torch.Tensor, bins: int) -> dict[str, list[float]]:
+    """Per-codebook usage (fraction of entries used) and entropy (bits) of codes [B, K, F]."""
+    usage, entropy = [], []
+    for k in range(codes.shape[1]):
+        counts = torch.bincount(codes[:, k].reshape(-1), minlength=bins).double()
+        p = counts[counts > 0] / counts.sum()
+        usage.append(round(float((counts > 0).double().mean()), 4))
+        entropy.append(round(float(-(p * p.log2()).sum()), 3))
+    return {"usage": usage, "entropy_bits": entropy}
+
+
+def griffin_lim(codec: SpectralCodec, audio: torch.Tensor, iters: int = 32) -> torch.Tensor:
+    """Reference reconstruction [B, 1, F * hop] from the true STFT magnitude of audio [B, 1, T]."""
+    mag = codec.stft(audio).abs()
+    spec = mag.to(torch.complex64)
+    for _ in range(iters):
+        spec = codec.stft(codec.istft(spec))
+        spec = mag * spec / spec.abs().clamp(min=1e-8)
+    return codec.istft(spec)
+
+
+@torch.no_grad()
+def evaluate(
+    codec: SpectralCodec, corpus: Corpus, n_clips: int = 64, batch: int = 8, gl: bool = False
+) -> dict:
+    """Held-out log-mel L1 of reconstructions (full clips), code statistics, encode+decode time."""
+    codec.eval()
+    indices = corpus.test[:n_clips]
+    errors, gl_errors, all_codes, seconds = [], [], [], 0.0
+    for i in range(0, len(indices), batch):
+        x = corpus.clips(indices[i : i + batch])
+        start = time.perf_counter()
+        codes, _ = codec.encode(x)
+        y = codec.decode(codes)
+        seconds += time.perf_counter() - start
+        all_codes.append(codes)
+        errors += [logmel_l1(y[j], x[j]) for j in range(len(x))]
+        if gl:
+            g = griffin_lim(codec, x)
+            gl_errors += [logmel_l1(g[j], x[j]) for j in range(len(x))]
+    x = corpus.clips(indices[:1])
+    start = time.perf_counter()
+    codec.decode(codec.encode(x)[0])
+    one = time.perf_counter() - start
+    result = {
+        "clips": len(indices),
+        "logmel_l1": round(float(np.mean(errors)), 4),
+        "encode_decode_10s_s": round(one, 4),
+        "encode_decode_per_clip_batched_s": round(seconds / max(len(indices), 1), 4),
+        **code_stats(torch.cat(all_codes), codec.cardinality),
+    }
+    if gl:
+        result["griffin_lim_logmel_l1"] = round(float(np.mean(gl_errors)), 4)
+    return result
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def learning_rate(base: float, step: int, progress: float, warmup: int = 200, floor: float = 0.1) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` x base by the end of the budget."""
+    ramp = min(1.0, (step + 1) / warmup)
+    return base * ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train (or resume) a codec for the wall-time budget, export it and return held-out metrics."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    corpus = Corpus(args.corpus, seed=args.seed)
+    state_path = run_dir / "last.pt"
+    budget = args.minutes * 60
+
+    overrides = dict(QUICK_ARGS) if args.quick else {}
+    for item in args.codec_arg:
+        key, value = item.split("=", 1)
+        overrides[key] = type(codec_config()["magnet_demo_spectral"][key])(value)
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        codec = build_codec(state["cfg"])
+        codec.load_state_dict(state["model"])
+        step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        rng = np.random.default_rng([args.seed, step])
+        log.info("resumed %s at step %d, %.1f of %.1f min", state_path, step, elapsed / 60, args.minutes)
+    else:
+        codec = build_codec(codec_config(**overrides))
+        state, step, elapsed, history = None, 0, 0.0, []
+        with torch.no_grad():  # k-means init of the codebooks on many crops, before any update
+            x = corpus.crops(rng, args.init_crops, args.crop)
+            codec.quantizer.kmeans_init(codec.encoder(codec.features(x)))
+    n_params = sum(p.numel() for p in codec.parameters())
+    log.info(
+        "codec %.2fM parameters, %s, corpus %s (%d train / %d test clips)",
+        n_params / 1e6,
+        codec.arguments,
+        "synthetic" if corpus.synthetic else corpus.dir,
+        len(corpus.train),
+        len(corpus.test),
+    )
+    spectral = SpectralLoss()
+    opt = torch.optim.AdamW(codec.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+
+    codec.train()
+    last_save = last_log = time.monotonic()
+    session_start, session_steps, window = time.monotonic(), 0, []
+    while elapsed < budget:
+        t0 = time.monotonic()
+        lr = learning_rate(args.lr, step, elapsed / budget)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss, terms = codec_loss(codec, spectral, corpus.crops(rng, args.batch, args.crop))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        opt.step()
+        step, session_steps = step + 1, session_steps + 1
+        elapsed += time.monotonic() - t0
+        window.append(terms)
+        now = time.monotonic()
+        if now - last_log >= args.log_every or elapsed >= budget:
+            mean = {k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}
+            rate = session_steps / (now - session_start)
+            log.info(
+                "step %d  %.1f/%.1f min  %.2f steps/s  lr %.2e  %s",
+                step,
+                elapsed / 60,
+                args.minutes,
+                rate,
+                lr,
+                mean,
+            )
+            history.append(
+                {"step": step, "elapsed": round(elapsed, 1), "steps_per_s": round(rate, 3), **mean}
+            )
+            window, last_log = [], now
+        if now - last_save >= args.save_every or elapsed >= budget:
+            state = {
+                "model": codec.state_dict(),
+                "opt": opt.state_dict(),
+                "cfg": codec_config(**codec.arguments),
+                "step": step,
+                "elapsed": elapsed,
+                "history": history,
+            }
+            _save_state(state_path, state)
+            last_save = now
+
+    metrics = evaluate(codec, corpus, n_clips=args.eval_clips)
+    metrics.update(
+        {
+            "steps": step,
+            "train_minutes": round(elapsed / 60, 2),
+            "params": n_params,
+            "corpus": "synthetic" if corpus.synthetic else str(corpus.dir),
+        }
+    )
+    if history:
+        metrics["steps_per_s"] = history[-1]["steps_per_s"]
+    log.info("held-out: %s", metrics)
+    if args.out:
+        path = save_codec(codec.eval(), args.out)
+        log.info("exported %s", path)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+# --- encoding the corpus ----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_corpus(
+    codec: SpectralCodec, corpus_dir: str | Path, out_path: str | Path, batch: int = 16
+) -> Path:
+    """Encode every clip of ``corpus_dir/audio.npy`` in corpus order into ``out_path``: int16 [N, K, F].
+
+    Written atomically (a temporary file in the same folder, then renamed), so readers never see a
+    partial file.
+    """
+    codec.eval()
+    audio = np.load(Path(corpus_dir) / "audio.npy", mmap_mode="r")
+    n, length = audio.shape
+    frames = math.ceil(length / codec.hop)
+    tokens = np.empty((n, codec.num_codebooks, frames), np.int16)
+    for i in range(0, n, batch):
+        x = torch.from_numpy(np.asarray(audio[i : i + batch], dtype=np.float32) / INT16_SCALE)[:, None]
+        tokens[i : i + batch] = codec.encode(x)[0].numpy().astype(np.int16)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp.npy")
+    np.save(tmp, tokens)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _setup_logging(run_dir: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if run_dir:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(run_dir) / "train.log"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", handlers=handlers
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("encode", "eval"):
+        command, argv = argv[0], argv[1:]
+        p = argparse.ArgumentParser(prog=f"train_codec {command}")
+        p.add_argument("--corpus", default="data/corpus")
+        p.add_argument("--codec", default="assets/embedded", help="folder (or file) of the exported codec")
+        p.add_argument("--threads", type=int, default=1)
+        if command == "encode":
+            p.add_argument("--out", default="data/tokens.npy")
+            p.add_argument("--batch", type=int, default=16)
+        else:
+            p.add_argument("--clips", type=int, default=64)
+            p.add_argument("--griffin-lim", action="store_true", help="also score the Griffin-Lim reference")
+        args = p.parse_args(argv)
+        _setup_logging(None)
+        torch.set_num_threads(args.threads)
+        codec = load_codec(args.codec)
+        start = time.monotonic()
+        if command == "encode":
+            path = encode_corpus(codec, args.corpus, args.out, args.batch)
+            log.info(
+                "wrote %s %s in %.1f s", path, np.load(path, mmap_mode="r").shape, time.monotonic() - start
+            )
+        else:
+            log.info("%s", json.dumps(evaluate(codec, Corpus(args.corpus), args.clips, gl=args.griffin_lim)))
+        return
+
+    p = argparse.ArgumentParser(prog="train_codec", description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", default="data/corpus", help="corpus folder; synthetic audio when missing")
+    p.add_argument("--out", default="assets/embedded", help="export folder (compression_state_dict.bin)")
+    p.add_argument(
+        "--run-dir", default=None, help="checkpoints and log (default runs/codec, runs/codec_quick)"
+    )
+    p.add_argument("--minutes", type=float, default=None, help="total wall-time budget of the run")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--quick", action="store_true", help=f"micro codec, {QUICK_SECONDS} s budget")
+    p.add_argument(
+        "--codec-arg", action="append", default=[], metavar="KEY=VALUE", help="codec constructor override"
+    )
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=SAMPLE_RATE, help="crop length in samples (one second)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")
+    p.add_argument("--eval-clips", type=int, default=64)
+    p.add_argument("--log-every", type=float, default=30.0, help="seconds")
+    p.add_argument("--save-every", type=float, default=120.0, help="seconds")
+    args = p.parse_args(argv)
+    if args.minutes is None:
+        args.minutes = QUICK_SECONDS / 60 if args.quick else 20.0
+    if args.run_dir is None:
+        args.run_dir = "runs/codec_quick" if args.quick else "runs/codec"
+    if args.quick:
+        args.eval_clips = min(args.eval_clips, 8)
+        args.log_every = min(args.log_every, 5.0)
+    _setup_logging(args.run_dir)
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
