@@ -304,7 +304,7 @@ def train(args: argparse.Namespace) -> dict:
     session_start, session_steps, window = time.monotonic(), 0, []
     while elapsed < budget:
         t0 = time.monotonic()
-        lr = learning_rate(args.lr, step, elapsed / budget)
+        lr = learning_rate(args.lr, step, elapsed / budget, warmup=args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
         loss, terms = codec_loss(codec, spectral, corpus.crops(rng, args.batch, args.crop))
@@ -447,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=SAMPLE_RATE, help="crop length in samples (one second)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 200, 20 with --quick)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")
@@ -456,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.minutes is None:
         args.minutes = QUICK_SECONDS / 60 if args.quick else 20.0
+    if args.warmup is None:
+        args.warmup = 20 if args.quick else 200
     if args.run_dir is None:
         args.run_dir = "runs/codec_quick" if args.quick else "runs/codec"
     if args.quick:

@@ -1,0 +1,171 @@
+"""The embedded model's spectral codec: token layout, checkpoint round trip, training signal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from magnet_demo.checkpoints import COMPRESSION_FILE, FRAME_RATE, load_package
+from magnet_demo.codec import (
+    CODEC_NAME,
+    HOP,
+    SpectralCodec,
+    build_codec,
+    codec_config,
+    load_codec,
+    save_codec,
+)
+from magnet_demo.compat import import_audiocraft
+from magnet_demo.train.train_codec import (
+    QUICK_ARGS,
+    SpectralLoss,
+    codec_loss,
+    encode_corpus,
+    logmel_l1,
+    synthetic_audio,
+)
+
+import_audiocraft()
+from audiocraft.models.encodec import CompressionModel  # noqa: E402
+
+SR = 16_000
+TEN_SECONDS = 10 * SR
+
+
+def _audio(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Synthetic music-like audio [batch, 1, length]."""
+    return torch.from_numpy(synthetic_audio(np.random.default_rng(seed), batch, length))[:, None]
+
+
+@pytest.fixture(scope="module")
+def codec() -> SpectralCodec:
+    """A default-size codec whose codebooks were k-means initialised on real latents, in eval mode."""
+    torch.manual_seed(0)
+    model = build_codec(codec_config())
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.encoder(model.features(_audio(4, SR))))
+    return model.eval()
+
+
+def test_is_an_audiocraft_compression_model(codec):
+    assert isinstance(codec, CompressionModel)
+    assert codec.sample_rate == SR and codec.channels == 1
+    assert codec.frame_rate == FRAME_RATE and SR / codec.frame_rate == HOP == 320
+    assert codec.cardinality == 256
+    assert codec.num_codebooks == codec.total_codebooks == 4
+
+
+def test_ten_seconds_is_500_frames(codec):
+    with torch.no_grad():
+        codes, scale = codec.encode(_audio(1, TEN_SECONDS))
+        assert scale is None
+        assert codes.shape == (1, 4, 500) and codes.dtype == torch.int64
+        assert 0 <= int(codes.min()) and int(codes.max()) < 256
+        audio = codec.decode(codes)
+        assert audio.shape == (1, 1, TEN_SECONDS)
+        # any frame count decodes to exactly frames * hop samples; odd lengths round up
+        assert codec.decode(codes[..., :7]).shape == (1, 1, 7 * HOP)
+        assert codec.encode(_audio(2, 1000))[0].shape == (2, 4, 4)
+        assert codec(_audio(2, 1000)).x.shape == (2, 1, 1000)
+
+
+def test_fewer_codebooks(codec):
+    with torch.no_grad():
+        x = _audio(1, SR)
+        codes, _ = codec.encode(x)
+        codec.set_num_codebooks(2)
+        try:
+            assert codec.num_codebooks == 2
+            assert torch.equal(codec.encode(x)[0], codes[:, :2])
+        finally:
+            codec.set_num_codebooks(4)
+        assert codec.decode(codes[:, :2]).shape == (1, 1, SR)
+
+
+def test_stft_framing_is_perfectly_invertible(codec):
+    x = _audio(2, 3 * SR)[..., : 3 * SR - 5 * HOP]  # a whole number of hops
+    spec = codec.stft(x)
+    assert spec.shape == (2, 513, x.shape[-1] // HOP)
+    assert torch.allclose(codec.istft(spec), x, atol=1e-5)
+
+
+def test_deterministic(codec):
+    x = _audio(2, 2 * SR, seed=3)
+    with torch.no_grad():
+        codes_a, codes_b = codec.encode(x)[0], codec.encode(x)[0]
+        assert torch.equal(codes_a, codes_b)
+        assert torch.equal(codec.decode(codes_a), codec.decode(codes_b))
+
+
+def test_checkpoint_round_trip(codec, tmp_path):
+    path = save_codec(codec, tmp_path)
+    assert path == tmp_path / COMPRESSION_FILE
+    pkg = load_package(path)
+    cfg = OmegaConf.create(pkg["xp.cfg"])  # as the loader sees it: a DictConfig from YAML
+    assert cfg.compression_model == CODEC_NAME and cfg.sample_rate == SR and cfg.channels == 1
+    rebuilt = build_codec(cfg)
+    rebuilt.load_state_dict(pkg["best_state"])
+    rebuilt.eval()
+    x = _audio(1, 2 * SR, seed=5)
+    with torch.no_grad():
+        codes = codec.encode(x)[0]
+        assert torch.equal(rebuilt.encode(x)[0], codes)
+        assert torch.equal(rebuilt.decode(codes), codec.decode(codes))
+        assert torch.equal(load_codec(tmp_path).decode(codes), codec.decode(codes))
+    assert build_codec(codec_config(**rebuilt.arguments)).arguments == codec.arguments
+
+
+def test_config_rejects_unknown_arguments():
+    with pytest.raises(TypeError):
+        codec_config(not_an_argument=1)
+    with pytest.raises(ValueError):
+        build_codec({"compression_model": "encodec"})
+
+
+def test_logmel_l1_metric():
+    x = (_audio(1, SR)[0, 0] + 0.01 * torch.randn(SR)).numpy()  # no silence: no magnitude under the floor
+    assert logmel_l1(x, x) == 0.0
+    # a uniform gain of 2 costs log10(2) in every bin, whichever way, as numpy or torch, [T] or [B, C, T]
+    assert logmel_l1(torch.from_numpy(x), 0.5 * x) == pytest.approx(np.log10(2), rel=1e-3)
+    assert logmel_l1(x[None, None], 2 * x) == pytest.approx(np.log10(2), rel=1e-3)
+
+
+def test_short_overfit_lowers_logmel():
+    """30 steps on one clip must lower its reconstruction error clearly (fails if the loss is broken)."""
+    torch.manual_seed(0)
+    model = build_codec(codec_config(**QUICK_ARGS))
+    x = _audio(1, SR, seed=7) + 1e-3 * torch.randn(1, 1, SR)  # a noise floor, like rendered audio
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.encoder(model.features(x)))
+    model.eval()
+    with torch.no_grad():
+        before = logmel_l1(model(x).x, x)
+    model.train()
+    spectral = SpectralLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss, _terms = codec_loss(model, spectral, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = logmel_l1(model(x).x, x)
+    assert after < 0.6 * before, (before, after)
+
+
+def test_encode_corpus(codec, tmp_path):
+    clips = (_audio(3, TEN_SECONDS, seed=11)[:, 0].numpy() * 32767).astype(np.int16)
+    np.save(tmp_path / "audio.npy", clips)
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps({"split": "train"}) + "\n" for _ in clips))
+    out = encode_corpus(codec, tmp_path, tmp_path / "tokens.npy", batch=2)
+    tokens = np.load(out)
+    assert tokens.dtype == np.int16 and tokens.shape == (3, 4, 500)
+    with torch.no_grad():
+        expected = codec.encode(torch.from_numpy(clips[2:].astype(np.float32) / 32768)[:, None])[0]
+    assert np.array_equal(tokens[2:], expected.numpy())
+    assert not list(tmp_path.glob("*.tmp*"))
