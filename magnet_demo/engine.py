@@ -198,7 +198,7 @@ class Engine:
         resume_from: StepRecord | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[StepRecord]:
-        """Decode, yielding one record per step.
+        """Decode, yielding one record per step (settings are checked before the first step).
 
         Args:
             prompts: B text descriptions.
@@ -210,7 +210,8 @@ class Engine:
                 continues after it, its generator state included, with ``config``/``controls``.
             cancel: when set, the run stops before the next step.
         Raises:
-            ValueError: bad prompts, config, prompt tokens or resume record.
+            ValueError: bad prompts, config, prompt tokens or resume record (raised by this call,
+                before any step runs).
         """
         config = config or DecodingConfig()
         prompts = self._check_prompts(prompts)
@@ -245,6 +246,15 @@ class Engine:
         else:
             state, global_step = self._resume_state(resume_from, config, B, K, T, prompt, device)
             generator.set_state(torch.as_tensor(resume_from.rng_state, dtype=torch.uint8))
+        return self._iterate(
+            state, global_step, total, config, controls, conditions, prompt, generator, prompts, cancel
+        )
+
+    def _iterate(
+        self, state, global_step, total, config, controls, conditions, prompt, generator, prompts, cancel
+    ):
+        """The decoding loop proper (a generator); :meth:`steps` validates and prepares."""
+        lm, K = self.lm, self.model.num_codebooks
         start = time.perf_counter()
         while state.stage < K:
             if cancel is not None and cancel.is_set():
@@ -285,7 +295,7 @@ class Engine:
                 f"Cannot resume: the record's canvas is {list(record.tokens.shape)} but this run's is {[B, K, T]} "
                 f"(same prompts count, duration and span arrangement are needed)."
             )
-        if record.global_step >= sum(config.decoding_steps):
+        if record.global_step + 1 >= sum(config.decoding_steps):
             raise ValueError("Cannot resume after the last step: nothing is left to decode.")
         steps_done = sum(config.decoding_steps[: record.stage]) + record.step + 1
         if steps_done != record.global_step + 1 or record.step >= config.decoding_steps[record.stage]:

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny random MAGNeT checkpoints exported in audiocraft's format."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A 12 s tiny MAGNeT (LUT conditioner, 64 codes, EnCodec 32 kHz at 50 Hz)."""
+    from magnet_demo.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "magnet", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_folder):
+    from magnet_demo.models import load_model
+
+    return load_model(str(tiny_folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model):
+    from magnet_demo.engine import Engine
+
+    return Engine(tiny_model)
