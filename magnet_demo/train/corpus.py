@@ -88,7 +88,7 @@ class Voice:
 LEADS: dict[str, tuple[Voice, ...]] = {
     "piano": (
         Voice("piano", 0, 55, 86),
-        Voice("bright piano", 1, 55, 86),
+        Voice("acoustic piano", 1, 55, 86),
         Voice("electric piano", 4, 55, 84),
         Voice("harpsichord", 6, 55, 84),
     ),
@@ -123,7 +123,7 @@ LEADS: dict[str, tuple[Voice, ...]] = {
         Voice("square-wave synth lead", 80, 55, 86),
         Voice("sawtooth synth lead", 81, 55, 86),
         Voice("synth brass", 62, 52, 81),
-        Voice("charang synth lead", 84, 55, 84),
+        Voice("gritty synth lead", 84, 55, 84),
     ),
     "woodwind": (
         Voice("flute", 73, 62, 93),
