@@ -212,8 +212,6 @@ def _read_packages(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         lm_pkg = loaders.load_lm_model_ckpt(name)
         comp_pkg = loaders.load_compression_model_ckpt(name)
-    except FileNotFoundError as error:
-        raise ModelLoadError(f"Could not load '{name}': {error}") from error
     except Exception as error:  # hub errors come in many types (offline, gated, not found)
         if os.path.isdir(name):
             raise ModelLoadError(f"Could not read the checkpoint folder '{name}': {error}") from error

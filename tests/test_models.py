@@ -1,0 +1,49 @@
+"""The loader: clear errors, offline behaviour, our components."""
+
+from __future__ import annotations
+
+import pytest
+
+from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, magnet_lm_config, save_package
+from magnet_demo.models import ModelLoadError, load_model, resolve_name
+
+
+def test_hub_name_offline_gives_a_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", True
+    )  # no retries against a closed network
+    monkeypatch.setenv("AUDIOCRAFT_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelLoadError) as info:
+        load_model("facebook/magnet-small-10secs", device="cpu")
+    message = str(info.value)
+    assert "facebook/magnet-small-10secs" in message and "embedded" in message and "Traceback" not in message
+
+
+def test_unknown_name_and_incomplete_folder(tmp_path):
+    with pytest.raises(ModelLoadError, match="Unknown model"):
+        resolve_name("no such model")
+    (tmp_path / LM_FILE).write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=COMPRESSION_FILE):
+        load_model(str(tmp_path))
+
+
+def test_autoregressive_checkpoint_is_refused(tmp_path, tiny_folder):
+    import shutil
+
+    from magnet_demo.models import build_lm
+
+    cfg = magnet_lm_config(
+        lm_model="transformer_lm", card=64, dim=16, num_heads=2, num_layers=1, memory_efficient=False
+    )
+    save_package(build_lm(cfg).state_dict(), cfg, tmp_path / LM_FILE)
+    shutil.copy(tiny_folder / COMPRESSION_FILE, tmp_path / COMPRESSION_FILE)
+    with pytest.raises(ModelLoadError, match="not a MAGNeT checkpoint"):
+        load_model(str(tmp_path))
+
+
+def test_loaded_tiny_model(tiny_model):
+    assert tiny_model.kind == "folder" and tiny_model.custom_parts == ()
+    assert (tiny_model.sample_rate, tiny_model.frame_rate, tiny_model.max_duration) == (32000, 50, 12.0)
+    assert tiny_model.lm.span_len == 3 and tiny_model.lm.subcodes_context == 5
