@@ -28,9 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-stamp=.venv/.magnet-demo-setup
-want=$(cat requirements.txt requirements-audiocraft.txt $([ $DEV = 1 ] && echo requirements-dev.txt) | sha256sum | cut -c1-16)-$DEV
-if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want" ] || [ "$(cat "$stamp")" = "${want%-0}-1" ]; }; then
+stamp=.venv/.magnet-demo-setup-$DEV
+want=$(cat requirements.txt requirements-audiocraft.txt requirements-dev.txt | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
