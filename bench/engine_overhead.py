@@ -29,7 +29,9 @@ MODEL = dict(card=256, dim=256, num_heads=8, num_layers=5, segment_duration=10)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -64,10 +66,12 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - start)
     engine_s, reference_s = (statistics.median(times[n]) for n in ("engine", "audiocraft"))
-    print(f"model: MAGNeT {params / 1e6:.1f}M parameters, {DURATION:g} s = {T} frames, steps {config.decoding_steps}")
+    print(
+        f"model: MAGNeT {params / 1e6:.1f}M parameters, {DURATION:g} s = {T} frames, steps {config.decoding_steps}"
+    )
     print(f"threads: {args.threads}, runs: {args.runs} (interleaved), same tokens: yes")
-    print(f"engine     median {engine_s:.3f} s  {['%.3f' % t for t in times['engine']]}")
-    print(f"audiocraft median {reference_s:.3f} s  {['%.3f' % t for t in times['audiocraft']]}")
+    print(f"engine     median {engine_s:.3f} s  {' '.join(f'{t:.3f}' for t in times['engine'])}")
+    print(f"audiocraft median {reference_s:.3f} s  {' '.join(f'{t:.3f}' for t in times['audiocraft'])}")
     print(f"ratio engine/audiocraft: {engine_s / reference_s:.3f} (target <= 1.05)")
 
 
