@@ -6,7 +6,7 @@ audiocraft's CPU path cannot run at 500 frames by itself (its restricted-attenti
 for 504 and added unsliced), so the reference gets masks sized for 498 frames; everything else
 is audiocraft's own loop and forward pass.
 
-    python bench/engine_overhead.py [--runs 5] [--threads 2]
+    .venv/bin/python -m bench.engine_overhead [--runs 5] [--threads 2]
 """
 
 from __future__ import annotations
