@@ -34,9 +34,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-# torch first, alone: with 2.13.0 in place nothing below can pull another build. On a machine
-# without a local CPU wheel, add e.g. --index-url https://download.pytorch.org/whl/cpu here.
-"${pip[@]}" "torch==2.13.0"
+# torch first, alone: with 2.13.0 in place nothing below can pull another build. Where no local
+# CPU wheel exists (Docker, a laptop), the Dockerfile sets TORCH_SPEC=torch==2.13.0+cpu and
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to keep CUDA packages out.
+"${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
 "${pip[@]}" -r requirements.txt
 # audiocraft's own pins (torch 2.1, xformers, torchaudio < 2.1.2, av 11, spacy, ...) cannot be met
 # beside torch 2.13; magnet_demo/compat.py covers what it imports but we do not need.
