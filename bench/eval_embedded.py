@@ -1,0 +1,199 @@
+"""Evaluation of the embedded model: does it make the music its caption asks for, and how fast?
+
+An attribute classifier trained on real corpus audio (``assets/classifier.pt``) labels
+(a) held-out real clips, (b) their codec reconstructions, (c) clips generated from their captions
+by the embedded MAGNeT at default settings, (d) the same with CFG off (coefficient 1). Also: the
+multi-resolution log-mel L1 of the reconstructions, the engine's time for 10 s (median of 5), and
+the MAGNeT vs autoregressive (the embedded rescorer, MusicGen-style) generation time for 10 s.
+Writes the figures to ``assets/eval_embedded.json`` and the spectrogram picture to
+``assets/spectrograms.png``.
+
+    .venv/bin/python -m bench.eval_embedded [--clips 48] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from magnet_demo.audio import decode_tokens
+from magnet_demo.controls import DecodingConfig
+from magnet_demo.engine import Engine
+from magnet_demo.models import EMBEDDED_DIR, load_lm, load_model
+from magnet_demo.train.classifier import accuracy, load_classifier, predict
+from magnet_demo.train.corpus import load_corpus
+from magnet_demo.train.train_codec import logmel_l1
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SPEED_PROMPT = "an upbeat funk groove with slap bass and drums"
+SPEED_RUNS = 5
+AR_TOP_K = 250  # MusicGen's default sampling
+AR_CFG = 3.0
+
+
+def _generate(
+    engine: Engine, captions: list[str], config: DecodingConfig, batch: int, seed: int
+) -> np.ndarray:
+    out = []
+    for start in range(0, len(captions), batch):
+        result = engine.decode(captions[start : start + batch], config, seed=seed + start)
+        out.append(result.audio)
+    return np.concatenate(out)
+
+
+def _fit(audio: np.ndarray, length: int) -> np.ndarray:
+    """Pad with zeros or crop ``[N, samples]`` to ``length`` samples (nonoverlap decodes 498 frames)."""
+    if audio.shape[1] >= length:
+        return audio[:, :length]
+    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+
+
+def _spectrogram_figure(
+    rows: list[tuple[str, np.ndarray]], caption: str, path: Path, sample_rate: int
+) -> None:
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.2 * len(rows)), sharex=True)
+    for ax, (title, audio) in zip(axes, rows, strict=True):
+        mel = librosa.feature.melspectrogram(y=audio, sr=sample_rate, n_fft=1024, hop_length=320, n_mels=80)
+        ax.imshow(librosa.power_to_db(mel, ref=np.max), origin="lower", aspect="auto", cmap="magma", vmin=-80)
+        ax.set_ylabel("mel band")
+        ax.set_title(title, fontsize=10)
+    axes[-1].set_xlabel("frame (50 per second)")
+    fig.suptitle(f'"{caption}"', fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _time_magnet(engine: Engine) -> list[float]:
+    times = []
+    for run in range(SPEED_RUNS):
+        start = time.perf_counter()
+        engine.decode([SPEED_PROMPT], DecodingConfig(), seed=run)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+@torch.no_grad()
+def _time_autoregressive(model, rescorer_dir: Path) -> float:
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    lm = load_lm(str(rescorer_dir))
+    frames = int(model.max_duration * model.frame_rate)
+    names = list(lm.condition_provider.text_conditions)
+    attributes = [ConditioningAttributes(text={n: SPEED_PROMPT for n in names})]
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    tokens = lm.generate(
+        None, attributes, max_gen_len=frames, use_sampling=True, top_k=AR_TOP_K, cfg_coef=AR_CFG
+    )
+    decode_tokens(model.compression_model, tokens)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=str(EMBEDDED_DIR))
+    parser.add_argument("--corpus", default="data/corpus")
+    parser.add_argument("--classifier", default=str(ASSETS / "classifier.pt"))
+    parser.add_argument("--clips", type=int, default=48, help="held-out clips to evaluate")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ASSETS / "eval_embedded.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_model(args.model, device="cpu")
+    engine = Engine(model)
+    classifier = load_classifier(args.classifier)
+    audio, meta = load_corpus(args.corpus)
+    test = [i for i, m in enumerate(meta) if m["split"] == "test"][: args.clips]
+    labels = [meta[i]["labels"] for i in test]
+    captions = [meta[i]["caption"] for i in test]
+    length = audio.shape[1]
+    real = np.asarray(audio[test], dtype=np.float32) / 32768.0
+    print(f"{len(test)} held-out clips; model {args.model}; classifier {args.classifier}")
+
+    codec = model.compression_model
+    with torch.no_grad():
+        codes = torch.cat(
+            [codec.encode(torch.from_numpy(real[s : s + 8])[:, None])[0] for s in range(0, len(real), 8)]
+        )
+    recon = _fit(decode_tokens(codec, codes), length)
+    default = DecodingConfig()
+    generated = _fit(_generate(engine, captions, default, args.batch, args.seed), length)
+    no_cfg = _fit(
+        _generate(
+            engine, captions, default.replace(max_cfg_coef=1.0, min_cfg_coef=1.0), args.batch, args.seed
+        ),
+        length,
+    )
+
+    results: dict = {"clips": len(test), "accuracy": {}}
+    for name, clips in (
+        ("real", real),
+        ("reconstructed", recon),
+        ("generated", generated),
+        ("generated_cfg_off", no_cfg),
+    ):
+        results["accuracy"][name] = accuracy(predict(classifier, clips), labels)
+    results["recon_logmel_l1"] = float(np.mean([logmel_l1(r, x) for r, x in zip(real, recon, strict=True)]))
+    real_mean = results["accuracy"]["real"]["mean"]
+    results["recon_over_real"] = results["accuracy"]["reconstructed"]["mean"] / real_mean
+    results["generated_over_real"] = results["accuracy"]["generated"]["mean"] / real_mean
+    results["cfg_off_over_real"] = results["accuracy"]["generated_cfg_off"]["mean"] / real_mean
+
+    magnet_times = _time_magnet(engine)
+    results["magnet_10s_seconds"] = statistics.median(magnet_times)
+    results["magnet_10s_runs"] = magnet_times
+    rescorer_dir = Path(args.model) / "rescorer"
+    if (rescorer_dir / "state_dict.bin").is_file():
+        results["autoregressive_10s_seconds"] = _time_autoregressive(model, rescorer_dir)
+        results["autoregressive_over_magnet"] = (
+            results["autoregressive_10s_seconds"] / results["magnet_10s_seconds"]
+        )
+    results["threads"] = args.threads
+
+    _spectrogram_figure(
+        [
+            ("real (held out)", real[0]),
+            ("codec reconstruction", recon[0]),
+            ("generated from the caption", generated[0]),
+        ],
+        captions[0],
+        ASSETS / "spectrograms.png",
+        model.sample_rate,
+    )
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print("classifier accuracy (per attribute and mean):")
+    for name, scores in results["accuracy"].items():
+        print(f"  {name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    print(f"reconstruction / real accuracy: {results['recon_over_real']:.3f} (target >= 0.90)")
+    print(f"generated / real accuracy:      {results['generated_over_real']:.3f} (target >= 0.75)")
+    print(f"CFG off / real accuracy:        {results['cfg_off_over_real']:.3f} (CFG on should beat it)")
+    print(f"reconstruction log-mel L1:      {results['recon_logmel_l1']:.3f}")
+    print(f"MAGNeT 10 s (median of {SPEED_RUNS}):     {results['magnet_10s_seconds']:.2f} s (target < 5 s)")
+    if "autoregressive_10s_seconds" in results:
+        print(
+            f"autoregressive 10 s:            {results['autoregressive_10s_seconds']:.2f} s "
+            f"(AR / MAGNeT = {results['autoregressive_over_magnet']:.2f}, target >= 5)"
+        )
+    print(f"wrote {args.out} and {ASSETS / 'spectrograms.png'}")
+
+
+if __name__ == "__main__":
+    main()
