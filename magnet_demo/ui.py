@@ -1,0 +1,709 @@
+"""The Gradio page: watch MAGNeT decode, steer it live, scrub back, fork, listen and download.
+
+:class:`DemoApp` holds the handlers (plain methods, callable without a browser: the tests call
+them directly) and :func:`build_ui` lays out the page and wires the events. Data flows one way:
+settings -> :mod:`magnet_demo.session` (runs, engine) -> :mod:`magnet_demo.viz` / audio -> here.
+
+Named API endpoints (``gradio_client``): ``/generate`` and ``/fork`` stream one update per decoding
+step (the ``step`` JSON output says which), ``/stop``, ``/steer`` (live controls), ``/step``
+(inspect / listen to a step), ``/show_run`` and ``/model_info``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from magnet_demo import viz
+from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from magnet_demo.engine import MAX_BATCH
+from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
+from magnet_demo.schedules import CFG_SCHEDULES, CFGSchedule
+from magnet_demo.session import (
+    DEFAULT_OUTPUT_ROOT,
+    FAILED,
+    MAX_SEED,
+    RUNNING,
+    ModelCache,
+    Run,
+    Session,
+    SessionStore,
+    Settings,
+    default_steps,
+    model_domain,
+    parse_numbers,
+    start_engine,
+    steps_text,
+)
+from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
+TITLE = "MAGNeT, step by step"
+MAX_DURATION_DEFAULT = 10.0
+MIN_DURATION = 1.0
+DURATION_STEP = 0.5
+MAX_CFG_SLIDER = 30.0
+MAX_TEMPERATURE_SLIDER = 10.0
+#: 16-bit PCM full scale, for audio handed to Gradio as numbers
+PCM_SCALE = 32767
+
+INTRO = """
+# MAGNeT, step by step
+[MAGNeT](https://arxiv.org/abs/2401.04577) writes all the audio tokens of a clip at once, then
+re-masks the least confident spans and predicts them again, a few steps per codebook, coarse to
+fine. Type a prompt and **Generate**: every step shows which spans were unmasked, per codebook.
+Change the CFG, temperature or rescoring weight while it runs (they apply from the next step),
+scrub back to any step to hear it, and **re-decode from that step** with other settings.
+"""
+RESCORING_HELP = (
+    "Span confidence = (1 − w) · MAGNeT + w · rescorer (the paper's figure). w = 0 is plain MAGNeT."
+)
+
+
+def load_examples(path: Path = EXAMPLES_PATH) -> dict[str, list[str]]:
+    """Example prompts by model domain ('embedded', 'music', 'sound'); empty lists if missing."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        data = {}
+    return {key: list(data.get(key, [])) for key in ("embedded", "music", "sound")}
+
+
+def _pcm(audio: np.ndarray) -> np.ndarray:
+    """Float audio -> int16, peak-normalised (what gr.Audio plays without conversion warnings)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    scaled = audio / peak if peak > 0 else audio
+    return (np.clip(scaled, -1.0, 1.0) * PCM_SCALE).astype(np.int16)
+
+
+class DemoApp:
+    """Handlers of the page. ``request`` (injected by Gradio) selects the session; None = 'local'.
+
+    Args:
+        default_model: model selected when the page opens.
+        output_root: where sessions write their WAV, trace and GIF files.
+        models: a shared :class:`ModelCache` (one load per model name).
+        gpu: decorator for handlers that run models (``spaces.GPU`` on ZeroGPU Spaces).
+    """
+
+    def __init__(
+        self,
+        default_model: str = EMBEDDED_NAME,
+        output_root: str | Path = DEFAULT_OUTPUT_ROOT,
+        models: ModelCache | None = None,
+        gpu: Callable | None = None,
+        examples: dict[str, list[str]] | None = None,
+    ):
+        self.default_model = default_model
+        self.models = models or ModelCache()
+        self.sessions = SessionStore(output_root)
+        self.gpu = gpu or (lambda fn: fn)
+        self.examples = load_examples() if examples is None else examples
+        #: name -> component, set by :func:`build_ui`; handlers address partial updates with it
+        self.components: dict[str, gr.components.Component] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def session(self, request: gr.Request | None) -> Session:
+        return self.sessions.get(getattr(request, "session_hash", None))
+
+    def model_choices(self) -> list[str]:
+        choices = [EMBEDDED_NAME, *HUB_MODELS]
+        if self.default_model not in choices:
+            choices.insert(0, self.default_model)
+        return choices
+
+    def load(self, name: str) -> LoadedModel:
+        """The model, or gr.Error with the loader's readable message."""
+        try:
+            return self.models.get(name)
+        except ValueError as error:
+            raise gr.Error(str(error), title="Model not available") from None
+
+    def examples_for(self, name: str, model: LoadedModel | None = None) -> list[list[str]]:
+        return [[text] for text in self.examples.get(model_domain(name, model), [])]
+
+    # ----------------------------------------------------------------- model picker
+    def model_changed(self, model_name: str, duration: float = MAX_DURATION_DEFAULT):
+        """Load the chosen model; returns (info, steps, duration, examples, rescoring info).
+
+        A model that cannot be loaded leaves the settings alone and says why in the info box.
+        """
+        name = (model_name or "").strip() or EMBEDDED_NAME
+        try:
+            model = self.models.get(name)
+        except ValueError as error:
+            gr.Warning(str(error))
+            return (
+                f"⚠️ **{name}** cannot be used: {error}",
+                gr.update(),
+                gr.update(),
+                gr.Dataset(samples=self.examples_for(name)),
+                gr.update(),
+            )
+        rescorer, why = self.models.rescorer_name(name)
+        info = (
+            f"**{name}** ({model.kind}{', ' + ', '.join(model.custom_parts) if model.custom_parts else ''}) · "
+            f"{model.num_codebooks} codebooks × {model.lm.card} codes · {model.sample_rate / 1000:g} kHz · "
+            f"{model.frame_rate} frames/s · up to {model.max_duration:g} s"
+        )
+        weight_info = f"{RESCORING_HELP} Rescorer: " + (
+            f"**{rescorer}** ({why})." if rescorer else f"none ({why})."
+        )
+        return (
+            info,
+            steps_text(default_steps(model.num_codebooks)),
+            gr.update(
+                maximum=model.max_duration,
+                value=min(float(duration or model.max_duration), model.max_duration),
+            ),
+            gr.Dataset(samples=self.examples_for(name, model)),
+            gr.update(info=weight_info),
+        )
+
+    # ----------------------------------------------------------------- generation
+    def generate(
+        self,
+        prompt: str,
+        model: str,
+        duration: float,
+        decoding_steps: str,
+        span_arrangement: str,
+        span_scoring: str,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_cfg_coef: float,
+        min_cfg_coef: float,
+        cfg_schedule: str,
+        cfg_curve: str,
+        rescore_weight: float,
+        seed: int,
+        random_seed: bool,
+        samples: int,
+        sample_shown: int = 1,
+        request: gr.Request = None,
+    ) -> Iterator[dict]:
+        """Decode a new run; yields one update per step, then the audio and the files."""
+        settings = self._settings(locals())
+        session = self.session(request)
+        try:
+            prompts = settings.prompts()
+            loaded = self.load(settings.model)
+            config = settings.config(loaded)
+            seed_used = settings.pick_seed()
+        except ValueError as error:
+            raise gr.Error(str(error), title="Check the settings") from None
+        previous = session.run(None)
+        run = session.new_run(
+            model_name=settings.model.strip() or EMBEDDED_NAME,
+            prompts=prompts,
+            config=config,
+            seed=seed_used,
+            sample_rate=loaded.sample_rate,
+            frame_rate=loaded.frame_rate,
+        )
+        yield from self._stream(session, run, loaded, previous, sample_shown)
+
+    def fork(
+        self,
+        run_number: int,
+        step: int,
+        prompt: str,
+        model: str,
+        duration: float,
+        decoding_steps: str,
+        span_arrangement: str,
+        span_scoring: str,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_cfg_coef: float,
+        min_cfg_coef: float,
+        cfg_schedule: str,
+        cfg_curve: str,
+        rescore_weight: float,
+        seed: int,
+        random_seed: bool,
+        samples: int,
+        sample_shown: int = 1,
+        request: gr.Request = None,
+    ) -> Iterator[dict]:
+        """Re-decode from step ``step`` (1-based) of run ``run_number`` with the current settings.
+
+        Prompt, model, seed (the generator state at that step), duration and the step counts of
+        the codebooks already decoded come from the parent run; the parent stays as it was.
+        """
+        settings = self._settings(locals())
+        session = self.session(request)
+        parent = session.run(run_number)
+        if parent is None or not parent.records:
+            raise gr.Error("Nothing to fork yet: generate a run first, then pick a step.")
+        if parent.status == RUNNING:
+            raise gr.Error(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
+        index = self._index(parent, step)
+        record = parent.records[index]
+        if record.is_last:
+            raise gr.Error("That is the last step: nothing is left to re-decode. Pick an earlier step.")
+        loaded = self.load(parent.model_name)
+        try:
+            config, notes = settings.fork_config(parent.config, record)
+        except ValueError as error:
+            raise gr.Error(str(error), title="Check the settings") from None
+        run = session.new_run(
+            model_name=parent.model_name,
+            prompts=parent.prompts,
+            config=config,
+            seed=parent.seed,
+            sample_rate=parent.sample_rate,
+            frame_rate=parent.frame_rate,
+            parent=parent,
+            fork_index=index,
+            notes=tuple(notes),
+        )
+        yield from self._stream(session, run, loaded, parent, sample_shown)
+
+    @staticmethod
+    def _settings(values: dict) -> Settings:
+        fields = Settings.__dataclass_fields__
+        return Settings(**{key: value for key, value in values.items() if key in fields})
+
+    @staticmethod
+    def _index(run: Run, step: int | float | None) -> int:
+        """0-based record index of a 1-based step, clamped to the steps decoded so far."""
+        try:
+            index = int(step) - 1
+        except (TypeError, ValueError):
+            index = len(run.records) - 1
+        return min(max(index, 0), len(run.records) - 1)
+
+    def _rescorer_for(self, run: Run, model: LoadedModel) -> tuple[object | None, str]:
+        """A loaded rescorer when the run starts with a weight above 0 (else None), and a note."""
+        if run.config.rescore_weight <= 0:
+            return None, ""
+        try:
+            rescorer = self.models.rescorer(run.model_name, model)
+        except ValueError as error:
+            return None, f"rescoring off: {error}"
+        return (
+            rescorer,
+            "" if rescorer is not None else "rescoring off: no rescorer reads this model's tokens",
+        )
+
+    def _stream(self, session: Session, run: Run, model: LoadedModel, previous: Run | None, sample: int):
+        """Decode ``run`` and yield page updates: start, one per step, audio, files."""
+        sample = self._sample(run, sample)
+        comp = self.components
+        rescorer, rescorer_note = self._rescorer_for(run, model)
+        notes = [*run.notes, *([rescorer_note] if rescorer_note else [])]
+        origin = "" if run.parent is None else f" (from run #{run.parent.number}, step {run.fork_index + 1})"
+        first = {
+            comp["status"]: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
+            comp["scrub"]: gr.update(maximum=run.total_steps, value=run.total_steps),
+            comp["runs"]: gr.update(choices=session.choices(), value=run.number),
+            comp["audio"]: None,
+            comp["spectrogram"]: None,
+            comp["seed"]: run.seed,
+            comp["compare"]: self._audio_update(previous, sample, "A/B: "),
+            comp["step_info"]: run.summary(),
+        }
+        if run.records:  # a fork starts from its parent's step
+            first[comp["live"]] = run.step_image(None, sample)
+            first[comp["schedule"]] = run.schedule_image()
+        yield first
+        try:
+            for record in start_engine(model, run, rescorer):
+                run.records.append(record)
+                yield {
+                    comp["status"]: self._step_status(run, record),
+                    comp["live"]: run.step_image(None, sample),
+                    comp["schedule"]: run.schedule_image(),
+                    comp["step_info"]: run.record_summary(),
+                }
+            run.finish(model)
+        except Exception as error:  # shown in the page; the queue goes on serving others
+            run.status, run.message = FAILED, f"{type(error).__name__}: {error}"
+            log.exception("run %s of session %s failed", run.number, session.key)
+            raise gr.Error(f"Run #{run.number} failed: {error}", title="Decoding failed") from None
+        yield {
+            comp["status"]: self._run_status(run) + " · writing the trace and the animation…",
+            comp["audio"]: self._audio_update(run, sample, "This run: "),
+            comp["spectrogram"]: self._spectrogram(run, sample),
+            comp["runs"]: gr.update(choices=session.choices(), value=run.number),
+            comp["step_info"]: run.summary(),
+        }
+        extras = []
+        for writer in (run.write_trace, lambda: run.write_gif(sample)):
+            try:
+                writer()
+            except Exception as error:  # a missing extra must not hide the audio
+                log.exception("writing a file of run %s failed", run.number)
+                extras.append(f"{type(error).__name__}: {error}")
+        yield {
+            comp["status"]: self._run_status(run) + (" · " + "; ".join(extras) if extras else ""),
+            comp["downloads"]: session.files(),
+            comp["step_info"]: run.summary(),
+        }
+
+    @staticmethod
+    def _sample(run: Run | None, sample: int | float | None) -> int:
+        """0-based sample index from the 1-based 'sample shown' control, clamped."""
+        if run is None:
+            return 0
+        try:
+            value = int(sample) - 1
+        except (TypeError, ValueError):
+            value = 0
+        return min(max(value, 0), len(run.prompts) - 1)
+
+    @staticmethod
+    def _step_status(run: Run, record) -> str:
+        K = record.tokens.shape[1]
+        return (
+            f"**Run #{run.number}** · codebook {record.stage + 1}/{K}, step {record.step + 1}/{record.steps_in_stage} "
+            f"(step {record.global_step + 1} of {record.total_steps}) · {record.num_masked}/{record.num_units} units "
+            f"masked · CFG {record.cfg_coef:.2f} · temperature {record.temperature:.2f} · {record.elapsed:.1f} s"
+        )
+
+    @staticmethod
+    def _run_status(run: Run) -> str:
+        steps = len(run.records) - run.first_new_index
+        elapsed = run.records[-1].elapsed if len(run.records) > run.first_new_index else 0.0
+        per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""
+        text = {
+            "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}",
+            "stopped": f"stopped ({run.message}); you can listen to what it had and fork from any step",
+            "failed": f"failed: {run.message}",
+        }.get(run.status, run.status)
+        return f"**Run #{run.number}** {text} · seed {run.seed}"
+
+    @staticmethod
+    def _audio_update(run: Run | None, sample: int, prefix: str):
+        if run is None or run.audio is None:
+            return gr.update(value=None, label=prefix + "no earlier run")
+        index = min(sample, len(run.audio) - 1)
+        return gr.update(value=(run.sample_rate, _pcm(run.audio[index])), label=f"{prefix}run #{run.number}")
+
+    @staticmethod
+    def _spectrogram(run: Run, sample: int) -> np.ndarray | None:
+        if run.audio is None:
+            return None
+        index = min(sample, len(run.audio) - 1)
+        return viz.spectrogram_image(
+            run.audio[index], run.sample_rate, f"Run #{run.number}, sample {index + 1}"
+        )
+
+    # ----------------------------------------------------------------- stop and steer
+    def stop(self, request: gr.Request = None) -> str:
+        """Ask the running decoding of this session to stop before its next step."""
+        run = self.session(request).active
+        if run is None:
+            return "Nothing is decoding."
+        run.cancel.set()
+        return f"Stopping run #{run.number} after its current step…"
+
+    def steer(
+        self,
+        max_cfg_coef: float,
+        min_cfg_coef: float,
+        cfg_schedule: str,
+        cfg_curve: str,
+        temperature: float,
+        rescore_weight: float,
+        request: gr.Request = None,
+    ) -> str:
+        """Apply the live controls to the running decoding (from its next step)."""
+        run = self.session(request).active
+        try:
+            curve = parse_numbers(cfg_curve, "CFG curve") if cfg_schedule == "curve" else ()
+            CFGSchedule(cfg_schedule, float(max_cfg_coef), float(min_cfg_coef), curve)
+        except ValueError as error:
+            return f"⚠️ {error}"
+        if run is None:
+            return "Live controls: used by the next run."
+        try:
+            values = run.controls.update(
+                max_cfg_coef=float(max_cfg_coef),
+                min_cfg_coef=float(min_cfg_coef),
+                cfg_schedule=cfg_schedule,
+                cfg_curve=curve,
+                temperature=float(temperature),
+                rescore_weight=float(rescore_weight),
+            )
+        except ValueError as error:
+            return f"⚠️ {error}"
+        note = ""
+        if values.rescore_weight > 0 and run.engine is not None and run.engine.rescorer is None:
+            note = self._attach_rescorer(run)
+        return f"Applied to run #{run.number} from its next step." + note
+
+    def _attach_rescorer(self, run: Run) -> str:
+        try:
+            rescorer = self.models.rescorer(run.model_name, self.models.get(run.model_name))
+        except ValueError as error:
+            return f" Rescoring stays off: {error}"
+        if rescorer is None:
+            return " Rescoring stays off: no rescorer reads this model's tokens."
+        run.engine.rescorer = rescorer
+        return " Rescorer attached."
+
+    # ----------------------------------------------------------------- inspecting runs
+    def inspect(self, run_number: int, step: int, sample_shown: int = 1, request: gr.Request = None):
+        """A step of a run: (image, schedule plot, audio of that step, description)."""
+        run = self.session(request).run(run_number)
+        if run is None or not run.records:
+            return None, None, None, "No step to show yet: generate a run first."
+        index = self._index(run, step)
+        sample = self._sample(run, sample_shown)
+        record = run.records[index]
+        try:
+            model = self.models.get(run.model_name)
+            audio = run.preview(model, index)[sample]
+            sound = (run.sample_rate, _pcm(audio))
+        except ValueError as error:
+            sound, error_note = None, f" (cannot decode: {error})"
+        else:
+            error_note = ""
+        origin = "" if index >= run.first_new_index else f" (inherited from run #{run.parent.number})"
+        text = (
+            f"Run #{run.number}, step {index + 1} of {len(run.records)} decoded{origin}: codebooks 1-{record.stage} "
+            f"finished, codebook {record.stage + 1} with this step's proposals{error_note}."
+        )
+        if record.stage == 0:
+            text = text.replace("codebooks 1-0 finished, codebook 1", "codebook 1")
+        return run.step_image(index, sample), run.schedule_image(index), sound, text
+
+    def show_run(self, run_number: int, sample_shown: int = 1, request: gr.Request = None) -> dict:
+        """Put a run of the history back on screen (main view) with its audio."""
+        session = self.session(request)
+        run = session.run(run_number)
+        comp = self.components
+        if run is None or not run.records:
+            return {comp["status"]: "No run yet."}
+        sample = self._sample(run, sample_shown)
+        previous = run.parent or next((r for r in reversed(session.runs) if r.number < run.number), None)
+        return {
+            comp["status"]: self._run_status(run)
+            if run.status != RUNNING
+            else f"**Run #{run.number}** is decoding…",
+            comp["live"]: run.step_image(None, sample),
+            comp["schedule"]: run.schedule_image(),
+            comp["step_info"]: run.summary(),
+            comp["audio"]: self._audio_update(run, sample, "This run: "),
+            comp["compare"]: self._audio_update(previous, sample, "A/B: "),
+            comp["spectrogram"]: self._spectrogram(run, sample),
+            comp["downloads"]: session.files(),
+            comp["scrub"]: gr.update(maximum=run.total_steps, value=len(run.records)),
+        }
+
+    def forget(self, request: gr.Request = None) -> None:
+        """The page was closed: drop its runs from memory (files stay on disk)."""
+        self.sessions.forget(getattr(request, "session_hash", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+
+
+def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
+    """Lay out the page and wire the events of ``app``'s handlers.
+
+    ``concurrency_limit`` decodings run at once (others wait in the queue); stop, steering and
+    inspecting never wait behind a decoding.
+    """
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=320):
+                prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the music or sound…")
+                examples = gr.Dataset(
+                    components=[prompt],
+                    samples=app.examples_for(app.default_model),
+                    label="Examples for this model (click one)",
+                    samples_per_page=6,
+                )
+                model = gr.Dropdown(
+                    app.model_choices(),
+                    value=app.default_model,
+                    allow_custom_value=True,
+                    label="Model",
+                    info="The embedded model, a Hugging Face MAGNeT, or a local checkpoint folder.",
+                )
+                model_info = gr.Markdown("")
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                with gr.Row():
+                    duration = gr.Slider(
+                        MIN_DURATION,
+                        MAX_DURATION_DEFAULT,
+                        MAX_DURATION_DEFAULT,
+                        step=DURATION_STEP,
+                        label="Duration (s)",
+                    )
+                    samples = gr.Slider(1, MAX_BATCH, 1, step=1, label="Samples")
+                with gr.Row():
+                    seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                    random_seed = gr.Checkbox(True, label="Random seed")
+                with gr.Accordion("Live controls (apply from the next step)", open=True):
+                    with gr.Row():
+                        max_cfg = gr.Slider(
+                            0, MAX_CFG_SLIDER, DEFAULT_MAX_CFG, step=0.5, label="CFG max (fully masked)"
+                        )
+                        min_cfg = gr.Slider(
+                            0, MAX_CFG_SLIDER, DEFAULT_MIN_CFG, step=0.5, label="CFG min (last steps)"
+                        )
+                    cfg_schedule = gr.Radio(list(CFG_SCHEDULES), value="linear", label="CFG schedule")
+                    cfg_curve = gr.Textbox(
+                        "10, 6, 3, 1",
+                        label="CFG curve (schedule 'curve': coefficients from fully masked to done)",
+                    )
+                    temperature = gr.Slider(
+                        0,
+                        MAX_TEMPERATURE_SLIDER,
+                        DEFAULT_TEMPERATURE,
+                        step=0.1,
+                        label="Temperature (annealed within each codebook)",
+                    )
+                    rescore_weight = gr.Slider(
+                        0, 1, 0, step=0.05, label="Rescoring weight w", info=RESCORING_HELP
+                    )
+                    steer_note = gr.Markdown("")
+                with gr.Accordion("Decoding", open=False):
+                    decoding_steps = gr.Textbox(
+                        steps_text(default_steps(4)),
+                        label="Decoding steps per codebook (one number per codebook)",
+                    )
+                    span_arrangement = gr.Radio(
+                        list(SPAN_ARRANGEMENTS), value="nonoverlap", label="Span arrangement"
+                    )
+                    span_scoring = gr.Radio(list(SPAN_SCORINGS), value="max", label="Span scoring")
+                    with gr.Row():
+                        top_p = gr.Slider(0, 1, DEFAULT_TOP_P, step=0.05, label="Top-p (0 = off)")
+                        top_k = gr.Number(
+                            0, precision=0, minimum=0, label="Top-k (0 = off; used when top-p is 0)"
+                        )
+            with gr.Column(scale=2, min_width=480):
+                status = gr.Markdown("Ready.", elem_id="status")
+                live = gr.Image(
+                    label="Decoding (latest step)", format="png", interactive=False, elem_id="live-canvas"
+                )
+                schedule = gr.Image(label="Schedules: planned vs used", format="png", interactive=False)
+                with gr.Row():
+                    audio = gr.Audio(label="This run", interactive=False, elem_id="final-audio")
+                    compare = gr.Audio(
+                        label="A/B: no earlier run", interactive=False, elem_id="compare-audio"
+                    )
+                spectrogram = gr.Image(label="Spectrogram", format="png", interactive=False)
+                with gr.Accordion("Inspect a step: scrub, listen, re-decode from it", open=True):
+                    with gr.Row():
+                        scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id="scrub")
+                        sample_shown = gr.Slider(1, MAX_BATCH, 1, step=1, label="Sample shown")
+                    inspect_text = gr.Markdown("", elem_id="inspect-text")
+                    inspect_image = gr.Image(
+                        label="Step", format="png", interactive=False, elem_id="inspect-canvas"
+                    )
+                    inspect_schedule = gr.Image(
+                        label="Schedules at this step", format="png", interactive=False
+                    )
+                    with gr.Row():
+                        preview = gr.Audio(
+                            label="Listen to this step", interactive=False, elem_id="step-audio"
+                        )
+                        fork_btn = gr.Button("Re-decode from this step", elem_id="fork")
+                with gr.Accordion("Runs and downloads (this session)", open=True):
+                    runs = gr.Dropdown(
+                        [], label="Run", info="Every run of this session; pick one to show it."
+                    )
+                    downloads = gr.File(
+                        label="WAV, trace (.npz) and GIF of every run",
+                        file_count="multiple",
+                        interactive=False,
+                    )
+                with gr.Accordion("Step details (JSON)", open=False):
+                    step_info = gr.JSON(label="Latest step / run")
+
+        app.components = {
+            "status": status,
+            "live": live,
+            "schedule": schedule,
+            "step_info": step_info,
+            "audio": audio,
+            "compare": compare,
+            "spectrogram": spectrogram,
+            "downloads": downloads,
+            "runs": runs,
+            "scrub": scrub,
+            "seed": seed,
+        }
+        main_outputs = list(app.components.values())
+        settings = [
+            prompt,
+            model,
+            duration,
+            decoding_steps,
+            span_arrangement,
+            span_scoring,
+            temperature,
+            top_p,
+            top_k,
+            max_cfg,
+            min_cfg,
+            cfg_schedule,
+            cfg_curve,
+            rescore_weight,
+            seed,
+            random_seed,
+            samples,
+        ]
+        inspect_outputs = [inspect_image, inspect_schedule, preview, inspect_text]
+        private = {"api_visibility": "private"}
+
+        examples.click(lambda values: values[0], examples, prompt, **private)
+        model_outputs = [model_info, decoding_steps, duration, examples, rescore_weight]
+        model.change(app.model_changed, [model, duration], model_outputs, api_name="model_info")
+        demo.load(app.model_changed, [model, duration], model_outputs, **private)
+
+        run_event = generate_btn.click(
+            app.gpu(app.generate),
+            [*settings, sample_shown],
+            main_outputs,
+            api_name="generate",
+            concurrency_limit=concurrency_limit,
+            concurrency_id="decode",
+        )
+        fork_event = fork_btn.click(
+            app.gpu(app.fork),
+            [runs, scrub, *settings, sample_shown],
+            main_outputs,
+            api_name="fork",
+            concurrency_limit=concurrency_limit,
+            concurrency_id="decode",
+        )
+        inspect_fn = app.gpu(app.inspect)
+        for event in (run_event, fork_event):
+            event.then(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private)
+        stop_btn.click(app.stop, None, steer_note, api_name="stop", queue=False)
+
+        live_inputs = [max_cfg, min_cfg, cfg_schedule, cfg_curve, temperature, rescore_weight]
+        for control in (max_cfg, min_cfg, temperature, rescore_weight):
+            control.release(app.steer, live_inputs, steer_note, queue=False, **private)
+        cfg_schedule.change(app.steer, live_inputs, steer_note, queue=False, api_name="steer")
+        cfg_curve.submit(app.steer, live_inputs, steer_note, queue=False, **private)
+        cfg_curve.blur(app.steer, live_inputs, steer_note, queue=False, **private)
+
+        scrub.release(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, api_name="step")
+        runs.input(app.show_run, [runs, sample_shown], main_outputs, api_name="show_run").then(
+            inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private
+        )
+        sample_shown.release(app.show_run, [runs, sample_shown], main_outputs, **private).then(
+            inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private
+        )
+        demo.unload(app.forget)
+    return demo
