@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
-import pretty_midi
 import pytest
 
 from magnet_demo.train import corpus
@@ -24,12 +22,7 @@ N_COMPOSED = 400  # clips composed (not rendered) to check captions and labels
 
 
 def small_soundfont() -> str:
-    """TimGM6mb (5.7 MB): Debian's copy, else the one inside pretty_midi."""
-    bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-    for candidate in [*(c for c in corpus.SOUNDFONT_CANDIDATES if "TimGM6mb" in c), bundled]:
-        if Path(candidate).is_file():
-            return str(candidate)
-    pytest.skip("no TimGM6mb SoundFont")
+    return str(corpus.default_soundfont(small=True))
 
 
 def composed(seed: int = 0, n: int = N_COMPOSED):

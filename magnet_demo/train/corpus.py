@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pretty_midi
-from scipy.signal import fftconvolve
 
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 10
@@ -670,10 +669,15 @@ def _article(phrase: str) -> str:
 
 
 # --- rendering ----------------------------------------------------------------------------------
-def default_soundfont() -> Path:
-    """$MAGNET_DEMO_SOUNDFONT, else FluidR3_GM, else TimGM6mb (Debian's or pretty_midi's copy)."""
+def default_soundfont(small: bool = False) -> Path:
+    """$MAGNET_DEMO_SOUNDFONT, else FluidR3_GM, else TimGM6mb (Debian's or pretty_midi's copy).
+
+    small: only TimGM6mb (5.7 MB, fast to load: for tests and quick runs).
+    """
     candidates = [os.environ.get(SOUNDFONT_ENV, ""), *SOUNDFONT_CANDIDATES]
     candidates.append(str(Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"))
+    if small:
+        candidates = [c for c in candidates if Path(c).name == "TimGM6mb.sf2"]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
@@ -770,6 +774,8 @@ def add_room(audio: np.ndarray, rng: np.random.Generator, rt60: float, wet: floa
     noise = np.convolve(noise, np.ones(4) / 4, mode="same")  # a gentle low-pass
     response = noise * np.exp(-6.9 * t / rt60)  # -60 dB after rt60 seconds
     response /= np.sqrt(np.sum(response**2))
+    from scipy.signal import fftconvolve  # imported here: scipy.signal takes a second to import
+
     return audio + wet * fftconvolve(audio, response)[: len(audio)]
 
 
