@@ -47,6 +47,8 @@ MAX_SESSIONS = 256
 PREVIEW_CACHE = 8
 #: largest seed offered by "random"
 MAX_SEED = 2**31 - 1
+#: how often a blocked hand-over checks whether the reader went away (seconds)
+HAND_OVER_POLL_S = 0.1
 #: codebook 1 gets more steps than the others by default (audiocraft: 20, 10, 10, 10)
 FIRST_STAGE_STEPS = 20
 LATER_STAGE_STEPS = 10
@@ -523,19 +525,31 @@ def records_in_thread(
 ) -> Iterator[StepRecord]:
     """Iterate ``steps()`` in a worker thread; yields its records, re-raises its errors.
 
-    The engine goes on with the next step while the caller draws and sends this one. If the
-    caller stops iterating (the page went away), ``cancel`` is set so the engine stops too.
+    The engine decodes step k + 1 while the caller draws and sends step k, and never runs
+    further ahead than that (a one-slot hand-over), so a live change made while step k is on
+    screen applies to step k + 2 at the latest. If the caller stops iterating (the page went
+    away), ``cancel`` is set and the worker ends.
     """
-    channel: queue.Queue = queue.Queue()
+    channel: queue.Queue = queue.Queue(maxsize=1)
+    abandoned = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not abandoned.is_set():
+            try:
+                channel.put(item, timeout=HAND_OVER_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work():
         try:
             for record in steps():
-                channel.put(record)
+                if not hand_over(record):
+                    return
         except BaseException as error:  # handed to the caller's thread
-            channel.put(_Failure(error))
-        finally:
-            channel.put(_DONE)
+            hand_over(_Failure(error))
+        hand_over(_DONE)
 
     thread = threading.Thread(target=work, name="magnet-decode", daemon=True)
     thread.start()
@@ -551,6 +565,7 @@ def records_in_thread(
                 raise item.error
             yield item
     finally:
+        abandoned.set()  # the worker never blocks on a reader that is gone
         if not finished:
             cancel.set()
 

@@ -592,25 +592,35 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
             with gr.Column(scale=2, min_width=480):
                 status = gr.Markdown("Ready.", elem_id="status")
                 live = gr.Image(
-                    label="Decoding (latest step)", format="png", interactive=False, elem_id="live-canvas"
+                    label="Decoding (latest step)",
+                    show_label=False,
+                    format="png",
+                    interactive=False,
+                    elem_id="live-canvas",
                 )
-                schedule = gr.Image(label="Schedules: planned vs used", format="png", interactive=False)
+                schedule = gr.Image(
+                    label="Schedules: planned vs used", show_label=False, format="png", interactive=False
+                )
                 with gr.Row():
                     audio = gr.Audio(label="This run", interactive=False, elem_id="final-audio")
                     compare = gr.Audio(
                         label="A/B: no earlier run", interactive=False, elem_id="compare-audio"
                     )
-                spectrogram = gr.Image(label="Spectrogram", format="png", interactive=False)
+                spectrogram = gr.Image(label="Spectrogram", show_label=False, format="png", interactive=False)
                 with gr.Accordion("Inspect a step: scrub, listen, re-decode from it", open=True):
                     with gr.Row():
                         scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id="scrub")
                         sample_shown = gr.Slider(1, MAX_BATCH, 1, step=1, label="Sample shown")
                     inspect_text = gr.Markdown("", elem_id="inspect-text")
                     inspect_image = gr.Image(
-                        label="Step", format="png", interactive=False, elem_id="inspect-canvas"
+                        label="Step",
+                        show_label=False,
+                        format="png",
+                        interactive=False,
+                        elem_id="inspect-canvas",
                     )
                     inspect_schedule = gr.Image(
-                        label="Schedules at this step", format="png", interactive=False
+                        label="Schedules at this step", show_label=False, format="png", interactive=False
                     )
                     with gr.Row():
                         preview = gr.Audio(
@@ -692,9 +702,9 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
         stop_btn.click(app.stop, None, steer_note, api_name="stop", queue=False)
 
         live_inputs = [max_cfg, min_cfg, cfg_schedule, cfg_curve, temperature, rescore_weight]
+        cfg_schedule.change(app.steer, live_inputs, steer_note, queue=False, api_name="steer")
         for control in (max_cfg, min_cfg, temperature, rescore_weight):
             control.release(app.steer, live_inputs, steer_note, queue=False, **private)
-        cfg_schedule.change(app.steer, live_inputs, steer_note, queue=False, api_name="steer")
         cfg_curve.submit(app.steer, live_inputs, steer_note, queue=False, **private)
         cfg_curve.blur(app.steer, live_inputs, steer_note, queue=False, **private)
 

@@ -479,7 +479,7 @@ class SchedulePlot:
                 ax.draw_artist(used)
                 if shown:
                     cursor.set_xdata([shown[-1].global_step + 1] * 2)
-                    value.set_text(f"step {shown[-1].global_step + 1}: {getattr(shown[-1], name):.3g}")
+                    value.set_text(f"step {shown[-1].global_step + 1}: {getattr(shown[-1], name):.2f}")
                     ax.draw_artist(cursor)
                     ax.draw_artist(value)
             return np.asarray(self._canvas.buffer_rgba())[..., :3].copy()
