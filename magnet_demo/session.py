@@ -47,6 +47,8 @@ MAX_SESSIONS = 256
 PREVIEW_CACHE = 8
 #: largest seed offered by "random"
 MAX_SEED = 2**31 - 1
+#: a model that failed to load is not tried again for this long (offline hub look-ups retry for ~40 s)
+LOAD_FAILURE_TTL_S = 300.0
 #: how often a blocked hand-over checks whether the reader went away (seconds)
 HAND_OVER_POLL_S = 0.1
 #: codebook 1 gets more steps than the others by default (audiocraft: 20, 10, 10, 10)
@@ -197,6 +199,7 @@ class ModelCache:
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
         self._rescorers: dict[str, object] = {}
+        self._failures: dict[str, tuple[float, ValueError]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -213,10 +216,18 @@ class ModelCache:
         if name in self._models:
             return self._models[name]
         with self._name_lock(name):
-            if name not in self._models:
-                started = time.perf_counter()
+            if name in self._models:
+                return self._models[name]
+            failed = self._failures.get(name)
+            if failed is not None and time.monotonic() - failed[0] < LOAD_FAILURE_TTL_S:
+                raise failed[1]
+            started = time.perf_counter()
+            try:
                 self._models[name] = self._loader(name)
-                log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
+            except ValueError as error:
+                self._failures[name] = (time.monotonic(), error)
+                raise
+            log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
             return self._models[name]
 
     def rescorer_name(self, model_name: str) -> tuple[str | None, str]:

@@ -1,0 +1,238 @@
+"""The page's handlers on a tiny exported model, then the launched app driven by gradio_client."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import gradio as gr
+import huggingface_hub.constants
+import numpy as np
+import pytest
+from gradio_client import Client
+
+from magnet_demo.rescoring import write_tiny_rescorer
+from magnet_demo.tiny import write_tiny_checkpoint
+from magnet_demo.ui import DemoApp, build_ui
+
+STEPS = "3, 2, 2, 2"
+TOTAL = 9
+LONG_STEPS = "20, 10, 10, 10"
+
+
+class FakeRequest:
+    """What the handlers read from gr.Request: the session key."""
+
+    def __init__(self, key: str):
+        self.session_hash = key
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    write_tiny_checkpoint(folder)
+    write_tiny_rescorer(folder / "rescorer", folder)  # offered for the folder (its own rescorer)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model, tmp_path_factory) -> DemoApp:
+    demo_app = DemoApp(default_model=tiny_model, output_root=tmp_path_factory.mktemp("outputs"))
+    build_ui(demo_app)
+    return demo_app
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Hub names fail at once instead of retrying the network for ~40 s."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def settings(model_name: str, **changes) -> dict:
+    values = dict(
+        prompt="an upbeat, happy pop track with piano and drums",
+        model=model_name,
+        duration=2.0,
+        decoding_steps=STEPS,
+        span_arrangement="nonoverlap",
+        span_scoring="max",
+        temperature=3.0,
+        top_p=0.9,
+        top_k=0,
+        max_cfg_coef=10.0,
+        min_cfg_coef=1.0,
+        cfg_schedule="linear",
+        cfg_curve="",
+        rescore_weight=0.0,
+        seed=7,
+        random_seed=False,
+        samples=1,
+        sample_shown=1,
+    )
+    values.update(changes)
+    return values
+
+
+def step_updates(app: DemoApp, updates: list[dict]) -> list[dict]:
+    info = app.components["step_info"]
+    return [u[info] for u in updates if "global_step" in (u.get(info) or {})]
+
+
+def test_generate_streams_one_update_per_step_then_audio_and_files(app, tiny_model):
+    updates = list(app.generate(**settings(tiny_model), request=FakeRequest("generate")))
+    steps = step_updates(app, updates)
+    assert [s["global_step"] for s in steps] == list(range(TOTAL))
+    assert isinstance(updates[1][app.components["live"]], np.ndarray)
+    assert updates[1][app.components["schedule"]].shape[2] == 3
+    audio = next(u[app.components["audio"]] for u in updates if u.get(app.components["audio"]))
+    sample_rate, samples = audio["value"]
+    assert sample_rate == 32000 and samples.dtype == np.int16
+    assert samples.size == 99 * 640  # nonoverlap trims 100 frames to 33 spans of 3; 640 samples a frame
+    files = updates[-1][app.components["downloads"]]
+    assert sorted(f.rsplit("/", 1)[-1] for f in files) == ["run01-trace.npz", "run01.gif", "run01.wav"]
+    run = app.sessions.get("generate").runs[0]
+    assert run.status == "finished" and len(run.records) == TOTAL
+    assert "finished" in updates[-1][app.components["status"]]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"decoding_steps": "3, 2"}, "one step count per codebook"),
+        ({"decoding_steps": "3, x, 2, 2"}, "'x' is not a whole number"),
+        ({"decoding_steps": "3, 0, 2, 2"}, "must be an integer >= 1"),
+        ({"duration": 60.0}, "longer than this model supports"),
+        ({"cfg_schedule": "curve", "cfg_curve": "5"}, "at least 2 points"),
+        ({"samples": 9}, "between 1 and 8"),
+        ({"model": "facebook/magnet-small-10secs"}, "Could not load 'facebook/magnet-small-10secs'"),
+        ({"model": "/no/such/folder"}, "Unknown model"),
+    ],
+)
+def test_bad_settings_give_readable_errors(app, tiny_model, changes, message):
+    with pytest.raises(gr.Error) as error:
+        list(app.generate(**settings(tiny_model, **changes), request=FakeRequest("errors")))
+    assert message in error.value.message
+    assert "Traceback" not in error.value.message
+
+
+def test_model_picker_reports_instead_of_raising(app, tiny_model):
+    info, steps, *_ = app.model_changed("/no/such/folder")
+    assert "cannot be used" in info and "Unknown model" in info
+    info, steps, duration, examples, weight = app.model_changed(tiny_model, 10.0)
+    assert "4 codebooks" in info and steps == "20, 10, 10, 10"
+    assert duration["maximum"] == 12.0
+    assert "rescorer" in weight["info"]
+
+
+def test_stop_cancels_between_steps_and_the_app_stays_usable(app, tiny_model):
+    key = FakeRequest("stop")
+    updates = app.generate(**settings(tiny_model, decoding_steps=LONG_STEPS), request=key)
+    next(updates)  # run started
+    next(updates)  # first step
+    assert app.stop(key).startswith("Stopping run #1")
+    list(updates)
+    run = app.sessions.get("stop").runs[0]
+    assert run.status == "stopped" and 1 <= len(run.records) < 50
+    assert run.audio is not None and any(p.suffix == ".wav" for p in run.files)
+    assert app.stop(key) == "Nothing is decoding."
+    list(app.generate(**settings(tiny_model), request=key))
+    assert app.sessions.get("stop").runs[1].status == "finished"
+
+
+def test_live_steering_applies_from_a_later_step(app, tiny_model):
+    key = FakeRequest("steer")
+    updates = app.generate(**settings(tiny_model, decoding_steps="6, 2, 2, 2"), request=key)
+    next(updates)
+    next(updates)
+    note = app.steer(20.0, 1.0, "constant", "", 2.0, 0.0, request=key)
+    assert note.startswith("Applied to run #1")
+    list(updates)
+    records = app.sessions.get("steer").runs[0].records
+    changed = [r.controls.cfg.kind == "constant" for r in records]
+    assert not changed[0]
+    first = changed.index(True)
+    assert first <= 3 and all(changed[first:])  # at most one step decoded ahead of the screen
+    assert records[-1].cfg_coef == 20.0 and records[-1].controls.temperature == 2.0
+    assert app.steer(10.0, 1.0, "curve", "3", 3.0, 0.0, request=key).startswith("⚠️")
+    assert app.steer(10.0, 1.0, "linear", "", 3.0, 0.0, request=key) == "Live controls: used by the next run."
+
+
+def test_fork_resumes_from_a_step_and_keeps_the_parent(app, tiny_model):
+    key = FakeRequest("fork")
+    list(app.generate(**settings(tiny_model), request=key))
+    parent = app.sessions.get("fork").runs[0]
+    # same settings: the generator state is resumed too, so the fork reproduces the parent exactly
+    list(app.fork(1, 4, **settings(tiny_model), request=key))
+    same = app.sessions.get("fork").runs[1]
+    assert same.parent is parent and same.records[:4] == parent.records[:4]
+    np.testing.assert_array_equal(same.records[-1].tokens, parent.records[-1].tokens)
+    list(app.fork(1, 4, **settings(tiny_model, temperature=1.0, decoding_steps="9, 9, 3, 3"), request=key))
+    other = app.sessions.get("fork").runs[2]
+    # step 4 is codebook 2's first step: codebooks 1-2 keep their step counts, 3-4 take the new ones
+    assert other.config.decoding_steps == (3, 2, 3, 3) and other.notes
+    assert len(other.records) == 3 + 2 + 3 + 3 and other.records[4].controls.temperature == 1.0
+    assert len(parent.records) == TOTAL and parent.status == "finished"
+    with pytest.raises(gr.Error, match="nothing is left"):
+        list(app.fork(1, TOTAL, **settings(tiny_model), request=key))
+    labels = [label for label, _ in app.sessions.get("fork").choices()]
+    assert labels[0].startswith("#3 ← #1 step 4")
+
+
+def test_inspect_any_step_and_show_a_run(app, tiny_model):
+    key = FakeRequest("inspect")
+    assert app.inspect(1, 1, 1, key)[3].startswith("No step")
+    list(app.generate(**settings(tiny_model), request=key))
+    image, schedule, (sample_rate, audio), text = app.inspect(1, 2, 1, key)
+    last_image, _, (_, last_audio), _ = app.inspect(1, TOTAL, 1, key)
+    assert "step 2 of 9" in text and sample_rate == 32000
+    assert image.shape == last_image.shape and not np.array_equal(image, last_image)
+    assert not np.array_equal(audio, last_audio)
+    shown = app.show_run(1, 1, key)
+    assert shown[app.components["scrub"]]["value"] == TOTAL
+
+
+def test_rescoring_weight_uses_the_models_rescorer(app, tiny_model):
+    key = FakeRequest("rescore")
+    list(app.generate(**settings(tiny_model, rescore_weight=0.5), request=key))
+    records = app.sessions.get("rescore").runs[0].records
+    assert all(r.rescore_weight == 0.5 and r.rescorer_confidence is not None for r in records)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_launched_app_streams_every_step_to_gradio_client(tiny_model, tmp_path):
+    app = DemoApp(default_model=tiny_model, output_root=tmp_path)
+    demo = build_ui(app)
+    demo.queue(max_size=8)
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(tmp_path)],
+    )
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        info = list(app.components).index("step_info")
+        started = time.perf_counter()
+        job = client.submit(**settings(tiny_model), api_name="/generate")
+        outputs = list(job)
+        steps = [o[info] for o in outputs if isinstance(o[info], dict) and "global_step" in o[info]]
+        assert [s["global_step"] for s in steps] == list(range(TOTAL))
+        assert outputs[-1][info]["status"] == "finished"
+        assert time.perf_counter() - started < 30
+        with pytest.raises(Exception, match="prompt is empty") as error:
+            client.predict(**settings(tiny_model, prompt=""), api_name="/generate")
+        assert "Traceback" not in str(error.value)
+        # the queue goes on serving after an error
+        again = client.predict(**settings(tiny_model, seed=8), api_name="/generate")
+        assert "finished" in again[0]
+        assert client.predict(api_name="/stop") == "Nothing is decoding."
+    finally:
+        demo.close()
