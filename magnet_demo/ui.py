@@ -336,6 +336,7 @@ class DemoApp:
             comp["audio"]: self._audio_update(run, sample, "This run: "),
             comp["spectrogram"]: self._spectrogram(run, sample),
             comp["runs"]: gr.update(choices=session.choices(), value=run.number),
+            comp["scrub"]: gr.update(value=len(run.records)),
             comp["step_info"]: run.summary(),
         }
         extras = []
@@ -378,7 +379,7 @@ class DemoApp:
         per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""
         text = {
             "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}",
-            "stopped": f"stopped ({run.message}); you can listen to what it had and fork from any step",
+            "stopped": f"{run.message}; listen to what it had, or re-decode from any of its steps",
             "failed": f"failed: {run.message}",
         }.get(run.status, run.status)
         return f"**Run #{run.number}** {text} · seed {run.seed}"

@@ -1,0 +1,131 @@
+"""The page as a person uses it: headless Debian Chromium (Playwright) against the app on localhost.
+
+Generates with a tiny exported model, scrubs back to an earlier step (its picture and its sound
+change), forks from it, stops a second run, saves a full-page screenshot ($MAGNET_DEMO_SCREENSHOT,
+else a temp file) and checks that the page made no request outside localhost.
+
+Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import huggingface_hub.constants
+import pytest
+
+from magnet_demo.tiny import write_tiny_checkpoint
+from magnet_demo.ui import DemoApp, build_ui
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SCREENSHOT_ENV = "MAGNET_DEMO_SCREENSHOT"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: generous waits (ms): the machine is shared with training jobs
+RUN_TIMEOUT_MS = 60_000
+STEP_TIMEOUT_MS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = write_tiny_checkpoint(tmp_path / "model")
+    app = DemoApp(default_model=str(model), output_root=tmp_path / "outputs")
+    demo = build_ui(app)
+    demo.queue(max_size=8)
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(tmp_path / "outputs")],
+    )
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def text_contains(selector: str, text: str) -> str:
+    """A JS predicate for page.wait_for_function."""
+    return f"() => (document.querySelector({selector!r})?.innerText || '').includes({text!r})"
+
+
+def test_generate_scrub_fork_stop(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.on("request", lambda request: requests.append(request.url))
+            page = context.new_page()
+            page.goto(server, wait_until="load")
+            page.wait_for_function(text_contains("#status", "Ready."))
+
+            # generate: 20 + 10 + 10 + 10 steps of 10 s, streamed, then audio and inspector
+            page.get_by_label("Prompt").fill("an upbeat, happy pop track with piano and drums")
+            page.locator("#generate").click()
+            page.wait_for_function(text_contains("#status", "Run #1 finished"), timeout=RUN_TIMEOUT_MS)
+            page.wait_for_function(text_contains("#inspect-text", "step 50 of 50"), timeout=STEP_TIMEOUT_MS)
+            assert page.locator("#final-audio a[href$='.wav']").count() == 1
+            last_canvas = page.locator("#inspect-canvas img").get_attribute("src")
+            last_sound = page.locator("#step-audio a[href$='.wav']").get_attribute("href")
+
+            # scrub back to step 5: another picture, another sound
+            scrub = page.locator("#scrub input[type=number]")
+            scrub.fill("5")
+            scrub.blur()  # the slider's release event
+            page.wait_for_function(text_contains("#inspect-text", "step 5 of 50"), timeout=STEP_TIMEOUT_MS)
+            page.wait_for_function(
+                f"() => document.querySelector('#inspect-canvas img')?.getAttribute('src') !== {last_canvas!r}"
+            )
+            page.wait_for_function(
+                "() => { const a = document.querySelector(\"#step-audio a[href$='.wav']\");"
+                f" return a && a.getAttribute('href') !== {last_sound!r}; }}"
+            )
+
+            # fork from step 5: run #2 decodes the remaining 45 steps, run #1 stays for A/B
+            page.locator("#fork").click()
+            page.wait_for_function(text_contains("#status", "Run #2 finished"), timeout=RUN_TIMEOUT_MS)
+            assert "A/B: run #1" in page.locator("#compare-audio").inner_text()
+
+            # a long second run, stopped after a few steps; the page stays usable
+            page.get_by_text("Decoding", exact=True).click()  # open the accordion
+            steps = page.get_by_label("Decoding steps per codebook (one number per codebook)")
+            steps.fill("200, 100, 100, 100")
+            page.locator("#generate").click()
+            page.wait_for_function(text_contains("#status", "Run #3 · codebook"), timeout=RUN_TIMEOUT_MS)
+            page.locator("#stop").click()
+            page.wait_for_function(text_contains("#status", "Run #3 stopped"), timeout=RUN_TIMEOUT_MS)
+            page.wait_for_function(text_contains("#inspect-text", "Run #3"), timeout=STEP_TIMEOUT_MS)
+
+            screenshot = os.environ.get(SCREENSHOT_ENV) or str(tmp_path / "page.png")
+            page.screenshot(path=screenshot, full_page=True)
+            assert os.path.getsize(screenshot) > 0
+        finally:
+            browser.close()
+
+    outside = {
+        url
+        for url in requests
+        if urlparse(url).scheme not in ("data", "blob") and urlparse(url).hostname not in LOCAL_HOSTS
+    }
+    assert requests and not outside, f"requests outside localhost: {sorted(outside)}"
