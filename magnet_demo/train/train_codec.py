@@ -44,10 +44,10 @@ RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
 #: floor of magnitudes before log10, in both the loss and the metric
 LOG_FLOOR = 1e-5
 #: loss weights (DESIGN.md section 8)
-W_LOGMEL, W_LOGSTFT, W_WAVE, W_COMMIT = 1.0, 0.2, 1.0, 1.0
+LOSS_WEIGHTS = {"logmel": 1.0, "logstft": 0.2, "wave": 1.0, "commit": 1.0}
 #: micro configuration of ``--quick``: same token layout (4 x 256 at 50 Hz), tiny network
 QUICK_ARGS = {"dim": 64, "hidden": 128, "encoder_blocks": 1, "decoder_blocks": 1}
-QUICK_SECONDS = 20
+QUICK_SECONDS = 12  # training only: with start-up, k-means init, evaluation and export ~20 s
 
 
 # --- spectral loss and metric -----------------------------------------------------------------
@@ -111,15 +111,19 @@ def logmel_l1(a: Any, b: Any) -> float:
         return float(_METRIC(ta[..., :n], tb[..., :n])[0])
 
 
-def codec_loss(codec: SpectralCodec, spectral: SpectralLoss, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Training loss of ``codec`` on audio x [B, 1, T]; returns (loss, float terms for the log)."""
+def codec_loss(
+    codec: SpectralCodec, spectral: SpectralLoss, x: torch.Tensor, weights: dict[str, float] | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Training loss of ``codec`` on audio x [B, 1, T]; returns (loss, float terms for the log).
+
+    ``weights`` overrides entries of :data:`LOSS_WEIGHTS`.
+    """
+    w = {**LOSS_WEIGHTS, **(weights or {})}
     res = codec(x)
-    y = res.x
-    logmel, logstft = spectral(y[:, 0], x[:, 0])
-    wave = F.l1_loss(y, x)
-    loss = W_LOGMEL * logmel + W_LOGSTFT * logstft + W_WAVE * wave + W_COMMIT * res.penalty
-    terms = {"loss": loss, "logmel": logmel, "logstft": logstft, "wave": wave, "commit": res.penalty}
-    return loss, {k: float(v.detach()) for k, v in terms.items()}
+    logmel, logstft = spectral(res.x[:, 0], x[:, 0])
+    terms = {"logmel": logmel, "logstft": logstft, "wave": F.l1_loss(res.x, x), "commit": res.penalty}
+    loss = sum(w[k] * v for k, v in terms.items())
+    return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -257,6 +261,11 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def _parse_item(item: str, kind: type) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    return key, kind(value)
+
+
 def train(args: argparse.Namespace) -> dict:
     """Train (or resume) a codec for the wall-time budget, export it and return held-out metrics."""
     torch.set_num_threads(args.threads)
@@ -269,9 +278,10 @@ def train(args: argparse.Namespace) -> dict:
     budget = args.minutes * 60
 
     overrides = dict(QUICK_ARGS) if args.quick else {}
+    defaults = codec_config()["magnet_demo_spectral"]
     for item in args.codec_arg:
-        key, value = item.split("=", 1)
-        overrides[key] = type(codec_config()["magnet_demo_spectral"][key])(value)
+        key, value = _parse_item(item, str)
+        overrides[key] = type(defaults[key])(value)
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         codec = build_codec(state["cfg"])
@@ -294,6 +304,8 @@ def train(args: argparse.Namespace) -> dict:
         len(corpus.train),
         len(corpus.test),
     )
+    weights = {**LOSS_WEIGHTS, **dict(_parse_item(item, float) for item in args.loss_weight)}
+    log.info("loss weights %s", weights)
     spectral = SpectralLoss()
     opt = torch.optim.AdamW(codec.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
     if state is not None:
@@ -307,7 +319,7 @@ def train(args: argparse.Namespace) -> dict:
         lr = learning_rate(args.lr, step, elapsed / budget, warmup=args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, terms = codec_loss(codec, spectral, corpus.crops(rng, args.batch, args.crop))
+        loss, terms = codec_loss(codec, spectral, corpus.crops(rng, args.batch, args.crop), weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
@@ -444,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--codec-arg", action="append", default=[], metavar="KEY=VALUE", help="codec constructor override"
     )
+    p.add_argument("--loss-weight", action="append", default=[], metavar="TERM=W", help="e.g. wave=0")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=SAMPLE_RATE, help="crop length in samples (one second)")
     p.add_argument("--lr", type=float, default=1e-3)
