@@ -335,16 +335,32 @@ def step_image(
     image[canvas_top : canvas_top + canvas.shape[0], LABEL_PX : LABEL_PX + canvas.shape[1]] = canvas
     strips = confidence_image(record, sample, frame_px=fw)
     image[strips_top : strips_top + strips.shape[0], LABEL_PX : LABEL_PX + strips.shape[1]] = strips
-    header = Image.new("RGB", (image.shape[1], HEADER_PX), BACKGROUND)
-    ImageDraw.Draw(header).text(
-        (LABEL_PX, HEADER_PX // 2),
-        step_title(record, sample) if title is None else title,
-        fill=TEXT_COLOUR,
-        font=_font(TITLE_FONT_SIZE),
-        anchor="lm",
-    )
-    image[:HEADER_PX] = np.asarray(header)
+    _write_line(image[:HEADER_PX], LABEL_PX, step_title(record, sample) if title is None else title)
     return image
+
+
+@lru_cache(maxsize=512)
+def _glyph(char: str, size: int, height: int) -> np.ndarray:
+    """Coverage ``[height, advance]`` float32 of one character, vertically centred."""
+    font = _font(size)
+    width = max(1, round(font.getlength(char)))
+    glyph = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(glyph).text((0, height // 2), char, fill=255, font=font, anchor="lm")
+    return np.asarray(glyph, dtype=np.float32) / 255.0
+
+
+def _write_line(band: np.ndarray, x: int, text: str, size: int = TITLE_FONT_SIZE) -> None:
+    """Write ``text`` into the RGB ``band`` from column ``x``, from cached glyphs (per-step titles:
+    rendering a whole line with FreeType costs milliseconds, pasting cached glyphs microseconds)."""
+    height, width = band.shape[:2]
+    if not text or x >= width:
+        return
+    coverage = np.concatenate([_glyph(char, size, height) for char in text], axis=1)[:, : width - x]
+    alpha = coverage[..., None]
+    region = band[:, x : x + coverage.shape[1]]
+    region[:] = (
+        (region * (1.0 - alpha) + np.asarray(TEXT_COLOUR, np.float32) * alpha).round().astype(np.uint8)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +418,7 @@ class SchedulePlot:
         self.anneal = anneal
         self.total = sum(self.decoding_steps)
         self._backgrounds: OrderedDict[tuple, object] = OrderedDict()
+        self._plans: dict[ControlValues, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
         width, height = size_px
         self.figure = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI)
@@ -419,15 +436,12 @@ class SchedulePlot:
                 [], [], ls="", marker="o", ms=3.2, color=USED_COLOUR, animated=True, label="used"
             )
             cursor = ax.axvline(0, color=CURSOR_COLOUR, lw=1.1, animated=True)
-            value = ax.text(
-                0.98, 0.94, "", transform=ax.transAxes, ha="right", va="top", fontsize=8, animated=True
-            )
             ax.set_title(title, fontsize=9)
             ax.set_xlim(0.5, self.total + 0.5)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.tick_params(labelsize=7)
             ax.set_xlabel("step (all codebooks)", fontsize=7)
-            self._panels.append((ax, key, planned, used, cursor, value))
+            self._panels.append((ax, key, planned, used, cursor))
         axes[0].legend(handles=[planned, used], fontsize=7, loc="lower left", frameon=False)
 
     def _background(self, plan: dict[str, np.ndarray], limits: tuple[float, ...], key: tuple):
@@ -462,7 +476,9 @@ class SchedulePlot:
             if not records:
                 raise ValueError("SchedulePlot.render needs records or controls.")
             controls = records[current].controls
-        plan = planned_schedules(self.decoding_steps, controls, self.anneal)
+        plan = self._plans.get(controls)
+        if plan is None:
+            plan = self._plans[controls] = planned_schedules(self.decoding_steps, controls, self.anneal)
         limits = []
         for _, name, *_ in self._panels:
             used_top = max((getattr(r, name) for r in records), default=0.0)
@@ -474,14 +490,12 @@ class SchedulePlot:
         with _MPL_LOCK, self._lock:
             background = self._background(plan, tuple(limits), key)
             self._canvas.restore_region(background)
-            for ax, name, _, used, cursor, value in self._panels:
+            for ax, name, _, used, cursor in self._panels:
                 used.set_data(x, [getattr(r, name) for r in shown])
                 ax.draw_artist(used)
                 if shown:
                     cursor.set_xdata([shown[-1].global_step + 1] * 2)
-                    value.set_text(f"step {shown[-1].global_step + 1}: {getattr(shown[-1], name):.2f}")
                     ax.draw_artist(cursor)
-                    ax.draw_artist(value)
             return np.asarray(self._canvas.buffer_rgba())[..., :3].copy()
 
 
