@@ -50,6 +50,7 @@ MAX_DURATION_DEFAULT = 10.0
 MIN_DURATION = 1.0
 DURATION_STEP = 0.5
 MAX_CFG_SLIDER = 30.0
+SPECTROGRAM_HEIGHT = 240
 MAX_TEMPERATURE_SLIDER = 10.0
 #: 16-bit PCM full scale, for audio handed to Gradio as numbers
 PCM_SCALE = 32767
@@ -307,7 +308,7 @@ class DemoApp:
             comp["status"]: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
             comp["scrub"]: gr.update(maximum=run.total_steps, value=run.total_steps),
             comp["runs"]: gr.update(choices=session.choices(), value=run.number),
-            comp["audio"]: None,
+            comp["audio"]: gr.update(value=None, label=f"This run: run #{run.number} (decoding…)"),
             comp["spectrogram"]: None,
             comp["seed"]: run.seed,
             comp["compare"]: self._audio_update(previous, sample, "A/B: "),
@@ -607,7 +608,13 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     compare = gr.Audio(
                         label="A/B: no earlier run", interactive=False, elem_id="compare-audio"
                     )
-                spectrogram = gr.Image(label="Spectrogram", show_label=False, format="png", interactive=False)
+                spectrogram = gr.Image(
+                    label="Spectrogram",
+                    show_label=False,
+                    format="png",
+                    interactive=False,
+                    height=SPECTROGRAM_HEIGHT,
+                )
                 with gr.Accordion("Inspect a step: scrub, listen, re-decode from it", open=True):
                     with gr.Row():
                         scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id="scrub")
