@@ -80,6 +80,11 @@ def test_generate_scrub_fork_stop(server, tmp_path):
             page.goto(server, wait_until="load")
             page.wait_for_function(text_contains("#status", "Ready."))
 
+            # an example fills the prompt; then type our own
+            page.get_by_text("A cheerful country song with acoustic guitars").click()
+            page.wait_for_function(
+                "() => document.querySelector('textarea')?.value === 'A cheerful country song with acoustic guitars'"
+            )
             # generate: 20 + 10 + 10 + 10 steps of 10 s, streamed, then audio and inspector
             page.get_by_label("Prompt").fill("an upbeat, happy pop track with piano and drums")
             page.locator("#generate").click()

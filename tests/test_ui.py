@@ -78,13 +78,19 @@ def step_updates(app: DemoApp, updates: list[dict]) -> list[dict]:
     return [u[info] for u in updates if "global_step" in (u.get(info) or {})]
 
 
+def final_audio(app: DemoApp, updates: list[dict]) -> dict:
+    """The audio update that carries sound (the run-start update only relabels the player)."""
+    player = app.components["audio"]
+    return next(u[player] for u in updates if (u.get(player) or {}).get("value") is not None)
+
+
 def test_generate_streams_one_update_per_step_then_audio_and_files(app, tiny_model):
     updates = list(app.generate(**settings(tiny_model), request=FakeRequest("generate")))
     steps = step_updates(app, updates)
     assert [s["global_step"] for s in steps] == list(range(TOTAL))
     assert isinstance(updates[1][app.components["live"]], np.ndarray)
     assert updates[1][app.components["schedule"]].shape[2] == 3
-    audio = next(u[app.components["audio"]] for u in updates if u.get(app.components["audio"]))
+    audio = final_audio(app, updates)
     sample_rate, samples = audio["value"]
     assert sample_rate == 32000 and samples.dtype == np.int16
     assert samples.size == 99 * 640  # nonoverlap trims 100 frames to 33 spans of 3; 640 samples a frame
@@ -190,6 +196,24 @@ def test_inspect_any_step_and_show_a_run(app, tiny_model):
     assert not np.array_equal(audio, last_audio)
     shown = app.show_run(1, 1, key)
     assert shown[app.components["scrub"]]["value"] == TOTAL
+
+
+def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
+    key = FakeRequest("samples")
+    updates = list(app.generate(**settings(tiny_model, samples=2, sample_shown=2), request=key))
+    run = app.sessions.get("samples").runs[0]
+    assert run.audio.shape[0] == 2
+    assert sorted(p.name for p in run.files if p.suffix == ".wav") == [
+        "run01-sample1.wav",
+        "run01-sample2.wav",
+    ]
+    audio = final_audio(app, updates)
+    np.testing.assert_array_equal(
+        audio["value"][1], (run.audio[1] / np.abs(run.audio[1]).max() * 32767).astype(np.int16)
+    )
+    first, *_ = app.inspect(1, 3, 1, key)
+    second, *_ = app.inspect(1, 3, 2, key)
+    assert not np.array_equal(first, second)
 
 
 def test_rescoring_weight_uses_the_models_rescorer(app, tiny_model):
