@@ -245,7 +245,7 @@ class Engine:
             global_step = 0
         else:
             state, global_step = self._resume_state(resume_from, config, B, K, T, prompt, device)
-            generator.set_state(torch.as_tensor(resume_from.rng_state, dtype=torch.uint8))
+            generator.set_state(torch.from_numpy(np.array(resume_from.rng_state, dtype=np.uint8)))
         return self._iterate(
             state, global_step, total, config, controls, conditions, prompt, generator, prompts, cancel
         )
