@@ -208,12 +208,52 @@ def _offline_message(name: str, error: Exception) -> str:
     )
 
 
-def _read_packages(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+#: the Hub's address, probed (3 s) before a download so that an offline machine fails at once
+HUB_HOST = "huggingface.co"
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _cached_file(repo: str, filename: str) -> str | None:
+    """Path of ``filename`` of ``repo`` in the Hub cache audiocraft downloads to, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo, filename, cache_dir=loaders.get_audiocraft_cache_dir())
+    return path if isinstance(path, str) and os.path.isfile(path) else None
+
+
+def _hub_reachable() -> bool:
+    import socket
+
+    import huggingface_hub.constants
+
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
     try:
-        lm_pkg = loaders.load_lm_model_ckpt(name)
-        comp_pkg = loaders.load_compression_model_ckpt(name)
+        socket.create_connection((HUB_HOST, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The LM and codec packages of a folder or hub name.
+
+    A hub checkpoint already in the cache is read from there without any network request (the
+    Hub client would otherwise retry for ~40 s on an offline machine); an uncached one on a
+    machine that cannot reach the Hub fails at once with a message that says what to do.
+    """
+    lm_source, comp_source = name, name
+    if kind == "hub":
+        lm_file, comp_file = _cached_file(name, LM_FILE), _cached_file(name, COMPRESSION_FILE)
+        if lm_file and comp_file:
+            lm_source, comp_source = lm_file, comp_file
+        elif not _hub_reachable():
+            raise ModelLoadError(_offline_message(name, ConnectionError(f"{HUB_HOST} cannot be reached")))
+    try:
+        lm_pkg = loaders.load_lm_model_ckpt(lm_source)
+        comp_pkg = loaders.load_compression_model_ckpt(comp_source)
     except Exception as error:  # hub errors come in many types (offline, gated, not found)
-        if os.path.isdir(name):
+        if kind != "hub":
             raise ModelLoadError(f"Could not read the checkpoint folder '{name}': {error}") from error
         raise ModelLoadError(_offline_message(name, error)) from error
     return lm_pkg, comp_pkg
@@ -254,7 +294,7 @@ def load_model(name: str = EMBEDDED_NAME, device: str | None = None) -> LoadedMo
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     location, kind = resolve_name(name)
-    lm_pkg, comp_pkg = _read_packages(location)
+    lm_pkg, comp_pkg = _read_packages(location, kind)
     lm_cfg = OmegaConf.create(lm_pkg["xp.cfg"])
     if lm_cfg.get("lm_model") != "transformer_lm_magnet":
         raise ModelLoadError(f"'{name}' is not a MAGNeT checkpoint (lm_model: {lm_cfg.get('lm_model')}).")

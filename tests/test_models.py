@@ -47,3 +47,23 @@ def test_loaded_tiny_model(tiny_model):
     assert tiny_model.kind == "folder" and tiny_model.custom_parts == ()
     assert (tiny_model.sample_rate, tiny_model.frame_rate, tiny_model.max_duration) == (32000, 50, 12.0)
     assert tiny_model.lm.span_len == 3 and tiny_model.lm.subcodes_context == 5
+
+
+def test_cached_hub_checkpoint_loads_offline(monkeypatch, tmp_path, tiny_folder):
+    """A facebook/magnet-* name whose files sit in the Hub cache loads with no network at all."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("AUDIOCRAFT_CACHE_DIR", str(tmp_path))
+    repo = tmp_path / "models--facebook--magnet-small-10secs"
+    snapshot = repo / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    for name in (LM_FILE, COMPRESSION_FILE):
+        shutil.copy(tiny_folder / name, snapshot / name)
+    model = load_model("facebook/magnet-small-10secs", device="cpu")
+    assert model.kind == "hub" and model.name == "facebook/magnet-small-10secs"
+    assert model.max_duration == 12.0
