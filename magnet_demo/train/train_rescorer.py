@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from magnet_demo.conditioning import build_vocab
 from magnet_demo.train.train_magnet import (
+    DEFAULT_SIZE,
     DEFAULT_TEXT,
     EVAL_CONDITIONS,
     QUICK_SIZE,
@@ -47,8 +48,8 @@ from magnet_demo.train.train_magnet import (
     training_loop,
 )
 
-#: AR model size (same width as the MAGNeT model, fewer layers: it also runs inside every rescored step)
-RESCORER_SIZE = {"dim": 256, "num_heads": 4, "num_layers": 4}
+#: AR model size: that of the MAGNeT model, so that the speed comparison compares like with like
+RESCORER_SIZE = dict(DEFAULT_SIZE)
 AR_MODEL = "transformer_lm"
 
 

@@ -1,0 +1,191 @@
+"""Retrain everything the embedded model needs, from scratch, on CPU, with one command.
+
+Commands::
+
+    python -m magnet_demo.train.all --out assets/embedded            # the full run (see FULL_MINUTES)
+    python -m magnet_demo.train.all --out assets/embedded --resume   # continue interrupted trainings
+    python -m magnet_demo.train.all --quick --out /tmp/micro/model   # micro version, about a minute
+
+Steps, in order; each is skipped when its output exists, unless ``--force``:
+
+1. corpus      ``build_corpus``                    -> DATA/corpus/ (audio.npy, meta.jsonl, corpus.json)
+2. codec       ``train_codec``                     -> OUT/compression_state_dict.bin
+3. tokens      ``train_codec encode``              -> DATA/tokens.npy
+4. magnet      ``train_magnet``                    -> OUT/state_dict.bin
+5. rescorer    ``train_rescorer``                  -> OUT/rescorer/ (state_dict.bin + codec copy)
+6. classifier  ``train_classifier``                -> OUT/../classifier.pt (beside the model folder)
+
+``--resume`` is passed to the three trainers (codec, magnet, rescorer) and makes them run even
+when their output exists: each continues its run folder (RUNS/<name>/last.pt) up to its budget, or
+just re-exports when the budget is spent. ``--quick`` trains a micro version of everything (a few
+clips rendered with the small TimGM6mb SoundFont, tiny models, seconds of training per step) into
+OUT, with its data and runs beside it (OUT/../quick_data, OUT/../quick_runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
+
+log = logging.getLogger("train_all")
+
+#: wall-time budgets of the full run, in minutes (the corpus and tokens steps are not budgeted:
+#: about 4 and 1 minutes on 2 cores)
+FULL_MINUTES = {"codec": 20.0, "magnet": 70.0, "rescorer": 25.0, "classifier": 6.0}
+FULL_CLIPS = 5000
+#: the micro run: clips, share held out, seconds of training per trained step
+QUICK_CLIPS = 10
+QUICK_HELD_OUT = 0.25
+QUICK_SECONDS = 8.0
+QUICK_SOUNDFONT = "TimGM6mb.sf2"
+STEPS = ("corpus", "codec", "tokens", "magnet", "rescorer", "classifier")
+
+
+def quick_soundfont() -> Path | None:
+    """The small TimGM6mb SoundFont (Debian's or pretty_midi's copy), None if neither is there."""
+    import pretty_midi
+
+    for folder in ("/usr/share/sounds/sf2", "/usr/share/soundfonts", Path(pretty_midi.__file__).parent):
+        path = Path(folder) / QUICK_SOUNDFONT
+        if path.is_file():
+            return path
+    return None
+
+
+class Pipeline:
+    """The six steps, with their paths and budgets, for a full or a quick run."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out)
+        quick = args.quick
+        self.data = Path(args.data or (self.out.parent / "quick_data" if quick else "data"))
+        self.runs = Path(args.runs or (self.out.parent / "quick_runs" if quick else "runs"))
+        self.corpus = self.data / "corpus"
+        self.tokens = self.data / "tokens.npy"
+        self.rescorer = self.out / "rescorer"
+        self.classifier = Path(args.classifier or self.out.parent / "classifier.pt")
+        seconds = args.quick_seconds / 60
+        self.minutes = {k: seconds for k in FULL_MINUTES} if quick else dict(FULL_MINUTES)
+        self.threads = ["--threads", str(args.threads)]
+
+    def outputs(self) -> dict[str, Path]:
+        return {
+            "corpus": self.corpus / "meta.jsonl",
+            "codec": self.out / COMPRESSION_FILE,
+            "tokens": self.tokens,
+            "magnet": self.out / LM_FILE,
+            "rescorer": self.rescorer / LM_FILE,
+            "classifier": self.classifier,
+        }
+
+    def _trainer_args(self, name: str) -> list[str]:
+        extra = ["--quick"] if self.args.quick else []
+        extra += ["--resume"] if self.args.resume else []
+        return extra + [
+            "--minutes",
+            str(self.minutes[name]),
+            "--run-dir",
+            str(self.runs / name),
+            *self.threads,
+        ]
+
+    # ---------------------------------------------------------------- the steps
+    def corpus_step(self):
+        from magnet_demo.train.corpus import HELD_OUT, build_corpus
+
+        if self.args.quick:
+            build_corpus(
+                self.corpus,
+                QUICK_CLIPS,
+                soundfont=quick_soundfont(),
+                workers=1,
+                held_out=QUICK_HELD_OUT,
+                overwrite=True,
+            )
+        else:
+            build_corpus(
+                self.corpus, self.args.clips, workers=self.args.threads, held_out=HELD_OUT, overwrite=True
+            )
+
+    def codec_step(self):
+        from magnet_demo.train import train_codec
+
+        train_codec.main(["--corpus", str(self.corpus), "--out", str(self.out), *self._trainer_args("codec")])
+
+    def tokens_step(self):
+        from magnet_demo.train import train_codec
+
+        argv = ["encode", "--corpus", str(self.corpus), "--codec", str(self.out), "--out", str(self.tokens)]
+        train_codec.main(argv + self.threads)
+
+    def _lm_args(self, name: str, out: Path) -> list[str]:
+        data = ["--tokens", str(self.tokens), "--corpus", str(self.corpus), "--codec", str(self.out)]
+        return data + ["--out", str(out), *self._trainer_args(name)]
+
+    def magnet_step(self):
+        from magnet_demo.train import train_magnet
+
+        train_magnet.main(self._lm_args("magnet", self.out))
+
+    def rescorer_step(self):
+        from magnet_demo.train import train_rescorer
+
+        train_rescorer.main(self._lm_args("rescorer", self.rescorer))
+
+    def classifier_step(self):
+        from magnet_demo.train.classifier import train_classifier
+
+        train_classifier(self.corpus, self.classifier, self.minutes["classifier"], threads=self.args.threads)
+
+    # ---------------------------------------------------------------- running
+    def run(self, only: list[str] | None = None) -> dict[str, float]:
+        """Run the steps (or ``only`` those); returns seconds per step run."""
+        outputs, seconds = self.outputs(), {}
+        resumable = {"codec", "magnet", "rescorer"}
+        for name in STEPS:
+            if only and name not in only:
+                continue
+            done = outputs[name].exists()
+            if done and not self.args.force and not (self.args.resume and name in resumable):
+                log.info("[%s] skipped: %s exists (--force to redo)", name, outputs[name])
+                continue
+            log.info("[%s] -> %s", name, outputs[name])
+            t0 = time.monotonic()
+            getattr(self, f"{name}_step")()
+            seconds[name] = round(time.monotonic() - t0, 1)
+            log.info("[%s] done in %.1f s", name, seconds[name])
+        return seconds
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="assets/embedded", help="model folder (codec, MAGNeT, rescorer/)")
+    p.add_argument("--data", default=None, help="corpus and tokens folder (default data/)")
+    p.add_argument("--runs", default=None, help="training run folders (default runs/)")
+    p.add_argument("--classifier", default=None, help="classifier file (default OUT/../classifier.pt)")
+    p.add_argument("--clips", type=int, default=FULL_CLIPS, help="corpus size of the full run")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(STEPS)}")
+    p.add_argument("--force", action="store_true", help="redo steps whose output exists")
+    p.add_argument("--resume", action="store_true", help="continue the trainers' run folders")
+    p.add_argument("--quick", action="store_true", help="micro version of everything")
+    p.add_argument("--quick-seconds", type=float, default=QUICK_SECONDS, help="training seconds per step")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    only = args.only.split(",") if args.only else None
+    unknown = set(only or []) - set(STEPS)
+    if unknown:
+        p.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    seconds = Pipeline(args).run(only)
+    log.info("steps run (seconds): %s", seconds)
+    return seconds
+
+
+if __name__ == "__main__":
+    main()
