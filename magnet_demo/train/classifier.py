@@ -6,8 +6,11 @@ the same STFT, each built for the attribute it serves best:
 
 - a small 2D CNN on a log spectrogram with one bin per whole tone (timbre, drums, density);
 - an MLP on the autocorrelation of the onset envelope (tempo: beat periods are its peaks);
-- an MLP applied to all 12 rotations of the averaged chroma and bass chroma, max-pooled over
-  rotations, so that it sees intervals and not the key (mode).
+- a small 1D CNN over the sequence of half-second chroma and bass-chroma frames, applied to all 12
+  rotations of the pitch classes and max-pooled over them, so that it sees intervals and not the
+  key (mode). It must see time: in this corpus minor progressions use the same chords as major
+  ones (i-VI-III-VII is vi-IV-I-V of the relative major), so which chord comes first, and the
+  raised leading tone, are what tell the modes apart.
 
 CLI::
 
@@ -36,6 +39,8 @@ N_PITCHES = 96  # up to B8 (7.9 kHz), just below Nyquist
 BASS_PITCHES = 36  # chroma of the lowest three octaves is the bass chroma
 SPEC_POOL = (2, 4)  # the CNN sees whole tones at 12.5 frames/s (mode has its own branch)
 MAX_LAG = 150  # onset autocorrelation up to 3 s (20 bpm) at 50 frames/s
+CHROMA_POOL = 25  # chroma frames of half a second
+CHROMA_HEAD = 4  # the first two seconds get their own summary
 LOG_FLOOR = 1e-4
 INT16_SCALE = 32767
 BATCH = 32
@@ -63,11 +68,12 @@ def semitone_filterbank(n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> t
 
 
 def features(audio: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
-    """Float audio [N, T] at 16 kHz (T >= 2 * N_FFT) -> the three views the classifier reads.
+    """Float audio [N, T] at 16 kHz (T >= 1 s) -> the three views the classifier reads.
 
     spec [N, 1, N_PITCHES / 2, frames / 4] log magnitude per whole tone (float32);
     tempo [N, MAX_LAG] onset autocorrelation at lags 1..MAX_LAG frames, normalised by lag 0;
-    chroma [N, 2, 12] time-averaged chroma and bass chroma (pitch class 0 = C), each summing to 1.
+    chroma [N, 2, 12, frames / CHROMA_POOL] chroma and bass chroma per half second (pitch class
+    0 = C), each frame summing to 1 (0 where silent).
     """
     audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
     bank = semitone_filterbank()
@@ -96,14 +102,14 @@ def _onset_autocorrelation(log_pitch: torch.Tensor) -> torch.Tensor:
 
 
 def _chroma(pitch: torch.Tensor) -> torch.Tensor:
-    """[n, N_PITCHES, frames] magnitudes -> [n, 2, 12] chroma of all pitches and of the bass."""
-    energy = pitch.pow(2).mean(dim=-1).sqrt()  # [n, N_PITCHES]
+    """[n, N_PITCHES, frames] magnitudes -> [n, 2, 12, windows] chroma of all pitches and of the bass."""
+    energy = F.avg_pool1d(pitch.pow(2), CHROMA_POOL).sqrt()  # [n, N_PITCHES, windows]
     classes = (torch.arange(N_PITCHES) + LOWEST_PITCH) % 12
     fold = F.one_hot(classes, 12).float()  # [N_PITCHES, 12]
-    full = energy @ fold
-    bass = energy[:, :BASS_PITCHES] @ fold[:BASS_PITCHES]
+    full = torch.einsum("npw,pc->ncw", energy, fold)
+    bass = torch.einsum("npw,pc->ncw", energy[:, :BASS_PITCHES], fold[:BASS_PITCHES])
     both = torch.stack([full, bass], dim=1)
-    return both / both.sum(dim=-1, keepdim=True).clamp(min=1e-8)
+    return both / both.sum(dim=2, keepdim=True).clamp(min=1e-8)
 
 
 def _conv_block(c_in: int, c_out: int, kernel=(3, 3), pool=(2, 2)) -> nn.Sequential:
@@ -132,23 +138,31 @@ class AttributeClassifier(nn.Module):
         self.cnn_out = nn.Linear(2 * 6 * width * pooled_pitches, EMBED)
         self.tempo = nn.Sequential(nn.Linear(MAX_LAG, EMBED), nn.ReLU(), nn.Linear(EMBED, EMBED // 2))
         self.chroma = nn.Sequential(
-            nn.Linear(2 * 12, EMBED // 2), nn.ReLU(), nn.Linear(EMBED // 2, EMBED // 2)
-        )
+            nn.Conv1d(2 * 12, EMBED // 2, 3, padding=1), nn.ReLU(), nn.Conv1d(EMBED // 2, EMBED // 2, 3, padding=1)
+        )  # fmt: skip
+        self.chroma_out = nn.Linear(3 * EMBED // 2, EMBED // 2)
         joint = EMBED + EMBED // 2 + EMBED // 2
+        # each branch normalised, so that the small chroma and tempo branches are heard beside the CNN
+        self.norms = nn.ModuleList([nn.LayerNorm(EMBED), nn.LayerNorm(EMBED // 2), nn.LayerNorm(EMBED // 2)])
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({name: nn.Linear(joint, len(classes)) for name, classes in labels.items()})
 
     def forward(
         self, spec: torch.Tensor, tempo: torch.Tensor, chroma: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """spec [N, 1, P, T], tempo [N, MAX_LAG], chroma [N, 2, 12] -> logits per label [N, classes]."""
+        """spec [N, 1, P, T], tempo [N, MAX_LAG], chroma [N, 2, 12, W] -> logits per label [N, classes]."""
         x = self.cnn(spec)  # [N, C, P / 8, T']
         x = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1).flatten(1)
         x = F.relu(self.cnn_out(x))
-        rotations = torch.stack([chroma.roll(-k, dims=-1) for k in range(12)], dim=1)  # [N, 12, 2, 12]
-        c = self.chroma(rotations.flatten(2)).amax(dim=1)
+        n, _, _, windows = chroma.shape
+        chroma = chroma * 12  # frames sum to 12: pitch classes of mean 1
+        rotations = torch.stack([chroma.roll(-k, dims=2) for k in range(12)], dim=1)  # [N, 12, 2, 12, W]
+        h = F.relu(self.chroma(rotations.reshape(n * 12, 2 * 12, windows)))  # [N * 12, E / 2, W]
+        summary = torch.cat([h.mean(dim=-1), h.amax(dim=-1), h[..., :CHROMA_HEAD].mean(dim=-1)], dim=1)
+        c = self.chroma_out(summary).reshape(n, 12, -1).amax(dim=1)
         t = F.relu(self.tempo(tempo))
-        joint = self.dropout(F.relu(torch.cat([x, t, c], dim=1)))
+        joint = torch.cat([norm(branch) for norm, branch in zip(self.norms, (x, t, c), strict=True)], dim=1)
+        joint = self.dropout(F.relu(joint))
         return {name: head(joint) for name, head in self.heads.items()}
 
 
