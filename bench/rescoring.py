@@ -79,18 +79,23 @@ def to_classifier_input(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return audio
 
 
-def run_weight(engine, rescorer, prompts, config, weight, seed, batch):
-    """Generate every prompt at rescoring weight ``weight``; returns tokens, NLL [N] and engine seconds."""
-    tokens, nll, seconds = [], [], 0.0
-    for start in range(0, len(prompts), batch):
+def run_all(engine, rescorer, prompts, config, weights, seed, batch):
+    """Generate every prompt at every weight; per weight: tokens [N, K, T], NLL [N], engine seconds.
+
+    Batches are the outer loop and weights the inner one, so that the load of a shared machine
+    changes the time of every weight alike. Batch ``i`` uses seed ``seed + i`` at every weight.
+    """
+    out = {w: {"tokens": [], "nll": [], "seconds": 0.0} for w in weights}
+    for index, start in enumerate(range(0, len(prompts), batch)):
         part = prompts[start : start + batch]
-        result = engine.decode(
-            part, config.replace(rescore_weight=weight), seed=seed + start, with_audio=False
-        )
-        seconds += result.records[-1].elapsed
-        tokens.append(result.tokens)
-        nll.append(rescorer.mean_nll(result.tokens, part))
-    return torch.cat(tokens), torch.cat(nll), seconds
+        for weight in weights:
+            result = engine.decode(
+                part, config.replace(rescore_weight=weight), seed=seed + index, with_audio=False
+            )
+            out[weight]["seconds"] += result.records[-1].elapsed
+            out[weight]["tokens"].append(result.tokens)
+            out[weight]["nll"].append(rescorer.mean_nll(result.tokens, part))
+    return {w: (torch.cat(v["tokens"]), torch.cat(v["nll"]), v["seconds"]) for w, v in out.items()}
 
 
 def tiny_setup(root: Path) -> tuple[str, str]:
@@ -153,12 +158,16 @@ def main(argv: list[str] | None = None) -> dict:
         f"torch threads {torch.get_num_threads()}"
     )
 
-    # warm-up (one-time costs: patterns, masks, caches) so that the first weight is not penalised
+    # warm-up at full batch with one step per codebook (one-time costs: patterns, masks, caches)
+    warm = config.replace(decoding_steps=(1,) * len(config.decoding_steps))
     for weight in (0.0, max(weights)):
-        engine.decode(prompts[:1], config.replace(rescore_weight=weight), seed=args.seed, with_audio=False)
+        engine.decode(
+            prompts[: args.batch], warm.replace(rescore_weight=weight), seed=args.seed, with_audio=False
+        )
+    runs = run_all(engine, rescorer, prompts, config, weights, args.seed, args.batch)
     results = []
     for weight in weights:
-        tokens, nll, seconds = run_weight(engine, rescorer, prompts, config, weight, args.seed, args.batch)
+        tokens, nll, seconds = runs[weight]
         row = {"w": weight, "nll": float(nll.mean()), "nll_std": float(nll.std()), "seconds": seconds}
         if classifier is not None:
             audio = decode_tokens(model.compression_model, tokens)
