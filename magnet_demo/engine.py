@@ -157,7 +157,8 @@ class Engine:
         rescorer_conf = None
         weight = controls.rescore_weight
         mixed = confidence
-        if weight > 0 and self.rescorer is not None:
+        # at a stage's last step the scores choose no mask: the rescorer would change nothing
+        if weight > 0 and self.rescorer is not None and i + 1 < n_steps:
             rescorer_conf = self.rescorer.token_probs(tokens, prompts)[:, [stage]].to(confidence)
             mixed = (1 - weight) * confidence + weight * rescorer_conf
         scoring_mask = state.mask if spans.uses_chunks(arrangement, span_len) else mask_before
@@ -175,7 +176,7 @@ class Engine:
             "num_units": n_gen,
             "cfg_coef": float(cfg_coef),
             "temperature": float(temperature),
-            "rescore_weight": float(weight if self.rescorer is not None else 0.0),
+            "rescore_weight": float(weight if rescorer_conf is not None else 0.0),
             "mask_before": mask_before[:, 0],
             "mask_after": next_state.mask[:, 0]
             if next_state.stage == stage

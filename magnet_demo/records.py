@@ -44,7 +44,8 @@ class StepRecord:
         confidence: ``[B, T]`` float32, MAGNeT's probability of each proposal of this step (NaN on
             frames fixed before this step).
         rescorer_confidence: ``[B, T]`` float32, the rescorer's probability of the same tokens, or
-            None when the rescoring weight was 0.
+            None when the step was not rescored (weight 0, no rescorer, or the last step of a
+            stage, whose scores choose no mask); ``rescore_weight`` is then 0 too.
         scores: ``[B, 1, N]`` float32 unit scores after the step (higher = re-mask first).
         rng_state: the sampler's generator state after the step (uint8), for resuming.
         step_seconds, elapsed: wall time of this step, and since the run started.
