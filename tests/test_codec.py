@@ -169,3 +169,25 @@ def test_encode_corpus(codec, tmp_path):
         expected = codec.encode(torch.from_numpy(clips[2:].astype(np.float32) / 32768)[:, None])[0]
     assert np.array_equal(tokens[2:], expected.numpy())
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_audiocraft_magnet_pipeline_uses_it(codec):
+    """audiocraft's MAGNeT wraps, decodes and prompt-encodes with the codec as it would with EnCodec."""
+    from audiocraft.models import MAGNeT, builders
+
+    from magnet_demo.checkpoints import magnet_lm_config
+
+    cfg = OmegaConf.create(
+        magnet_lm_config(
+            card=256, dim=32, num_heads=2, num_layers=1, memory_efficient=False, segment_duration=1
+        )
+    )
+    lm = builders.get_lm_model(cfg)
+    lm.cfg = cfg
+    model = MAGNeT(name="tiny", compression_model=codec, lm=lm)
+    assert (model.frame_rate, model.sample_rate, model.audio_channels) == (FRAME_RATE, SR, 1)
+    codes = torch.randint(0, 256, (2, 4, FRAME_RATE))
+    with torch.no_grad():
+        assert torch.equal(model.generate_audio(codes), codec.decode(codes))
+        _attrs, prompt_tokens = model._prepare_tokens_and_attributes(["a prompt"], _audio(1, SR // 2))
+    assert prompt_tokens.shape == (1, 4, FRAME_RATE // 2)
