@@ -11,9 +11,11 @@ Commands::
 Training samples one-second crops from the corpus's 'train' clips (``audio.npy``: int16 [N, 160000],
 ``meta.jsonl``: one JSON per clip with a ``split`` field); without a corpus it falls back to
 synthetic audio (tones and noise bursts). The loss is DESIGN.md section 8's: multi-resolution
-log-mel L1 + 0.2 x log-STFT L1 + waveform L1 + commitment. The budget is wall time: ``--minutes``
-is the total over all resumed sessions of a run folder; checkpoints go to ``--run-dir`` every
-``--save-every`` seconds and at the end, when the codec is exported and evaluated on held-out clips.
+log-mel L1 + 0.2 x log-STFT L1 + waveform L1 + commitment. The budget is wall time (or, with
+``--clock cpu``, this process's CPU time, which makes runs on a shared machine comparable):
+``--minutes`` is the total over all resumed sessions of a run folder. Checkpoints go to ``--run-dir``
+every ``--save-every`` seconds and at the end, when the codec is exported and evaluated on held-out
+clips.
 """
 
 from __future__ import annotations
@@ -287,11 +289,12 @@ def train(args: argparse.Namespace) -> dict:
         codec = build_codec(state["cfg"])
         codec.load_state_dict(state["model"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        cpu = state.get("cpu", 0.0)
         rng = np.random.default_rng([args.seed, step])
         log.info("resumed %s at step %d, %.1f of %.1f min", state_path, step, elapsed / 60, args.minutes)
     else:
         codec = build_codec(codec_config(**overrides))
-        state, step, elapsed, history = None, 0, 0.0, []
+        state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
         with torch.no_grad():  # k-means init of the codebooks on many crops, before any update
             x = corpus.crops(rng, args.init_crops, args.crop)
             codec.quantizer.kmeans_init(codec.encoder(codec.features(x)))
@@ -314,8 +317,10 @@ def train(args: argparse.Namespace) -> dict:
     codec.train()
     last_save = last_log = time.monotonic()
     session_start, session_steps, window = time.monotonic(), 0, []
+    # the budget runs on wall time, or on this process's CPU time (comparable runs on a shared machine)
+    clock = time.process_time if args.clock == "cpu" else time.monotonic
     while elapsed < budget:
-        t0 = time.monotonic()
+        t0, c0 = clock(), time.process_time()
         lr = learning_rate(args.lr, step, elapsed / budget, warmup=args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -325,23 +330,31 @@ def train(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
         opt.step()
         step, session_steps = step + 1, session_steps + 1
-        elapsed += time.monotonic() - t0
+        elapsed += clock() - t0
+        cpu += time.process_time() - c0
         window.append(terms)
         now = time.monotonic()
         if now - last_log >= args.log_every or elapsed >= budget:
             mean = {k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}
             rate = session_steps / (now - session_start)
             log.info(
-                "step %d  %.1f/%.1f min  %.2f steps/s  lr %.2e  %s",
+                "step %d  %.1f/%.1f min  %.2f steps/s  %.2f steps/cpu-s  lr %.2e  %s",
                 step,
                 elapsed / 60,
                 args.minutes,
                 rate,
+                step / max(cpu, 1e-9),
                 lr,
                 mean,
             )
             history.append(
-                {"step": step, "elapsed": round(elapsed, 1), "steps_per_s": round(rate, 3), **mean}
+                {
+                    "step": step,
+                    "elapsed": round(elapsed, 1),
+                    "cpu": round(cpu, 1),
+                    "steps_per_s": round(rate, 3),
+                    **mean,
+                }
             )
             window, last_log = [], now
         if now - last_save >= args.save_every or elapsed >= budget:
@@ -351,6 +364,7 @@ def train(args: argparse.Namespace) -> dict:
                 "cfg": codec_config(**codec.arguments),
                 "step": step,
                 "elapsed": elapsed,
+                "cpu": cpu,
                 "history": history,
             }
             _save_state(state_path, state)
@@ -361,6 +375,8 @@ def train(args: argparse.Namespace) -> dict:
         {
             "steps": step,
             "train_minutes": round(elapsed / 60, 2),
+            "train_cpu_minutes": round(cpu / 60, 2),
+            "clock": args.clock,
             "params": n_params,
             "corpus": "synthetic" if corpus.synthetic else str(corpus.dir),
         }
@@ -451,6 +467,7 @@ def main(argv: list[str] | None = None) -> None:
         "--run-dir", default=None, help="checkpoints and log (default runs/codec, runs/codec_quick)"
     )
     p.add_argument("--minutes", type=float, default=None, help="total wall-time budget of the run")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what --minutes measures")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--quick", action="store_true", help=f"micro codec, {QUICK_SECONDS} s budget")
     p.add_argument(
