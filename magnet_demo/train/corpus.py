@@ -370,7 +370,7 @@ def sample_attributes(rng: np.random.Generator) -> dict:
         "instruments": [v.name for v in dict.fromkeys(v for v in (lead, comp, bass) if v is not None)],
         "programs": {"lead": lead.program, "comp": comp and comp.program, "bass": bass and bass.program},
         "progression": list(progression),
-        "chords": [_chord_name(tonic, mode, numeral) for numeral in progression],
+        "chords": [_chord_name(tonic, numeral) for numeral in progression],
         "bars_per_chord": 2 if bpm > TEMPO_BPM["medium"][1] and rng.random() < 0.5 else 1,
         "sevenths": bool(rng.random() < 0.25),
         "bass_pattern": _choice(rng, bass_patterns),
@@ -385,7 +385,7 @@ def sample_attributes(rng: np.random.Generator) -> dict:
     }
 
 
-def _chord_name(tonic: int, mode: str, numeral: str) -> str:
+def _chord_name(tonic: int, numeral: str) -> str:
     root, quality = CHORDS[numeral]
     name = KEY_NAMES["minor" if quality == "min" else "major"][(tonic + root) % 12]
     return name + ("m" if quality == "min" else "")
