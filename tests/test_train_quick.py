@@ -39,3 +39,96 @@ def test_quick_retraining_produces_a_loadable_model(tmp_path):
 
     # a second call skips every step whose output exists
     assert train_all.main(["--quick", "--out", str(folder)]) == {}
+
+
+# --- the training objective and loop (fast) ---------------------------------------------------------
+
+
+def test_span_mask_reaches_the_rate_with_spans_of_three():
+    import torch
+
+    from magnet_demo.train.train_magnet import span_mask
+
+    rates = torch.tensor([0.0, 0.01, 0.3, 0.5, 0.9, 1.0])
+    mask = span_mask(rates, 500, 3, torch.Generator().manual_seed(0))
+    counts = mask.sum(1)
+    targets = (rates * 500).round().clamp(min=1)
+    assert ((counts >= targets) & (counts <= targets + 2)).all()  # a span adds at most 3 frames
+    assert counts[0] == 3 and bool(mask[-1].all())
+    padded = torch.nn.functional.pad(mask.int(), (1, 1))
+    starts, ends = (padded.diff(dim=1) == 1).nonzero(), (padded.diff(dim=1) == -1).nonzero()
+    assert ((ends[:, 1] - starts[:, 1]) >= 3).all()  # every masked run is at least one span
+
+
+def test_batch_stages_weights_stage_zero():
+    import numpy as np
+
+    from magnet_demo.train.train_magnet import batch_stages
+
+    stages = batch_stages(8, 0.5, 4, np.random.default_rng(0))
+    assert stages[:4].tolist() == [0] * 4 and len(set(stages[4:].tolist())) == 1 and stages[4] > 0
+
+
+def test_magnet_loss_only_scores_masked_tokens_of_the_stage():
+    import torch
+
+    from magnet_demo.models import build_lm
+    from magnet_demo.train.train_magnet import (
+        QUICK_SIZE,
+        QUICK_TEXT,
+        condition_tensors,
+        lm_config,
+        magnet_loss,
+    )
+
+    torch.manual_seed(0)
+    lm = build_lm(lm_config(["fast", "piano"], QUICK_SIZE, QUICK_TEXT))
+    codes = torch.randint(0, 256, (2, 4, 30))
+    conditions = condition_tensors(lm, ["fast piano", None])
+    stages, rates = torch.tensor([0, 2]), torch.tensor([0.5, 0.5])
+    loss, per_stage = magnet_loss(lm, codes, conditions, stages, rates, torch.Generator().manual_seed(0))
+    assert set(per_stage) == {0, 2} and all(15 <= n <= 17 for _, n in per_stage.values())
+    loss.backward()
+    assert lm.linears[0].weight.grad.abs().sum() > 0 and lm.linears[2].weight.grad.abs().sum() > 0
+    assert lm.linears[1].weight.grad is None or lm.linears[1].weight.grad.abs().sum() == 0
+
+
+def test_learning_rate_warms_up_holds_then_decays():
+    from magnet_demo.train.train_magnet import learning_rate
+
+    assert learning_rate(1e-3, 0, 0.0, warmup=100, decay=0.2) == 1e-5
+    assert learning_rate(1e-3, 500, 0.5, warmup=100, decay=0.2) == 1e-3
+    assert learning_rate(1e-3, 500, 0.9, warmup=100, decay=0.2) < 1e-3
+    assert abs(learning_rate(1e-3, 500, 1.0, warmup=100, decay=0.2) - 1e-4) < 1e-9
+
+
+def test_training_resumes_and_exports(tmp_path):
+    import json
+
+    from magnet_demo.models import load_lm
+    from magnet_demo.train import train_magnet, train_rescorer
+
+    def args(run: str, minutes: float, *extra: str) -> list[str]:
+        folders = ["--run-dir", str(tmp_path / run), "--out", str(tmp_path / run / "export")]
+        return [
+            "--tokens",
+            "synthetic",
+            "--quick",
+            "--codec",
+            "none",
+            *folders,
+            "--minutes",
+            str(minutes),
+            *extra,
+        ]
+
+    first = train_magnet.main(args("run", 0.03))
+    second = train_magnet.main(args("run", 0.06, "--resume"))
+    assert second["step"] > first["step"] and second["minutes"] >= 0.06
+    assert set(second) >= {"true/stage0", "null/stage0", "swapped/stage3"}
+    assert len((tmp_path / "run" / "eval.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == second["step"]
+    # --init starts a new run from the exported weights and config
+    assert train_magnet.main(args("run2", 0.01, "--init", str(tmp_path / "run" / "export")))["step"] >= 1
+    rescorer = train_rescorer.main(args("ar", 0.01))
+    assert rescorer["step"] >= 1 and type(load_lm(str(tmp_path / "ar" / "export"))).__name__ == "LMModel"

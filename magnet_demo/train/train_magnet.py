@@ -471,6 +471,8 @@ def setup(args: argparse.Namespace, name: str) -> TokenData:
     torch.manual_seed(args.seed)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(message)s")
+    for handler in log.handlers:
+        handler.close()
     log.handlers = [
         logging.StreamHandler(sys.stdout),
         logging.FileHandler(Path(args.run_dir) / f"{name}.log"),
@@ -586,7 +588,7 @@ def _parse_size(text: str) -> dict:
     return {"dim": dim, "num_heads": heads, "num_layers": layers}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict | None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["time"]:
         p = argparse.ArgumentParser(description="time 10 s generation of random-weight candidate sizes")
@@ -600,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(p, run_dir="runs/magnet", out="assets/embedded", minutes=70, batch=8)
     p.add_argument("--stage0", type=float, default=0.5, help="share of each batch on codebook stage 0")
-    train(p.parse_args(argv))
+    return train(p.parse_args(argv))
 
 
 if __name__ == "__main__":

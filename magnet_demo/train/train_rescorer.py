@@ -131,11 +131,11 @@ def train(args: argparse.Namespace) -> dict:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(p, run_dir="runs/rescorer", out="assets/embedded/rescorer", minutes=25, batch=8)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    train(args)
+    return train(args)
 
 
 if __name__ == "__main__":
