@@ -34,9 +34,10 @@ from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
 
 log = logging.getLogger("train_all")
 
-#: wall-time budgets of the full run, in minutes (the corpus and tokens steps are not budgeted:
-#: about 4 and 1 minutes on 2 cores)
-FULL_MINUTES = {"codec": 20.0, "magnet": 70.0, "rescorer": 25.0, "classifier": 6.0}
+#: training budgets of the full run, in minutes (time in optimiser steps; the trainers' evaluations
+#: add about 10 %). Not budgeted: the corpus (~3 min on 2 idle cores, 15 min on a shared machine)
+#: and the tokens (~1 min). In all about 2 hours on 2 cores.
+FULL_MINUTES = {"codec": 20.0, "magnet": 60.0, "rescorer": 25.0, "classifier": 6.0}
 FULL_CLIPS = 5000
 #: the micro run: clips, share held out, seconds of training per trained step
 QUICK_CLIPS = 10
