@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from magnet_demo.codec import SAMPLE_RATE, SpectralCodec, build_codec, codec_config, load_codec, save_codec
+from magnet_demo.codec import (
+    CODEC_NAME,
+    SAMPLE_RATE,
+    SpectralCodec,
+    build_codec,
+    codec_config,
+    load_codec,
+    save_codec,
+)
 
 log = logging.getLogger("train_codec")
 
@@ -269,7 +277,7 @@ def _parse_item(item: str, kind: type) -> tuple[str, Any]:
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train (or resume) a codec for the wall-time budget, export it and return held-out metrics."""
+    """Train (or resume) a codec for the time budget, export it and return held-out metrics."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -280,7 +288,7 @@ def train(args: argparse.Namespace) -> dict:
     budget = args.minutes * 60
 
     overrides = dict(QUICK_ARGS) if args.quick else {}
-    defaults = codec_config()["magnet_demo_spectral"]
+    defaults = codec_config()[CODEC_NAME]
     for item in args.codec_arg:
         key, value = _parse_item(item, str)
         overrides[key] = type(defaults[key])(value)
