@@ -27,7 +27,7 @@ from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import EMBEDDED_DIR, load_lm, load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict
-from magnet_demo.train.corpus import load_corpus
+from magnet_demo.train.corpus import TARGET_RMS, load_corpus
 from magnet_demo.train.train_codec import logmel_l1
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -48,10 +48,15 @@ def _generate(
 
 
 def _fit(audio: np.ndarray, length: int) -> np.ndarray:
-    """Pad with zeros or crop ``[N, samples]`` to ``length`` samples (nonoverlap decodes 498 frames)."""
+    """Pad with zeros or crop ``[N, samples]`` to ``length`` samples (nonoverlap decodes 498 frames),
+    then bring every clip to the corpus loudness (RMS ``TARGET_RMS``): the classifier is to judge
+    what is played, not how loud the codec renders it (its reconstructions come out ~8 dB quieter)."""
     if audio.shape[1] >= length:
-        return audio[:, :length]
-    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+        audio = audio[:, :length]
+    else:
+        audio = np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+    rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1, keepdims=True))
+    return (audio * (TARGET_RMS / np.maximum(rms, 1e-8))).astype(np.float32)
 
 
 def _spectrogram_figure(
@@ -125,7 +130,7 @@ def main() -> None:
     labels = [meta[i]["labels"] for i in test]
     captions = [meta[i]["caption"] for i in test]
     length = audio.shape[1]
-    real = np.asarray(audio[test], dtype=np.float32) / 32768.0
+    real = _fit(np.asarray(audio[test], dtype=np.float32) / 32768.0, length)
     print(f"{len(test)} held-out clips; model {args.model}; classifier {args.classifier}")
 
     codec = model.compression_model
@@ -133,7 +138,8 @@ def main() -> None:
         codes = torch.cat(
             [codec.encode(torch.from_numpy(real[s : s + 8])[:, None])[0] for s in range(0, len(real), 8)]
         )
-    recon = _fit(decode_tokens(codec, codes), length)
+    recon_raw = decode_tokens(codec, codes)[:, :length]
+    recon = _fit(recon_raw, length)
     default = DecodingConfig()
     generated = _fit(_generate(engine, captions, default, args.batch, args.seed), length)
     no_cfg = _fit(
@@ -151,7 +157,11 @@ def main() -> None:
         ("generated_cfg_off", no_cfg),
     ):
         results["accuracy"][name] = accuracy(predict(classifier, clips), labels)
-    results["recon_logmel_l1"] = float(np.mean([logmel_l1(r, x) for r, x in zip(real, recon, strict=True)]))
+    # the codec's own metric, on its raw output (as train_codec's evaluation computes it)
+    originals = np.asarray(audio[test], dtype=np.float32) / 32768.0
+    results["recon_logmel_l1"] = float(
+        np.mean([logmel_l1(r, x) for r, x in zip(originals, recon_raw, strict=True)])
+    )
     real_mean = results["accuracy"]["real"]["mean"]
     results["recon_over_real"] = results["accuracy"]["reconstructed"]["mean"] / real_mean
     results["generated_over_real"] = results["accuracy"]["generated"]["mean"] / real_mean
