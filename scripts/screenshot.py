@@ -3,7 +3,7 @@
     .venv/bin/python scripts/screenshot.py [--out assets/screenshot.png] [--after-step 30]
 
 Launches the app on a free localhost port, types a prompt, presses Generate, waits until the
-status line reaches codebook 2 and shoots the page (Debian's /usr/bin/chromium via Playwright).
+status line reaches step 24 (codebook 2) and shoots the page (Debian's /usr/bin/chromium via Playwright).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def main() -> None:
     )
     parser.add_argument("--out", default="assets/screenshot.png")
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--wait-for", default="codebook 2/4", help="status text to wait for before the shot")
+    parser.add_argument(
+        "--wait-for", default="(step 24 of 50)", help="status text to wait for before the shot"
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -61,7 +63,7 @@ def main() -> None:
                 f"() => (document.querySelector('#status')?.innerText || '').includes({args.wait_for!r})",
                 timeout=TIMEOUT_MS,
             )
-            page.wait_for_timeout(1500)  # let the streamed images paint
+            page.wait_for_timeout(200)  # let the streamed images paint
             page.screenshot(path=args.out, full_page=False)
             browser.close()
     finally:
