@@ -18,6 +18,10 @@ This one needs nothing but its config:
   conditioner does. Sequences are always padded to ``max_words``, so the output for a text never
   depends on the other texts of its batch (audiocraft's cross-attention ignores the mask and would
   otherwise see different numbers of zero keys).
+- **Pooled variant** (``pool: true``): the mean of the word vectors, ``[B, 1, output_dim]``, for
+  audiocraft's ``sum`` fuser. A cross-attention can learn to put all its weight on the zero padding
+  slots and so switch the text off for good (the embedded MAGNeT did, once it learned to copy its
+  neighbours); a vector added to every frame cannot be silenced that way.
 - **Word dropout** (training only): each word of a text is dropped with probability
   ``word_dropout`` (at least one is kept), so that short prompts from people still work.
 """
@@ -58,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "hash_buckets": 32,
     "number_features": 8,
     "word_dropout": 0.1,
+    "pool": False,
 }
 #: frequencies of the number features, applied to log(1 + value)
 NUMBER_MAX_FREQ = 4.0
@@ -94,7 +99,11 @@ def conditioner_config(vocab: list[str], **overrides: Any) -> dict[str, Any]:
 
 
 class WordConditioner(TextConditioner):
-    """Free text -> ``(embeddings [B, max_words, output_dim], mask [B, max_words])``; see the module doc."""
+    """Free text -> ``(embeddings [B, L, output_dim], mask [B, L])``; see the module doc.
+
+    ``L = max_words`` (one vector per word slot, for cross-attention), or ``L = 1`` with ``pool``
+    (the mean over the words, for audiocraft's ``sum`` fuser, which adds it to every frame).
+    """
 
     def __init__(
         self,
@@ -107,12 +116,14 @@ class WordConditioner(TextConditioner):
         hash_buckets: int = DEFAULTS["hash_buckets"],
         number_features: int = DEFAULTS["number_features"],
         word_dropout: float = DEFAULTS["word_dropout"],
+        pool: bool = DEFAULTS["pool"],
     ):
         super().__init__(dim, output_dim)
         self.vocab = list(vocab)
         self.max_words = max_words
         self.hash_buckets = hash_buckets
         self.word_dropout = word_dropout
+        self.pool = pool
         self.first_word_id = FIRST_BUCKET_ID + hash_buckets
         self.word_ids = {w: self.first_word_id + i for i, w in enumerate(self.vocab)}
         self.embed = nn.Embedding(self.first_word_id + len(self.vocab), dim, padding_idx=PAD_ID)
@@ -176,6 +187,10 @@ class WordConditioner(TextConditioner):
         padding = ~mask.bool()
         padding[:, 0] = padding[:, 0] & (mask.sum(1) > 0)
         x = self.norm(self.encoder(x, src_key_padding_mask=padding))
+        if self.pool:  # one vector per text: the mean over its words
+            weights = mask[..., None].to(x.dtype)
+            x = (x * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
+            mask = (mask.sum(1, keepdim=True) > 0).int()
         embeds = self.output_proj(x) * mask[..., None]
         return embeds, mask
 

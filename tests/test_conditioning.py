@@ -73,6 +73,13 @@ def test_null_condition_is_zero_and_empty_text_is_null():
     assert emb[2, :2].abs().sum() > 0 and (emb[2, 2:] == 0).all()
 
 
+def test_pooled_variant_gives_one_vector_per_text():
+    cond = _conditioner(pool=True)
+    emb, mask = cond(cond.tokenize([None, "fast piano", "fast piano at 120 bpm"]))
+    assert emb.shape == (3, 1, OUTPUT_DIM) and mask.tolist() == [[0], [1], [1]]
+    assert (emb[0] == 0).all() and not torch.allclose(emb[1], emb[2])
+
+
 def test_output_is_deterministic_and_independent_of_the_batch():
     cond = _conditioner()
     alone, _ = cond(cond.tokenize(["fast piano at 120 bpm"]))
@@ -123,13 +130,16 @@ def test_round_trip_through_build_lm_save_package_load_model(tmp_path):
 
     model = load_model(str(tmp_path), device="cpu")
     assert "conditioner" in model.custom_parts
-    loaded = model.lm.condition_provider.conditioners["description"]
+    conditioners = model.lm.condition_provider.conditioners
+    assert set(conditioners) == {"description", "description_global"}  # cross-attention and sum
+    assert conditioners["description_global"].pool and not conditioners["description"].pool
+    loaded = conditioners["description"]
     assert isinstance(loaded, WordConditioner) and loaded.vocab == build_vocab(CAPTIONS, min_count=1)
     texts = ["fast piano at 133 bpm", None, "an unknown word"]
     with torch.no_grad():
         before, after = condition_tensors(lm, texts), condition_tensors(model.lm, texts)
-    assert torch.equal(before["description"][0], after["description"][0])
-    assert torch.equal(before["description"][1], after["description"][1])
+    for name in conditioners:
+        assert torch.equal(before[name][0], after[name][0]) and torch.equal(before[name][1], after[name][1])
 
     config = DecodingConfig(duration=0.3, decoding_steps=(2, 1, 1, 1))
     result = Engine(model).decode(["fast piano"], config, seed=0)

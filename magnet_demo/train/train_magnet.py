@@ -68,6 +68,8 @@ N_Q = 4
 SAMPLE_RATE = 16_000
 SEGMENT_SECONDS = 10
 CONDITION = "description"
+#: the same text, pooled into one vector added to every frame (audiocraft's ``sum`` fuser)
+GLOBAL_CONDITION = "description_global"
 #: size of the shipped model, picked by generation time (``time``): 2 heads, because on CPU the
 #: attention's [B, heads, T, T] softmax and mask costs as much as the linear layers at T = 498
 DEFAULT_SIZE = {"dim": 256, "num_heads": 2, "num_layers": 4}
@@ -274,21 +276,33 @@ def format_eval(metrics: dict[str, float], n_q: int) -> str:
 
 
 def lm_config(
-    vocab: list[str], size: dict, text: dict, positional: str = POSITIONAL, **kwargs: Any
+    vocab: list[str],
+    size: dict,
+    text: dict,
+    positional: str = POSITIONAL,
+    global_condition: bool = True,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """The ``xp.cfg`` of the embedded model (or, with ``lm_model='transformer_lm'``, its rescorer).
 
     ``positional``: audiocraft's ``positional_embedding`` ('sin', 'rope' or 'sin_rope').
+    ``global_condition``: besides the word vectors for cross-attention (``description``), feed the
+    text through a pooled conditioner whose vector is added to every frame (``description_global``);
+    the engine gives the prompt to every text condition, CFG nulls them all.
     """
+    conditioners = {CONDITION: conditioner_config(vocab, **text)}
+    if global_condition:
+        conditioners[GLOBAL_CONDITION] = conditioner_config(vocab, **text, pool=True)
     cfg = magnet_lm_config(
         card=CARD,
         n_q=N_Q,
         segment_duration=SEGMENT_SECONDS,
         memory_efficient=False,
-        conditioners={CONDITION: conditioner_config(vocab, **text)},
+        conditioners=conditioners,
         **size,
         **kwargs,
     )
+    cfg["fuser"]["sum"] = [GLOBAL_CONDITION] if global_condition else []
     cfg["transformer_lm"]["custom"] = True
     cfg["transformer_lm"]["positional_embedding"] = positional
     cfg["sample_rate"] = SAMPLE_RATE
@@ -321,7 +335,8 @@ def learning_rate(
 
 def prepare_model(args: argparse.Namespace, make_cfg: Callable[[], dict]) -> tuple[Any, dict, dict | None]:
     """(lm, cfg, saved state or None): resumed from ``run_dir/last.pt``, initialised from an exported
-    folder (``--init``), or new from ``make_cfg()``."""
+    folder (``--init``), or new from ``make_cfg()`` (with the tensors of ``--init-partial`` whose
+    names and shapes match: a way to grow a trained model, e.g. add a conditioner)."""
     state_path = Path(args.run_dir) / "last.pt"
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -337,7 +352,19 @@ def prepare_model(args: argparse.Namespace, make_cfg: Callable[[], dict]) -> tup
         log.info("initialised from %s", args.init)
         return lm, cfg, None
     cfg = make_cfg()
-    return build_lm(cfg), cfg, None
+    lm = build_lm(cfg)
+    if args.init_partial:
+        path = Path(args.init_partial)
+        if path.is_dir():
+            weights = load_package(path / LM_FILE)["best_state"]
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        own = lm.state_dict()
+        kept = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+        lm.load_state_dict(kept, strict=False)
+        fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in kept})
+        log.info("initialised %d of %d tensors from %s; new: %s", len(kept), len(own), path, fresh)
+    return lm, cfg, None
 
 
 def training_loop(
@@ -457,6 +484,11 @@ def add_training_args(
     p.add_argument("--minutes", type=float, default=minutes, help="total wall-time budget of the run")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if present")
     p.add_argument("--init", default=None, help="start from the weights (and config) of an exported folder")
+    p.add_argument(
+        "--init-partial",
+        default=None,
+        help="new config from the arguments, matching weights from an exported folder or a last.pt",
+    )
     p.add_argument("--quick", action="store_true", help=f"micro model, {QUICK_SECONDS} s budget")
     p.add_argument("--dim", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)

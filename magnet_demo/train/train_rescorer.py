@@ -54,6 +54,8 @@ AR_MODEL = "transformer_lm"
 #: audiocraft's sinusoids: an AR model copies the previous frame from its own input position, so it
 #: needs no relative positions (the shipped rescorer was trained so)
 AR_POSITIONAL = "sin"
+#: cross-attention only, as shipped (it learned to ignore the text: see the report in README)
+AR_GLOBAL = False
 
 
 def ar_loss(lm, codes: torch.Tensor, conditions: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,7 +111,9 @@ def train(args: argparse.Namespace) -> dict:
         vocab = build_vocab(data.train_captions())
         size = model_size(args, RESCORER_SIZE, QUICK_SIZE)
         text = QUICK_TEXT if args.quick else DEFAULT_TEXT
-        return lm_config(vocab, size, text, AR_POSITIONAL, lm_model=AR_MODEL, cfg_dropout=args.cond_dropout)
+        return lm_config(
+            vocab, size, text, AR_POSITIONAL, AR_GLOBAL, lm_model=AR_MODEL, cfg_dropout=args.cond_dropout
+        )
 
     lm, cfg, state = prepare_model(args, make_cfg)
 
