@@ -130,5 +130,8 @@ def test_training_resumes_and_exports(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == second["step"]
     # --init starts a new run from the exported weights and config
     assert train_magnet.main(args("run2", 0.01, "--init", str(tmp_path / "run" / "export")))["step"] >= 1
+    # --init-partial: the arguments' config, the matching tensors of a run state
+    grown = train_magnet.main(args("run3", 0.01, "--init-partial", str(tmp_path / "run" / "last.pt")))
+    assert grown["step"] >= 1
     rescorer = train_rescorer.main(args("ar", 0.01))
     assert rescorer["step"] >= 1 and type(load_lm(str(tmp_path / "ar" / "export"))).__name__ == "LMModel"

@@ -54,8 +54,9 @@ AR_MODEL = "transformer_lm"
 #: audiocraft's sinusoids: an AR model copies the previous frame from its own input position, so it
 #: needs no relative positions (the shipped rescorer was trained so)
 AR_POSITIONAL = "sin"
-#: cross-attention only, as shipped (it learned to ignore the text: see the report in README)
-AR_GLOBAL = False
+#: the pooled text vector added to every frame, beside cross-attention (which, alone, the first
+#: rescorer learned to switch off once it could copy the previous frame)
+AR_GLOBAL = True
 
 
 def ar_loss(lm, codes: torch.Tensor, conditions: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
