@@ -26,8 +26,8 @@ from magnet_demo.audio import decode_tokens
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import EMBEDDED_DIR, load_lm, load_model
-from magnet_demo.train.classifier import accuracy, load_classifier, predict
-from magnet_demo.train.corpus import TARGET_RMS, load_corpus
+from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
+from magnet_demo.train.corpus import load_corpus
 from magnet_demo.train.train_codec import logmel_l1
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -45,18 +45,6 @@ def _generate(
         result = engine.decode(captions[start : start + batch], config, seed=seed + start)
         out.append(result.audio)
     return np.concatenate(out)
-
-
-def _fit(audio: np.ndarray, length: int) -> np.ndarray:
-    """Pad with zeros or crop ``[N, samples]`` to ``length`` samples (nonoverlap decodes 498 frames),
-    then bring every clip to the corpus loudness (RMS ``TARGET_RMS``): the classifier is to judge
-    what is played, not how loud the codec renders it (its reconstructions come out ~8 dB quieter)."""
-    if audio.shape[1] >= length:
-        audio = audio[:, :length]
-    else:
-        audio = np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
-    rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1, keepdims=True))
-    return (audio * (TARGET_RMS / np.maximum(rms, 1e-8))).astype(np.float32)
 
 
 def _spectrogram_figure(
@@ -130,7 +118,7 @@ def main() -> None:
     labels = [meta[i]["labels"] for i in test]
     captions = [meta[i]["caption"] for i in test]
     length = audio.shape[1]
-    real = _fit(np.asarray(audio[test], dtype=np.float32) / 32768.0, length)
+    real = prepare_audio(np.asarray(audio[test], dtype=np.float32) / 32768.0)
     print(f"{len(test)} held-out clips; model {args.model}; classifier {args.classifier}")
 
     codec = model.compression_model
@@ -139,15 +127,11 @@ def main() -> None:
             [codec.encode(torch.from_numpy(real[s : s + 8])[:, None])[0] for s in range(0, len(real), 8)]
         )
     recon_raw = decode_tokens(codec, codes)[:, :length]
-    recon = _fit(recon_raw, length)
+    recon = prepare_audio(recon_raw)
     default = DecodingConfig()
-    generated = _fit(_generate(engine, captions, default, args.batch, args.seed), length)
-    no_cfg = _fit(
-        _generate(
-            engine, captions, default.replace(max_cfg_coef=1.0, min_cfg_coef=1.0), args.batch, args.seed
-        ),
-        length,
-    )
+    generated = prepare_audio(_generate(engine, captions, default, args.batch, args.seed))
+    cfg_off = default.replace(max_cfg_coef=1.0, min_cfg_coef=1.0)
+    no_cfg = prepare_audio(_generate(engine, captions, cfg_off, args.batch, args.seed))
 
     results: dict = {"clips": len(test), "accuracy": {}}
     for name, clips in (

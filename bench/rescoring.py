@@ -25,12 +25,9 @@ import json
 import sys
 import tempfile
 import time
-from math import gcd
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,8 +37,6 @@ from magnet_demo.engine import MAX_BATCH, Engine  # noqa: E402
 from magnet_demo.models import EMBEDDED_NAME, load_model  # noqa: E402
 from magnet_demo.rescoring import pair_rescorer, rescorer_for, write_tiny_rescorer  # noqa: E402
 from magnet_demo.tiny import write_tiny_checkpoint  # noqa: E402
-from magnet_demo.train.corpus import CLIP_SAMPLES  # noqa: E402
-from magnet_demo.train.corpus import SAMPLE_RATE as CLASSIFIER_RATE  # noqa: E402
 
 DEFAULT_WEIGHTS = (0.0, 0.3, 0.7)
 DEFAULT_CAPTIONS = 24
@@ -65,18 +60,6 @@ def held_out_clips(corpus: Path, n: int) -> list[dict]:
     with open(meta_path) as f:
         clips = [json.loads(line) for line in f if line.strip()]
     return [clip for clip in clips if clip.get("split") == HELD_OUT_SPLIT][:n]
-
-
-def to_classifier_input(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``[N, samples]`` float32 audio at :data:`CLASSIFIER_RATE`, zero-padded to a corpus clip's
-    length when shorter (the classifier was trained on whole clips)."""
-    if sample_rate != CLASSIFIER_RATE:
-        g = gcd(sample_rate, CLASSIFIER_RATE)
-        audio = resample_poly(audio, CLASSIFIER_RATE // g, sample_rate // g, axis=-1)
-    audio = audio.astype(np.float32)
-    if audio.shape[-1] < CLIP_SAMPLES:
-        audio = np.pad(audio, ((0, 0), (0, CLIP_SAMPLES - audio.shape[-1])))
-    return audio
 
 
 def run_all(engine, rescorer, prompts, config, weights, seed, batch):
@@ -143,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"No held-out captions in {args.corpus}/meta.jsonl.")
     classifier = None
     if str(args.classifier) != "none" and args.classifier.is_file() and clips:
-        from magnet_demo.train.classifier import accuracy, load_classifier, predict
+        from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
 
         classifier = load_classifier(args.classifier)
 
@@ -171,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"w": weight, "nll": float(nll.mean()), "nll_std": float(nll.std()), "seconds": seconds}
         if classifier is not None:
             audio = decode_tokens(model.compression_model, tokens)
-            preds = predict(classifier, to_classifier_input(audio, model.sample_rate))
+            preds = predict(classifier, prepare_audio(audio, model.sample_rate))
             row["accuracy"] = accuracy(preds, [clip["labels"] for clip in clips])
         results.append(row)
     base = results[0]["seconds"]

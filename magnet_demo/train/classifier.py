@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from magnet_demo.train.corpus import LABELS, SAMPLE_RATE, load_corpus
+from magnet_demo.train.corpus import CLIP_SAMPLES, LABELS, SAMPLE_RATE, TARGET_RMS, load_corpus
 
 N_FFT = 2048
 HOP = 320  # 50 frames/s
@@ -257,6 +257,24 @@ def _predict_features(model: AttributeClassifier, x: dict[str, torch.Tensor]) ->
         for name in out:
             out[name].append(logits[name].argmax(dim=-1))
     return {name: torch.cat(chunks).numpy() for name, chunks in out.items()}
+
+
+def prepare_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Audio ``[N, samples]`` from any source as the classifier saw the corpus: resampled to 16 kHz,
+    zero-padded or cropped to a clip's length, and brought to the corpus loudness (RMS
+    ``TARGET_RMS``), so that it judges what is played, not how loud a codec renders it."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if sample_rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(sample_rate, SAMPLE_RATE)
+        audio = resample_poly(audio, SAMPLE_RATE // g, sample_rate // g, axis=-1).astype(np.float32)
+    if audio.shape[-1] >= CLIP_SAMPLES:
+        audio = audio[..., :CLIP_SAMPLES]
+    else:
+        audio = np.pad(audio, ((0, 0), (0, CLIP_SAMPLES - audio.shape[-1])))
+    rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=-1, keepdims=True))
+    return (audio * (TARGET_RMS / np.maximum(rms, 1e-8))).astype(np.float32)
 
 
 def predict(model: AttributeClassifier, audio: np.ndarray) -> dict[str, np.ndarray]:
