@@ -118,7 +118,7 @@ class Engine:
         generator: torch.Generator,
         prompts: tuple[str, ...],
     ) -> tuple[_State, dict]:
-        """One decoding step; returns the next state and the raw material of its record."""
+        """One decoding step; returns the next state and the fields of its record."""
         lm, span_len, arrangement = self.lm, self.lm.span_len, config.span_arrangement
         mask_id = lm.special_token_id
         stage, i = state.stage, state.step
@@ -168,24 +168,34 @@ class Engine:
             k = schedules.num_masked(schedules.mask_rate(i + 1, n_steps), n_gen)
             next_mask = spans.select_mask(scores.cpu(), k, arrangement, span_len).to(tokens.device)
             next_state = _State(tokens, stage, i + 1, scores, next_mask)
+            mask_after = next_mask
         else:
             next_state = self._stage_start(tokens, stage + 1, config, prompt_len)
-        raw = {
+            mask_after = torch.zeros_like(mask_before)
+        fields = {
+            "stage": stage,
+            "step": i,
+            "steps_in_stage": n_steps,
             "mask_rate": float(rate),
             "num_masked": int(spans.unit_mask(state.mask, arrangement, span_len)[0].sum()),
             "num_units": n_gen,
             "cfg_coef": float(cfg_coef),
             "temperature": float(temperature),
             "rescore_weight": float(weight if rescorer_conf is not None else 0.0),
-            "mask_before": mask_before[:, 0],
-            "mask_after": next_state.mask[:, 0]
-            if next_state.stage == stage
-            else torch.zeros_like(mask_before[:, 0]),
-            "confidence": confidence[:, 0].masked_fill(~mask_before[:, 0], float("nan")),
-            "rescorer_confidence": None if rescorer_conf is None else rescorer_conf[:, 0],
-            "scores": scores,
+            "tokens": frozen_array(tokens, np.int16),
+            "mask_before": frozen_array(mask_before[:, 0]),
+            "mask_after": frozen_array(mask_after[:, 0]),
+            "confidence": frozen_array(
+                confidence[:, 0].masked_fill(~mask_before[:, 0], float("nan")), np.float32
+            ),
+            "rescorer_confidence": None
+            if rescorer_conf is None
+            else frozen_array(rescorer_conf[:, 0], np.float32),
+            "scores": frozen_array(scores, np.float32),
+            "rng_state": frozen_array(generator.get_state(), np.uint8),
+            "mask_id": mask_id,
         }
-        return next_state, raw
+        return next_state, fields
 
     # ---------------------------------------------------------------- public API
     def steps(
@@ -255,38 +265,22 @@ class Engine:
         self, state, global_step, total, config, controls, conditions, prompt, generator, prompts, cancel
     ):
         """The decoding loop proper (a generator); :meth:`steps` validates and prepares."""
-        lm, K = self.lm, self.model.num_codebooks
+        K = self.model.num_codebooks
         start = time.perf_counter()
         while state.stage < K:
             if cancel is not None and cancel.is_set():
                 return
             values = controls.snapshot()
             t0 = time.perf_counter()
-            stage, step = state.stage, state.step
-            state, raw = self._step(state, values, config, conditions, prompt, generator, prompts)
+            state, fields = self._step(state, values, config, conditions, prompt, generator, prompts)
             now = time.perf_counter()
             yield StepRecord(
-                stage=stage,
-                step=step,
-                steps_in_stage=config.decoding_steps[stage],
                 global_step=global_step,
                 total_steps=total,
                 controls=values,
-                tokens=frozen_array(state.tokens, np.int16),
-                mask_before=frozen_array(raw.pop("mask_before")),
-                mask_after=frozen_array(raw.pop("mask_after")),
-                confidence=frozen_array(raw.pop("confidence"), np.float32),
-                rescorer_confidence=(
-                    None
-                    if raw["rescorer_confidence"] is None
-                    else frozen_array(raw.pop("rescorer_confidence"), np.float32)
-                ),
-                scores=frozen_array(raw.pop("scores"), np.float32),
-                rng_state=frozen_array(generator.get_state(), np.uint8),
-                mask_id=lm.special_token_id,
                 step_seconds=now - t0,
                 elapsed=now - start,
-                **{k: v for k, v in raw.items() if k != "rescorer_confidence"},
+                **fields,
             )
             global_step += 1
 
