@@ -725,3 +725,25 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
         )
         demo.unload(app.forget)
     return demo
+
+
+def launch_local(app: DemoApp, *, queue_size: int = 8) -> tuple[gr.Blocks, str]:
+    """Serve ``app`` on a free localhost port in the background (tests, screenshots).
+
+    Returns the running Blocks (call ``.close()`` when done) and its URL.
+    """
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = build_ui(app)
+    demo.queue(max_size=queue_size)
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(app.sessions.root)],
+    )
+    return demo, f"http://127.0.0.1:{port}/"

@@ -9,14 +9,13 @@ status line reaches step 24 (codebook 2) and shoots the page (Debian's /usr/bin/
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magnet_demo.ui import DemoApp, build_ui  # noqa: E402
+from magnet_demo.ui import DemoApp, launch_local  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -36,24 +35,12 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    outputs = Path(tempfile.mkdtemp())
-    demo = build_ui(DemoApp(default_model=args.model, output_root=outputs))
-    demo.queue(max_size=4)
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(outputs)],
-    )
+    demo, url = launch_local(DemoApp(default_model=args.model, output_root=Path(tempfile.mkdtemp())))
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1060})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            page.goto(url, wait_until="load")
             page.wait_for_function(
                 "() => (document.querySelector('#status')?.innerText || '').includes('Ready.')"
             )

@@ -10,14 +10,13 @@ Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playw
 from __future__ import annotations
 
 import os
-import socket
 from urllib.parse import urlparse
 
 import huggingface_hub.constants
 import pytest
 
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp, build_ui
+from magnet_demo.ui import DemoApp, launch_local
 
 pytestmark = pytest.mark.browser
 
@@ -37,28 +36,13 @@ RUN_TIMEOUT_MS = 60_000
 STEP_TIMEOUT_MS = 20_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     model = write_tiny_checkpoint(tmp_path / "model")
     app = DemoApp(default_model=str(model), output_root=tmp_path / "outputs")
-    demo = build_ui(app)
-    demo.queue(max_size=8)
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(tmp_path / "outputs")],
-    )
-    yield f"http://127.0.0.1:{port}/"
+    demo, url = launch_local(app)
+    yield url
     demo.close()
 
 

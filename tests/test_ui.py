@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import gradio as gr
@@ -13,7 +12,7 @@ from gradio_client import Client
 
 from magnet_demo.rescoring import write_tiny_rescorer
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp, build_ui
+from magnet_demo.ui import DemoApp, build_ui, launch_local
 
 STEPS = "3, 2, 2, 2"
 TOTAL = 9
@@ -224,26 +223,11 @@ def test_rescoring_weight_uses_the_models_rescorer(app, tiny_model):
     assert rescored and all(r.rescore_weight == 0.5 and r.rescorer_confidence is not None for r in rescored)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_launched_app_streams_every_step_to_gradio_client(tiny_model, tmp_path):
     app = DemoApp(default_model=tiny_model, output_root=tmp_path)
-    demo = build_ui(app)
-    demo.queue(max_size=8)
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(tmp_path)],
-    )
+    demo, url = launch_local(app)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        client = Client(url, verbose=False, download_files=False)
         info = list(app.components).index("step_info")
         started = time.perf_counter()
         job = client.submit(**settings(tiny_model), api_name="/generate")
