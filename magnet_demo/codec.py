@@ -7,6 +7,12 @@ Pipeline (DESIGN.md section 8)::
     codes --lookup--> latent [B, 64, F] --ConvNeXt-1D--> log-magnitude + phase [B, 513, F]
       --inverse STFT--> audio [B, 1, F * 320]
 
+The phase that goes into the inverse STFT is either the decoder's learned phase head or, with
+``phase="vocoder"`` (the default of new codecs), :func:`vocoder_phase`: a phase rebuilt from the
+predicted magnitude that stays coherent from frame to frame. The learned head is still trained (its
+derivatives are a training loss); on the held-out clips the vocoder phase kept more of what the
+attribute classifier hears (README, "Embedded model").
+
 Frames are aligned to hops: the signal is padded by (n_fft - hop) / 2 on each side, so frame f is
 centred on samples [f * hop, (f + 1) * hop) and F = ceil(T / hop) exactly (10 s = 500 frames).
 The inverse STFT is a plain overlap-add normalised by the summed squared window, cropped back to
@@ -49,6 +55,8 @@ IN_KERNEL = 3
 LOG_MAG_INIT = -5.0
 #: a reset codebook entry starts with this multiple of the dead-code threshold as its EMA count
 RESET_COUNT_FACTOR = 2.0
+#: how the decoder gets its phase: the learned head, or :func:`vocoder_phase` from the magnitude
+PHASE_MODES = ("learned", "vocoder")
 
 
 def codec_defaults() -> dict[str, Any]:
@@ -68,6 +76,7 @@ def codec_defaults() -> dict[str, Any]:
         "ema_decay": 0.99,
         "dead_threshold": 0.05,
         "kmeans_iters": 10,
+        "phase": "vocoder",
     }
 
 
@@ -86,6 +95,41 @@ def codec_config(**overrides: Any) -> dict[str, Any]:
         "dtype": "float32",
         CODEC_NAME: section,
     }
+
+
+def vocoder_phase(log_mag: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """A phase that is coherent from frame to frame, made from the magnitude alone (a phase vocoder).
+
+    Each bin takes the frequency of the spectral peak nearest to it in its frame (local maxima of
+    the log-magnitude, refined by parabolic interpolation; bins of a frame without peaks keep their
+    own centre frequency). A partial of frequency f advances its phase by ``2 pi f hop / sr`` per
+    hop, so the phase at the window's centre is the running sum of those advances; the STFT of a
+    frame that starts at the window's left edge adds ``-pi k`` at bin k (the centre is n_fft / 2
+    samples in).
+
+    Args:
+        log_mag: natural-log magnitude ``[B, n_freq, F]`` (n_freq = n_fft // 2 + 1).
+    Returns:
+        unit complex phase ``[B, n_freq, F]``.
+    """
+    B, K, T = log_mag.shape
+    below, centre, above = log_mag[:, :-2], log_mag[:, 1:-1], log_mag[:, 2:]
+    is_peak = F.pad((centre > below) & (centre >= above), (0, 0, 1, 1))  # [B, K, F]
+    curvature = below - 2 * centre + above
+    # vertex of the parabola through the three log-magnitudes, in bins from the centre bin
+    offset = torch.where(curvature.abs() > 1e-9, 0.5 * (below - above) / curvature, 0.0).clamp(-0.5, 0.5)
+    offset = F.pad(offset, (0, 0, 1, 1))
+    k = torch.arange(K, device=log_mag.device).view(1, K, 1).expand(B, K, T)
+    none_left, none_right = -2 * K, 3 * K
+    left = torch.where(is_peak, k, none_left).cummax(dim=1).values  # nearest peak at or below k
+    right = torch.where(is_peak, k, none_right).flip(1).cummin(dim=1).values.flip(1)  # at or above
+    nearest = torch.where(k - left <= right - k, left, right)
+    no_peak = (nearest < 0) | (nearest >= K)
+    nearest = nearest.clamp(0, K - 1)
+    frequency = torch.where(no_peak, k.to(log_mag.dtype), nearest + offset.gather(1, nearest))  # in bins
+    centre_phase = torch.cumsum(2 * math.pi * frequency * hop / n_fft, dim=2)
+    angle = centre_phase - math.pi * k
+    return torch.polar(torch.ones_like(angle), angle)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -268,8 +312,11 @@ class SpectralCodec(CompressionModel):
         ema_decay: float = 0.99,
         dead_threshold: float = 0.05,
         kmeans_iters: int = 10,
+        phase: str = "learned",
     ):
         super().__init__()
+        if phase not in PHASE_MODES:
+            raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}")
         #: constructor arguments, as written into the checkpoint's ``xp.cfg``
         self.arguments = {
             "sample_rate": sample_rate,
@@ -286,7 +333,9 @@ class SpectralCodec(CompressionModel):
             "ema_decay": ema_decay,
             "dead_threshold": dead_threshold,
             "kmeans_iters": kmeans_iters,
+            "phase": phase,
         }
+        self.phase = phase
         if (n_fft - hop_length) % 2:
             raise ValueError("n_fft - hop_length must be even (frames are centred on hops)")
         self._sample_rate, self.n_fft, self.hop = sample_rate, n_fft, hop_length
@@ -358,14 +407,20 @@ class SpectralCodec(CompressionModel):
         """Encoder input: log STFT magnitude [B, n_freq, F] of audio [B, 1, T]."""
         return torch.log(self.stft(x).abs().clamp(min=LOG_EPS))
 
-    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
-        """Decoder: latents [B, D, F] -> audio [B, 1, F * hop]."""
+    def spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder head: latents [B, D, F] -> (log-magnitude [B, n_freq, F] capped at
+        :data:`MAX_LOG_MAG`, unit phase direction [B, n_freq, F] complex)."""
         head = self.decoder(latent)
         log_mag, px, py = head.split(self.n_freq, dim=1)
-        mag = torch.exp(log_mag.clamp(max=MAX_LOG_MAG))
         norm = torch.sqrt(px.pow(2) + py.pow(2) + 1e-9)
-        spec = torch.complex(mag * px / norm, mag * py / norm)
-        return self.istft(spec)
+        return log_mag.clamp(max=MAX_LOG_MAG), torch.complex(px / norm, py / norm)
+
+    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with the phase of ``self.phase``."""
+        log_mag, phase = self.spectrum(latent)
+        if self.phase == "vocoder":
+            phase = vocoder_phase(log_mag, self.n_fft, self.hop)
+        return self.istft(torch.exp(log_mag) * phase)
 
     # --- audiocraft's CompressionModel interface ----------------------------------------------
     def forward(self, x: torch.Tensor) -> QuantizedResult:

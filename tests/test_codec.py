@@ -18,6 +18,7 @@ from magnet_demo.codec import (
     codec_config,
     load_codec,
     save_codec,
+    vocoder_phase,
 )
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.train.train_codec import (
@@ -25,6 +26,8 @@ from magnet_demo.train.train_codec import (
     SpectralLoss,
     codec_loss,
     encode_corpus,
+    head_magnitude_loss,
+    head_phase_loss,
     logmel_l1,
     synthetic_audio,
 )
@@ -126,6 +129,68 @@ def test_checkpoint_round_trip(codec, tmp_path):
         assert torch.equal(rebuilt.decode(codes), codec.decode(codes))
         assert torch.equal(load_codec(tmp_path).decode(codes), codec.decode(codes))
     assert build_codec(codec_config(**rebuilt.arguments)).arguments == codec.arguments
+
+
+def _tone(frequencies: list[float], seconds: float = 1.0) -> torch.Tensor:
+    n = torch.arange(int(seconds * SR), dtype=torch.float64)
+    return sum(torch.cos(2 * np.pi * f * n / SR + i) for i, f in enumerate(frequencies)).float()[None, None]
+
+
+def _steady_part_error(codec: SpectralCodec, x: torch.Tensor, phase: torch.Tensor) -> float:
+    """Relative error of the re-analysed magnitude where x [1, 1, T] has energy, frames 10..F-10."""
+    magnitude = codec.stft(x).abs()
+    again = codec.stft(codec.istft(magnitude * phase)).abs()
+    loud = magnitude > 0.05 * magnitude.max()
+    loud[..., :10] = False
+    loud[..., -10:] = False
+    return float(((again - magnitude).abs()[loud] / magnitude[loud]).max())
+
+
+@pytest.mark.parametrize(
+    ("frequencies", "bound"), [([1000.0], 1e-3), ([440.0], 0.03), ([110.0, 277.2, 1234.5], 0.15)]
+)
+def test_vocoder_phase_rebuilds_steady_partials(codec, frequencies, bound):
+    """Partials between bins come back from their magnitude alone; a random phase smears them."""
+    x = _tone(frequencies)
+    log_mag = torch.log(codec.stft(x).abs().clamp(min=1e-5))
+    phase = vocoder_phase(log_mag, codec.n_fft, codec.hop)
+    assert phase.shape == log_mag.shape and torch.allclose(phase.abs(), torch.ones(()))
+    assert _steady_part_error(codec, x, phase) < bound  # 1000 Hz is a bin centre: no interpolation error
+    random = torch.polar(
+        torch.ones_like(log_mag), torch.rand(log_mag.shape, generator=torch.Generator().manual_seed(0)) * 6.3
+    )
+    assert _steady_part_error(codec, x, random) > 0.9
+
+
+def test_phase_mode_is_part_of_the_checkpoint(codec, tmp_path):
+    assert codec.arguments["phase"] == "vocoder" and codec_config()[CODEC_NAME]["phase"] == "vocoder"
+    learned = build_codec(codec_config(phase="learned"))
+    learned.load_state_dict(codec.state_dict())
+    learned.eval()
+    codes = codec.encode(_audio(1, SR, seed=2))[0]
+    with torch.no_grad():
+        assert not torch.allclose(learned.decode(codes), codec.decode(codes))
+        save_codec(learned, tmp_path)
+        assert torch.equal(load_codec(tmp_path).decode(codes), learned.decode(codes))
+    with pytest.raises(ValueError, match="phase"):
+        build_codec(codec_config(phase="griffin-lim"))
+
+
+def test_head_losses_are_zero_on_the_target_only(codec):
+    target = codec.stft(_tone([440.0, 660.0]))
+    unit = target / target.abs().clamp(min=1e-8)
+    assert float(head_magnitude_loss(torch.log(target.abs()), target)) < 1e-6
+    assert float(head_phase_loss(unit, target)) < 1e-6
+    # a constant phase offset keeps every phase derivative: no loss
+    assert float(head_phase_loss(unit * torch.polar(torch.ones(()), torch.tensor(1.0)), target)) < 1e-5
+    # louder by e: one natural-log unit = 1 / ln 10 in log10 (with noise, no bin is under the floor)
+    noisy = codec.stft(
+        _tone([440.0]) + 0.01 * torch.randn(1, 1, SR, generator=torch.Generator().manual_seed(0))
+    )
+    louder = head_magnitude_loss(torch.log(noisy.abs()) + 1, noisy)
+    assert float(louder) == pytest.approx(1 / np.log(10), rel=1e-4)
+    flat = torch.ones_like(unit)  # zero phase everywhere: the partials' advance is lost
+    assert float(head_phase_loss(flat, target)) > 0.5
 
 
 def test_config_rejects_unknown_arguments():
