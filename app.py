@@ -9,10 +9,13 @@ are wrapped in ``spaces.GPU``; elsewhere that wrapper is a no-op.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from magnet_demo.controls import PRECISIONS  # noqa: E402  (light: no torch model code)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -47,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--share", action="store_true", help="also open a public *.gradio.live link (off by default)"
     )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="language-model weights (default auto: bfloat16 on CPUs with AMX, else float32)",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,11 +71,13 @@ def gpu_decorator():
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from magnet_demo.session import DEFAULT_OUTPUT_ROOT
+    from magnet_demo.models import load_model
+    from magnet_demo.session import DEFAULT_OUTPUT_ROOT, ModelCache
     from magnet_demo.ui import DemoApp, build_ui
 
     output_dir = args.output_dir or DEFAULT_OUTPUT_ROOT
-    app = DemoApp(default_model=args.model, output_root=output_dir, gpu=gpu_decorator())
+    models = ModelCache(functools.partial(load_model, precision=args.precision))
+    app = DemoApp(default_model=args.model, output_root=output_dir, models=models, gpu=gpu_decorator())
     demo = build_ui(app, concurrency_limit=args.concurrency)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     demo.launch(

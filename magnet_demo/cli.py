@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from magnet_demo.controls import DecodingConfig
+from magnet_demo.controls import PRECISIONS, DecodingConfig
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path("outputs"), help="folder for sample_<i>.wav and trace.npz"
     )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="language-model weights (auto: bfloat16 on CPUs with AMX, else float32)",
+    )
     return p
 
 
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from magnet_demo.trace import save_trace
 
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, precision=args.precision)
         config = DecodingConfig(
             decoding_steps=args.steps,
             duration=args.duration or model.max_duration,

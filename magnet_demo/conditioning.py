@@ -174,8 +174,9 @@ class WordConditioner(TextConditioner):
 
     def number_embedding(self, values: torch.Tensor) -> torch.Tensor:
         """Sinusoidal features of ``log(1 + value)``: values ``[B, L]`` -> ``[B, L, dim]``."""
-        phase = torch.log1p(values.clamp(min=0))[..., None] * self.number_freqs
-        return self.number_proj(torch.cat([phase.sin(), phase.cos()], dim=-1))
+        phase = torch.log1p(values.clamp(min=0))[..., None] * self.number_freqs.float()
+        features = torch.cat([phase.sin(), phase.cos()], dim=-1)  # float32, whatever the weights' dtype
+        return self.number_proj(features.to(self.number_proj.weight.dtype))
 
     def forward(self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> ConditionType:
         ids, values, mask = inputs

@@ -138,7 +138,7 @@ class Engine:
         tokens[:, [stage]] = row
         mask_before = row == mask_id
 
-        logits = stage_logits(lm, torch.cat([tokens, tokens], dim=0), conditions, stage)
+        logits = stage_logits(lm, torch.cat([tokens, tokens], dim=0), conditions, stage).float()
         cond, uncond = logits.split(B, dim=0)
         cfg_coef = controls.cfg.coef(float(rate))
         logits = (uncond + (cond - uncond) * cfg_coef).unsqueeze(1)  # [B, 1, T, card]

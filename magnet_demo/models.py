@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
 from magnet_demo.compat import has_real_xformers, import_audiocraft
+from magnet_demo.controls import PRECISIONS
 
 import_audiocraft()
 
@@ -84,6 +85,7 @@ class LoadedModel:
     compression_model: CompressionModel
     cfg: DictConfig
     custom_parts: tuple[str, ...] = ()
+    precision: str = "float32"
 
     @property
     def sample_rate(self) -> int:
@@ -284,8 +286,32 @@ def resolve_name(name: str) -> tuple[str, str]:
     )
 
 
-def load_model(name: str = EMBEDDED_NAME, device: str | None = None) -> LoadedModel:
+def native_bfloat16_matmul() -> bool:
+    """True where this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe is not None and probe())
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"float32"`` or ``"bfloat16"`` for one of :data:`PRECISIONS` on ``device`` (ValueError otherwise).
+
+    "auto" picks bfloat16 only on a CPU with :func:`native_bfloat16_matmul`: elsewhere bfloat16
+    matrices are emulated and slower than float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if str(device).startswith("cpu") and native_bfloat16_matmul() else "float32"
+
+
+def load_model(
+    name: str = EMBEDDED_NAME, device: str | None = None, precision: str = "float32"
+) -> LoadedModel:
     """Load a MAGNeT checkpoint (hub name, folder, or ``"embedded"``) with its codec.
+
+    ``precision`` (one of :data:`PRECISIONS`) sets the language model's weights; the codec stays
+    float32 and the engine turns logits into float32 before guidance and sampling.
 
     Raises:
         ModelLoadError: with a message naming the model and what to do (offline, missing files,
@@ -293,6 +319,7 @@ def load_model(name: str = EMBEDDED_NAME, device: str | None = None) -> LoadedMo
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(precision, device)
     location, kind = resolve_name(name)
     lm_pkg, comp_pkg = _read_packages(location, kind)
     lm_cfg = OmegaConf.create(lm_pkg["xp.cfg"])
@@ -317,7 +344,7 @@ def load_model(name: str = EMBEDDED_NAME, device: str | None = None) -> LoadedMo
         custom.append("conditioner")
     lm = build_lm(lm_cfg, device)
     lm.load_state_dict(lm_pkg["best_state"])
-    lm.eval()
+    lm.to(getattr(torch, precision)).eval()
     return LoadedModel(
         name=name,
         kind=kind,
@@ -325,6 +352,7 @@ def load_model(name: str = EMBEDDED_NAME, device: str | None = None) -> LoadedMo
         compression_model=compression_model,
         cfg=lm.cfg,
         custom_parts=tuple(custom),
+        precision=precision,
     )
 
 

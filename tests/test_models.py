@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, magnet_lm_config, save_package
 from magnet_demo.models import ModelLoadError, load_model, resolve_name
@@ -67,3 +69,35 @@ def test_cached_hub_checkpoint_loads_offline(monkeypatch, tmp_path, tiny_folder)
     model = load_model("facebook/magnet-small-10secs", device="cpu")
     assert model.kind == "hub" and model.name == "facebook/magnet-small-10secs"
     assert model.max_duration == 12.0
+
+
+def test_precision_choice():
+    from magnet_demo.models import native_bfloat16_matmul, resolve_precision
+
+    assert resolve_precision("float32", "cpu") == "float32"
+    assert resolve_precision("bfloat16", "cuda") == "bfloat16"
+    assert resolve_precision("auto", "cuda") == "float32"
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native_bfloat16_matmul() else "float32")
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
+        resolve_precision("fp8", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        load_model("embedded", device="cpu", precision="half")
+
+
+def test_bfloat16_weights_decode(tiny_folder, tiny_model):
+    """bfloat16 weights give float32 records; the first step's confidences stay close to float32's."""
+    from magnet_demo.controls import DecodingConfig
+    from magnet_demo.engine import Engine
+
+    model = load_model(str(tiny_folder), device="cpu", precision="bfloat16")
+    assert model.precision == "bfloat16" and tiny_model.precision == "float32"
+    assert {p.dtype for p in model.lm.parameters()} == {torch.bfloat16}
+    config = DecodingConfig(decoding_steps=(2, 1, 1, 1), duration=2.0)
+    low = next(Engine(model).steps(["a sad piano"], config, seed=0))
+    full = next(Engine(tiny_model).steps(["a sad piano"], config, seed=0))
+    assert low.confidence.dtype == np.float32 and low.scores.dtype == np.float32
+    assert int(low.tokens[:, 0].max()) < tiny_model.lm.card  # stage 0 is sampled, the others still masked
+    masked = ~np.isnan(full.confidence)
+    assert np.array_equal(masked, ~np.isnan(low.confidence))
+    same = low.tokens[:, 0][masked] == full.tokens[:, 0][masked]
+    assert same.mean() > 0.5  # same seed: most sampled tokens agree despite rounding
