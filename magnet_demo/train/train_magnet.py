@@ -19,6 +19,8 @@ The transformer uses rotary position encoding (``positional_embedding: rope``, s
 
 AdamW with a linear warm-up and a constant learning rate, cosine-decayed over the last
 ``--decay`` of the budget (DESIGN.md section 10 found a run-long decay flattening the curve).
+``--precision auto`` trains with bfloat16 autocast on CPUs that multiply bfloat16 in hardware
+(AMX): 3.5 steps/s instead of 2.0 for the embedded model on 2 idle cores.
 The budget is wall time: ``--minutes`` is the total over all resumed sessions of a run folder.
 Every ``--export-every`` seconds (and at the end) the held-out loss is logged per stage with the
 true, the null and a swapped caption, and the model is exported to ``--out/state_dict.bin``.
@@ -56,7 +58,8 @@ from magnet_demo.checkpoints import (
 )
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.conditioning import build_vocab, conditioner_config
-from magnet_demo.models import build_lm, stage_logits
+from magnet_demo.controls import PRECISIONS
+from magnet_demo.models import build_lm, resolve_precision, stage_logits
 
 import_audiocraft()
 from audiocraft.modules.conditioners import ConditioningAttributes  # noqa: E402
@@ -420,6 +423,11 @@ def training_loop(
         )
         return record
 
+    # bfloat16 autocast: float32 master weights and optimiser, bfloat16 matrix products (on a CPU
+    # with AMX a training step of the embedded model is ~2.5x faster); evaluation stays float32
+    device_type = next(lm.parameters()).device.type
+    low_precision = resolve_precision(args.precision, device_type) == "bfloat16"
+    log.info("training precision: %s", "bfloat16 autocast" if low_precision else "float32")
     lm.train()
     session_start, session_steps, window = time.monotonic(), 0, []
     last_log = last_save = last_export = time.monotonic()
@@ -429,7 +437,8 @@ def training_loop(
         lr = learning_rate(args.lr, step, elapsed / budget, args.warmup, args.decay)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, terms = step_loss(lm, rng, generator)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=low_precision):
+            loss, terms = step_loss(lm, rng, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), args.clip)
@@ -502,6 +511,12 @@ def add_training_args(
     p.add_argument("--cond-dropout", type=float, default=0.25, help="share of null conditions (CFG)")
     p.add_argument("--eval-clips", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX, else float32)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=float, default=60.0, help="seconds")
     p.add_argument("--save-every", type=float, default=300.0, help="seconds")
