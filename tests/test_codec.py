@@ -265,3 +265,33 @@ def test_audiocraft_magnet_pipeline_uses_it(codec):
         assert torch.equal(model.generate_audio(codes), codec.decode(codes))
         _attrs, prompt_tokens = model._prepare_tokens_and_attributes(["a prompt"], _audio(1, SR // 2))
     assert prompt_tokens.shape == (1, 4, FRAME_RATE // 2)
+
+
+def test_decoder_only_training_keeps_the_tokens(tmp_path):
+    """--init + --decoder-only: the decoder learns, encoder and codebooks (so the tokens) stay."""
+    from magnet_demo.train import train_codec
+
+    first = tmp_path / "first"
+    common = ["--quick", "--minutes", "0.03", "--eval-clips", "1", "--threads", "1"]
+    train_codec.main([*common, "--run-dir", str(tmp_path / "run1"), "--out", str(first)])
+    second = tmp_path / "second"
+    train_codec.main(
+        [
+            *common,
+            "--run-dir",
+            str(tmp_path / "run2"),
+            "--out",
+            str(second),
+            "--init",
+            str(first),
+            "--decoder-only",
+        ]
+    )
+    before, after = load_codec(first), load_codec(second)
+    x = _audio(2, SR, seed=4)
+    with torch.no_grad():
+        assert torch.equal(before.encode(x)[0], after.encode(x)[0])
+    old, new = before.state_dict(), after.state_dict()
+    for name in old:
+        unchanged = torch.equal(old[name], new[name])
+        assert unchanged == (not name.startswith("decoder.")), name

@@ -44,6 +44,7 @@ from magnet_demo.codec import (
     codec_config,
     load_codec,
     save_codec,
+    vocoder_phase,
 )
 
 log = logging.getLogger("train_codec")
@@ -175,7 +176,10 @@ def codec_loss(
     latent = codec.encoder(torch.log(target.abs().clamp(min=LOG_EPS)))
     zq, _, commit = codec.quantizer(latent)
     log_mag, phase = codec.spectrum(zq)
-    y = codec.istft(torch.exp(log_mag) * phase)[..., : x.shape[-1]]
+    # the audio is made as decode() makes it; the vocoder phase follows the magnitude's peaks,
+    # which are not differentiable, so with it the resynthesis losses train the magnitude only
+    heard = vocoder_phase(log_mag.detach(), codec.n_fft, codec.hop) if codec.phase == "vocoder" else phase
+    y = codec.istft(torch.exp(log_mag) * heard)[..., : x.shape[-1]]
     logmel, logstft = spectral(y[:, 0], x[:, 0])
     terms = {
         "logmel": logmel,
@@ -353,6 +357,12 @@ def train(args: argparse.Namespace) -> dict:
         cpu = state.get("cpu", 0.0)
         rng = np.random.default_rng([args.seed, step])
         log.info("resumed %s at step %d, %.1f of %.1f min", state_path, step, elapsed / 60, args.minutes)
+    elif args.init:  # continue from an exported codec (its architecture; --codec-arg may change phase)
+        exported = load_codec(args.init)
+        codec = build_codec(codec_config(**{**exported.arguments, **overrides}))
+        codec.load_state_dict(exported.state_dict())
+        state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
+        log.info("initialised from %s", args.init)
     else:
         codec = build_codec(codec_config(**overrides))
         state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
@@ -371,11 +381,19 @@ def train(args: argparse.Namespace) -> dict:
     weights = {**LOSS_WEIGHTS, **dict(_parse_item(item, float) for item in args.loss_weight)}
     log.info("loss weights %s", weights)
     spectral = SpectralLoss()
-    opt = torch.optim.AdamW(codec.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
+    if args.decoder_only:  # the encoder and codebooks stay as they are, so the tokens do too
+        for module in (codec.encoder, codec.quantizer):
+            module.requires_grad_(False)
+        log.info("decoder only: encoder and codebooks frozen (tokens unchanged)")
+    trained = [p for p in codec.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
     if state is not None:
         opt.load_state_dict(state["opt"])
 
     codec.train()
+    if args.decoder_only:
+        codec.encoder.eval()
+        codec.quantizer.eval()  # no EMA updates, no dead-code resets
     last_save = last_log = time.monotonic()
     session_start, session_steps, window = time.monotonic(), 0, []
     # the budget runs on wall time, or on this process's CPU time (comparable runs on a shared machine)
@@ -388,7 +406,7 @@ def train(args: argparse.Namespace) -> dict:
         loss, terms = codec_loss(codec, spectral, corpus.crops(rng, args.batch, args.crop), weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         step, session_steps = step + 1, session_steps + 1
         elapsed += clock() - t0
@@ -530,6 +548,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=None, help="total wall-time budget of the run")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what --minutes measures")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--init", default=None, help="start from an exported codec (folder or file)")
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="train only the decoder: encoder and codebooks frozen, so tokens of the corpus stay valid",
+    )
     p.add_argument("--quick", action="store_true", help=f"micro codec, {QUICK_SECONDS} s budget")
     p.add_argument(
         "--codec-arg", action="append", default=[], metavar="KEY=VALUE", help="codec constructor override"
