@@ -35,8 +35,11 @@ from magnet_demo.audio import decode_tokens  # noqa: E402
 from magnet_demo.controls import DecodingConfig  # noqa: E402
 from magnet_demo.engine import MAX_BATCH, Engine  # noqa: E402
 from magnet_demo.models import EMBEDDED_NAME, load_model  # noqa: E402
-from magnet_demo.rescoring import pair_rescorer, rescorer_for, write_tiny_rescorer  # noqa: E402
-from magnet_demo.tiny import write_tiny_checkpoint  # noqa: E402
+from magnet_demo.rescoring import pair_rescorer, rescorer_for  # noqa: E402
+from magnet_demo.tiny import (
+    write_tiny_checkpoint,  # noqa: E402
+    write_tiny_rescorer,  # noqa: E402
+)
 
 DEFAULT_WEIGHTS = (0.0, 0.3, 0.7)
 DEFAULT_CAPTIONS = 24

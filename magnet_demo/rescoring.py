@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -44,16 +43,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, magnet_lm_config, save_package
+from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.models import (
     EMBEDDED_DIR,
     EMBEDDED_NAME,
     HUB_MODELS,
-    SPECTRAL_CODEC,
     LoadedModel,
     build_compression_model,
-    build_lm,
     load_lm,
     resolve_name,
 )
@@ -539,45 +536,3 @@ def rescorer_for(model_name: str) -> tuple[str | None, str]:
     own = _own_rescorer(model_name)
     first = next((c for c in choices if c.name == own), choices[0])
     return None, f"no rescorer reads this model's tokens ({first.name}: {first.reason})"
-
-
-# --------------------------------------------------------------------------------------------
-# tiny random rescorers (tests, benchmarks)
-
-
-def write_tiny_rescorer(
-    folder: str | os.PathLike,
-    codec_from: str | os.PathLike,
-    *,
-    seed: int = 0,
-    dim: int = 32,
-    num_heads: int = 2,
-    num_layers: int = 2,
-) -> Path:
-    """Export a random MusicGen-style rescorer that shares the codec of the folder ``codec_from``.
-
-    The language model has MusicGen's delay pattern and causal attention, the same codebooks and
-    condition (a LUT ``description``) as :func:`magnet_demo.tiny.write_tiny_checkpoint`; the codec
-    file is copied, so the tokenizers match.
-    """
-    folder, codec_from = Path(folder), Path(codec_from)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(codec_from / COMPRESSION_FILE, folder / COMPRESSION_FILE)
-    codec_cfg = OmegaConf.create(loaders.load_compression_model_ckpt(str(codec_from))["xp.cfg"])
-    if codec_cfg.compression_model == SPECTRAL_CODEC:
-        raise ValueError("write_tiny_rescorer expects an EnCodec folder (tests and benchmarks).")
-    torch.manual_seed(seed)
-    cfg = magnet_lm_config(
-        lm_model="transformer_lm",
-        n_q=int(codec_cfg.rvq.n_q),
-        card=int(codec_cfg.rvq.bins),
-        dim=dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        memory_efficient=False,
-    )
-    cfg["sample_rate"] = int(codec_cfg.sample_rate)
-    cfg["transformer_lm"]["custom"] = True
-    lm = build_lm(cfg)
-    save_package(lm.state_dict(), cfg, folder / LM_FILE)
-    return folder

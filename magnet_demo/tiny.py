@@ -6,13 +6,20 @@ They go through exactly the loading path of ``facebook/magnet-*`` (a folder with
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from magnet_demo.checkpoints import COMPRESSION_FILE, FRAME_RATE, LM_FILE, magnet_lm_config, save_package
-from magnet_demo.models import build_compression_model, build_lm
+from magnet_demo.compat import import_audiocraft
+from magnet_demo.models import SPECTRAL_CODEC, build_compression_model, build_lm
+
+import_audiocraft()
+from audiocraft.models import loaders  # noqa: E402
 
 #: 32 kHz / (8 * 8 * 10) = 50 frames per second, like EnCodec 32 kHz
 TINY_SAMPLE_RATE = 32000
@@ -114,4 +121,42 @@ def write_tiny_checkpoint(
     # random, non-degenerate output heads: the default init zeroes biases but keeps weights random
     save_package(codec.state_dict(), comp_cfg, folder / COMPRESSION_FILE)
     save_package(lm.state_dict(), lm_cfg, folder / LM_FILE)
+    return folder
+
+
+def write_tiny_rescorer(
+    folder: str | os.PathLike,
+    codec_from: str | os.PathLike,
+    *,
+    seed: int = 0,
+    dim: int = 32,
+    num_heads: int = 2,
+    num_layers: int = 2,
+) -> Path:
+    """Export a random MusicGen-style rescorer that shares the codec of the folder ``codec_from``.
+
+    The language model has MusicGen's delay pattern and causal attention, the same codebooks and
+    condition (a LUT ``description``) as :func:`magnet_demo.tiny.write_tiny_checkpoint`; the codec
+    file is copied, so the tokenizers match.
+    """
+    folder, codec_from = Path(folder), Path(codec_from)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(codec_from / COMPRESSION_FILE, folder / COMPRESSION_FILE)
+    codec_cfg = OmegaConf.create(loaders.load_compression_model_ckpt(str(codec_from))["xp.cfg"])
+    if codec_cfg.compression_model == SPECTRAL_CODEC:
+        raise ValueError("write_tiny_rescorer expects an EnCodec folder (tests and benchmarks).")
+    torch.manual_seed(seed)
+    cfg = magnet_lm_config(
+        lm_model="transformer_lm",
+        n_q=int(codec_cfg.rvq.n_q),
+        card=int(codec_cfg.rvq.bins),
+        dim=dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        memory_efficient=False,
+    )
+    cfg["sample_rate"] = int(codec_cfg.sample_rate)
+    cfg["transformer_lm"]["custom"] = True
+    lm = build_lm(cfg)
+    save_package(lm.state_dict(), cfg, folder / LM_FILE)
     return folder

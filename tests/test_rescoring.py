@@ -2,7 +2,7 @@
 
 Tiny random models are exported to temp folders and loaded through the real loaders: a MAGNeT
 (:func:`magnet_demo.tiny.write_tiny_checkpoint`) and a MusicGen-style twin sharing its codec
-(:func:`magnet_demo.rescoring.write_tiny_rescorer`).
+(:func:`magnet_demo.tiny.write_tiny_rescorer`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from magnet_demo.rescoring import (
     rescorer_choices,
     rescorer_for,
     tokenizer_of,
-    write_tiny_rescorer,
 )
 from magnet_demo.spans import NEVER_REMASK
-from magnet_demo.tiny import write_tiny_checkpoint
+from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 
 PROMPTS = ("slow piano", "fast drums")
 STEPS = (3, 2, 2, 2)

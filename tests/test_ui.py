@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from gradio_client import Client
 
-from magnet_demo.rescoring import write_tiny_rescorer
-from magnet_demo.tiny import write_tiny_checkpoint
+from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 from magnet_demo.ui import DemoApp, build_ui, launch_local
 
 STEPS = "3, 2, 2, 2"
