@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magnet_demo.audio import decode_tokens  # noqa: E402
-from magnet_demo.controls import DecodingConfig  # noqa: E402
+from magnet_demo.controls import PRECISIONS, DecodingConfig  # noqa: E402
 from magnet_demo.engine import MAX_BATCH, Engine  # noqa: E402
 from magnet_demo.models import EMBEDDED_NAME, load_model  # noqa: E402
 from magnet_demo.rescoring import pair_rescorer, rescorer_for  # noqa: E402
@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="tiny random models (tests this script)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="MAGNeT's weights (the rescorer stays float32)",
+    )
     args = parser.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
     if weights[0] != 0.0:
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="bench-rescoring-")
     if args.tiny:
         args.model, args.rescorer = tiny_setup(Path(tmp.name))
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device="cpu", precision=args.precision)
     rescorer_name = args.rescorer
     if rescorer_name is None:
         rescorer_name, reason = rescorer_for(args.model)
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"model {args.model} ({sum(p.numel() for p in model.lm.parameters()) / 1e6:.1f}M), "
         f"rescorer {rescorer_name} ({sum(p.numel() for p in rescorer.lm.parameters()) / 1e6:.1f}M), "
         f"{len(prompts)} captions, steps {config.decoding_steps}, {config.duration:g} s, "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}, MAGNeT in {model.precision}"
     )
 
     # warm-up at full batch with one step per codebook (one-time costs: patterns, masks, caches)
@@ -177,7 +183,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
-            json.dumps({"model": args.model, "rescorer": rescorer_name, "results": results}, indent=2)
+            json.dumps(
+                {
+                    "model": args.model,
+                    "rescorer": rescorer_name,
+                    "precision": model.precision,
+                    "results": results,
+                },
+                indent=2,
+            )
         )
     tmp.cleanup()
     return {"results": results}
