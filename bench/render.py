@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magnet_demo import viz  # noqa: E402
 from magnet_demo.checkpoints import LM_FILE  # noqa: E402
-from magnet_demo.controls import DecodingConfig  # noqa: E402
+from magnet_demo.controls import PRECISIONS, DecodingConfig  # noqa: E402
 from magnet_demo.engine import Engine  # noqa: E402
 from magnet_demo.models import EMBEDDED_DIR, EMBEDDED_NAME, load_model  # noqa: E402
 from magnet_demo.session import default_steps  # noqa: E402
@@ -48,6 +48,7 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of audio (default 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as the app's default")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +59,7 @@ def main() -> None:
                 if (EMBEDDED_DIR / LM_FILE).is_file()
                 else str(write_tiny_checkpoint(Path(tmp) / "tiny"))
             )
-        model = load_model(name)
+        model = load_model(name, precision=args.precision)
         config = DecodingConfig(decoding_steps=default_steps(model.num_codebooks), duration=args.duration)
         records = list(Engine(model).steps([PROMPT], config, seed=args.seed))
 
@@ -77,7 +78,8 @@ def main() -> None:
     kind = "embedded" if name == EMBEDDED_NAME else ("tiny random" if args.model is None else name)
     T = records[0].tokens.shape[-1]
     print(
-        f"model: {kind} ({model.num_codebooks} codebooks, {T} frames = {args.duration:g} s, {len(records)} steps)"
+        f"model: {kind} ({model.num_codebooks} codebooks, {T} frames = {args.duration:g} s, "
+        f"{len(records)} steps, {model.precision})"
     )
     print(
         f"decoding per step:            {decode.mean() * 1000:8.1f} ms (median {np.median(decode) * 1000:.1f})"
