@@ -25,7 +25,7 @@ import torch
 from magnet_demo.codec import load_codec, vocoder_phase
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
 from magnet_demo.train.corpus import load_corpus
-from magnet_demo.train.train_codec import LOG_FLOOR, logmel_l1
+from magnet_demo.train.train_codec import logmel_l1
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BATCH = 8
@@ -45,7 +45,7 @@ def rebuild(codec, x: torch.Tensor, magnitude: str, phase: str) -> torch.Tensor:
     """Audio [B, 1, F * hop] from clips x [B, 1, T] with the given magnitude and phase sources."""
     target = codec.stft(x)  # [B, n_freq, F]
     log_mag, learned = codec.spectrum(codec.decode_latent(codec.encode(x)[0]))
-    log_mag = torch.log(target.abs().clamp(min=LOG_FLOOR)) if magnitude == "true" else log_mag
+    log_mag = codec.log_magnitude(target) if magnitude == "true" else log_mag
     unit = {
         "true": target / target.abs().clamp(min=1e-8),
         "learned": learned,

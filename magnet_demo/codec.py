@@ -403,9 +403,14 @@ class SpectralCodec(CompressionModel):
         out = out / env.clamp(min=1e-8)
         return out[:, None, self.pad : self.pad + frames * self.hop]
 
+    @staticmethod
+    def log_magnitude(spec: torch.Tensor) -> torch.Tensor:
+        """Floored natural-log magnitude [B, n_freq, F] of a complex STFT [B, n_freq, F]."""
+        return torch.log(spec.abs().clamp(min=LOG_EPS))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder input: log STFT magnitude [B, n_freq, F] of audio [B, 1, T]."""
-        return torch.log(self.stft(x).abs().clamp(min=LOG_EPS))
+        return self.log_magnitude(self.stft(x))
 
     def spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder head: latents [B, D, F] -> (log-magnitude [B, n_freq, F] capped at
@@ -415,12 +420,17 @@ class SpectralCodec(CompressionModel):
         norm = torch.sqrt(px.pow(2) + py.pow(2) + 1e-9)
         return log_mag.clamp(max=MAX_LOG_MAG), torch.complex(px / norm, py / norm)
 
-    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
-        """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with the phase of ``self.phase``."""
-        log_mag, phase = self.spectrum(latent)
+    def output_phase(self, log_mag: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+        """The phase the audio is made with [B, n_freq, F]: the learned head's, or (``self.phase ==
+        "vocoder"``) :func:`vocoder_phase` of ``log_mag``, which gives it no gradient (peak picking)."""
         if self.phase == "vocoder":
-            phase = vocoder_phase(log_mag, self.n_fft, self.hop)
-        return self.istft(torch.exp(log_mag) * phase)
+            return vocoder_phase(log_mag.detach(), self.n_fft, self.hop)
+        return learned
+
+    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with :meth:`output_phase`."""
+        log_mag, learned = self.spectrum(latent)
+        return self.istft(torch.exp(log_mag) * self.output_phase(log_mag, learned))
 
     # --- audiocraft's CompressionModel interface ----------------------------------------------
     def forward(self, x: torch.Tensor) -> QuantizedResult:

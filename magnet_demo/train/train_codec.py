@@ -37,14 +37,12 @@ from torch import nn
 
 from magnet_demo.codec import (
     CODEC_NAME,
-    LOG_EPS,
     SAMPLE_RATE,
     SpectralCodec,
     build_codec,
     codec_config,
     load_codec,
     save_codec,
-    vocoder_phase,
 )
 
 log = logging.getLogger("train_codec")
@@ -173,13 +171,11 @@ def codec_loss(
     """
     w = {**LOSS_WEIGHTS, **(weights or {})}
     target = codec.stft(x)  # [B, n_freq, F] complex, the grid the decoder head predicts on
-    latent = codec.encoder(torch.log(target.abs().clamp(min=LOG_EPS)))
-    zq, _, commit = codec.quantizer(latent)
+    zq, _, commit = codec.quantizer(codec.encoder(codec.log_magnitude(target)))
     log_mag, phase = codec.spectrum(zq)
-    # the audio is made as decode() makes it; the vocoder phase follows the magnitude's peaks,
-    # which are not differentiable, so with it the resynthesis losses train the magnitude only
-    heard = vocoder_phase(log_mag.detach(), codec.n_fft, codec.hop) if codec.phase == "vocoder" else phase
-    y = codec.istft(torch.exp(log_mag) * heard)[..., : x.shape[-1]]
+    # the audio is made as decode() makes it (with the vocoder phase the resynthesis losses train
+    # the magnitude only)
+    y = codec.istft(torch.exp(log_mag) * codec.output_phase(log_mag, phase))[..., : x.shape[-1]]
     logmel, logstft = spectral(y[:, 0], x[:, 0])
     terms = {
         "logmel": logmel,
