@@ -104,7 +104,10 @@ def _speed(model_dir: str, model, rescorer_dir: Path) -> dict:
     (``SPEED_RUNS`` rounds, medians). The headline ratio takes each method at its faster precision:
     on this CPU the step-by-step autoregressive loop is fastest in float32, MAGNeT's full passes in
     bfloat16."""
-    engines = {p: Engine(load_model(model_dir, device="cpu", precision=p)) for p in SPEED_PRECISIONS}
+    engines = {  # the evaluated model is reused in its own precision
+        p: Engine(model if model.precision == p else load_model(model_dir, device="cpu", precision=p))
+        for p in SPEED_PRECISIONS
+    }
     baselines = {}
     if (rescorer_dir / "state_dict.bin").is_file():
         baselines = {p: load_lm(str(rescorer_dir)).to(getattr(torch, p)) for p in SPEED_PRECISIONS}

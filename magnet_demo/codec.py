@@ -9,9 +9,10 @@ Pipeline (DESIGN.md section 8)::
 
 The phase that goes into the inverse STFT is either the decoder's learned phase head or, with
 ``phase="vocoder"`` (the default of new codecs), :func:`vocoder_phase`: a phase rebuilt from the
-predicted magnitude that stays coherent from frame to frame. The learned head is still trained (its
-derivatives are a training loss); on the held-out clips the vocoder phase kept more of what the
-attribute classifier hears (README, "Embedded model").
+predicted magnitude that stays coherent from frame to frame. The learned head stays in every
+checkpoint (it is what ``phase="learned"`` decodes with, and the optional ``phase`` training loss
+fits it); on the held-out clips the vocoder phase kept more of what the attribute classifier hears
+(README, "Embedded model").
 
 Frames are aligned to hops: the signal is padded by (n_fft - hop) / 2 on each side, so frame f is
 centred on samples [f * hop, (f + 1) * hop) and F = ceil(T / hop) exactly (10 s = 500 frames).
