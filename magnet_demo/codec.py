@@ -416,7 +416,7 @@ class SpectralCodec(CompressionModel):
     def spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder head: latents [B, D, F] -> (log-magnitude [B, n_freq, F] capped at
         :data:`MAX_LOG_MAG`, unit phase direction [B, n_freq, F] complex)."""
-        head = self.decoder(latent)
+        head = self.decoder(latent).float()  # float32 even when the decoder ran under autocast
         log_mag, px, py = head.split(self.n_freq, dim=1)
         norm = torch.sqrt(px.pow(2) + py.pow(2) + 1e-9)
         return log_mag.clamp(max=MAX_LOG_MAG), torch.complex(px / norm, py / norm)

@@ -232,6 +232,30 @@ def test_short_overfit_lowers_logmel():
     assert after < 0.6 * before, (before, after)
 
 
+def test_codec_loss_terms_and_bfloat16_autocast():
+    """Terms of weight 0 are not computed; bfloat16 autocast of the networks keeps the loss close to
+    float32's, leaves the weights float32 and still trains them."""
+    torch.manual_seed(0)
+    model = build_codec(codec_config(**QUICK_ARGS))
+    x = _audio(2, SR, seed=3)
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.encoder(model.features(x)))
+    spectral = SpectralLoss()
+    model.eval()  # no EMA update or dead-code reset between the two calls
+    full, terms = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5})
+    assert set(terms) == {"loss", "logmel", "logstft", "wave", "commit", "mag", "phase"}
+    _, default_terms = codec_loss(model, spectral, x)
+    assert set(default_terms) == {"loss", "logmel", "logstft", "wave", "commit"}
+    low, low_terms = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5}, low_precision=True)
+    low_value = float(low.detach())
+    assert low.dtype == torch.float32 and low_terms.keys() == terms.keys()
+    assert low_value == pytest.approx(float(full), rel=0.02) and low_value != float(full)
+    low.backward()
+    grads = [p.grad for p in model.decoder.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
 def test_encode_corpus(codec, tmp_path):
     clips = (_audio(3, TEN_SECONDS, seed=11)[:, 0].numpy() * 32767).astype(np.int16)
     np.save(tmp_path / "audio.npy", clips)

@@ -237,3 +237,20 @@ def test_folder_rescorer_is_offered_first(folders):
     assert [c.offered for c in choices] == sorted((c.offered for c in choices), reverse=True)
     assert all("codebook size 64 vs 2048" in c.reason for c in choices if not c.offered)
     assert rescorer_for(str(folders["other_codec"]))[0] is None
+
+
+def test_rescorer_follows_the_model_precision(folders, rescorer):
+    """A named rescorer paired with a bfloat16 model loads in bfloat16; its float32 probabilities
+    stay close to the float32 rescorer's."""
+    model16 = load_model(str(folders["magnet"]), device="cpu", precision="bfloat16")
+    rescorer16 = pair_rescorer(model16, str(folders["magnet"] / "rescorer"))
+    assert {p.dtype for p in rescorer16.lm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in rescorer.lm.parameters()} == {torch.float32}
+    tokens = torch.randint(
+        0, rescorer.lm.card, (2, rescorer.lm.num_codebooks, 12), generator=torch.Generator().manual_seed(3)
+    )
+    probs16 = rescorer16.token_probs(tokens, PROMPTS)
+    probs32 = rescorer.token_probs(tokens, PROMPTS)
+    assert probs16.dtype == torch.float32
+    assert torch.allclose(probs16, probs32, atol=0.02), (probs16 - probs32).abs().max()
+    assert not torch.equal(probs16, probs32)  # it really ran in bfloat16

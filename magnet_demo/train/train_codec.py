@@ -21,6 +21,7 @@ clips.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -44,6 +45,8 @@ from magnet_demo.codec import (
     load_codec,
     save_codec,
 )
+from magnet_demo.controls import PRECISIONS
+from magnet_demo.models import resolve_precision
 
 log = logging.getLogger("train_codec")
 
@@ -154,6 +157,7 @@ def head_phase_loss(phase: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pick = [slice(None)] * 3
         pick_now, pick_before = list(pick), list(pick)
         pick_now[dim], pick_before[dim] = now, before
+        pick_now, pick_before = tuple(pick_now), tuple(pick_before)
         step_hat = phase[pick_now] * phase[pick_before].conj()
         step_true = unit[pick_now] * unit[pick_before].conj()
         weight = (target[pick_now].abs() * target[pick_before].abs()).sqrt()
@@ -163,29 +167,40 @@ def head_phase_loss(phase: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def codec_loss(
-    codec: SpectralCodec, spectral: SpectralLoss, x: torch.Tensor, weights: dict[str, float] | None = None
+    codec: SpectralCodec,
+    spectral: SpectralLoss,
+    x: torch.Tensor,
+    weights: dict[str, float] | None = None,
+    low_precision: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Training loss of ``codec`` on audio x [B, 1, T]; returns (loss, float terms for the log).
 
-    ``weights`` overrides entries of :data:`LOSS_WEIGHTS`.
+    ``weights`` overrides entries of :data:`LOSS_WEIGHTS`; terms of weight 0 are not computed.
+    ``low_precision`` runs the encoder and decoder networks under bfloat16 autocast; the STFTs,
+    the quantiser and the losses stay float32.
     """
     w = {**LOSS_WEIGHTS, **(weights or {})}
+    autocast = functools.partial(torch.autocast, x.device.type, dtype=torch.bfloat16, enabled=low_precision)
     target = codec.stft(x)  # [B, n_freq, F] complex, the grid the decoder head predicts on
-    zq, _, commit = codec.quantizer(codec.encoder(codec.log_magnitude(target)))
-    log_mag, phase = codec.spectrum(zq)
+    with autocast():
+        latent = codec.encoder(codec.log_magnitude(target))
+    zq, _, commit = codec.quantizer(latent.float())
+    with autocast():
+        log_mag, phase = codec.spectrum(zq)
     # the audio is made as decode() makes it (with the vocoder phase the resynthesis losses train
     # the magnitude only)
     y = codec.istft(torch.exp(log_mag) * codec.output_phase(log_mag, phase))[..., : x.shape[-1]]
     logmel, logstft = spectral(y[:, 0], x[:, 0])
-    terms = {
-        "logmel": logmel,
-        "logstft": logstft,
-        "wave": F.l1_loss(y, x),
-        "commit": commit,
-        "mag": head_magnitude_loss(log_mag, target),
-        "phase": head_phase_loss(phase, target),
+    lazy_terms = {
+        "logmel": lambda: logmel,
+        "logstft": lambda: logstft,
+        "wave": lambda: F.l1_loss(y, x),
+        "commit": lambda: commit,
+        "mag": lambda: head_magnitude_loss(log_mag, target),
+        "phase": lambda: head_phase_loss(phase, target),
     }
-    loss = sum(w[k] * v for k, v in terms.items() if w[k])
+    terms = {name: term() for name, term in lazy_terms.items() if w[name]}
+    loss = sum(w[k] * v for k, v in terms.items())
     return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
 
@@ -382,6 +397,8 @@ def train(args: argparse.Namespace) -> dict:
             module.requires_grad_(False)
         log.info("decoder only: encoder and codebooks frozen (tokens unchanged)")
     trained = [p for p in codec.parameters() if p.requires_grad]
+    low_precision = resolve_precision(args.precision, "cpu") == "bfloat16"
+    log.info("training precision: %s", "bfloat16 autocast" if low_precision else "float32")
     opt = torch.optim.AdamW(trained, lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
     if state is not None:
         opt.load_state_dict(state["opt"])
@@ -399,7 +416,8 @@ def train(args: argparse.Namespace) -> dict:
         lr = learning_rate(args.lr, step, elapsed / budget, warmup=args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, terms = codec_loss(codec, spectral, corpus.crops(rng, args.batch, args.crop), weights)
+        crops = corpus.crops(rng, args.batch, args.crop)
+        loss, terms = codec_loss(codec, spectral, crops, weights, low_precision)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -560,6 +578,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 200, 20 with --quick)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=PRECISIONS,
+        help="matrix products of the encoder and decoder (auto: bfloat16 autocast on CPUs with AMX)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")
     p.add_argument("--eval-clips", type=int, default=64)
