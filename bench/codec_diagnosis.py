@@ -5,8 +5,9 @@ one magnitude and one phase, then asks the attribute classifier (trained on real
 instrument family, drums, tempo band and mode:
 
 - magnitude: the true one (``|STFT(x)|``) or the codec's (decoder head from the clip's codes);
-- phase: the true one, the decoder's learned phase head, or :func:`magnet_demo.codec.vocoder_phase`
-  rebuilt from that magnitude.
+- phase: the true one, the decoder's learned phase head, :func:`magnet_demo.codec.vocoder_phase`
+  rebuilt from that magnitude, or (codecs with ``phase="frequency"``) the vocoder with the head's
+  learned frequencies.
 
 Writes ``assets/codec_diagnosis.json``::
 
@@ -38,19 +39,27 @@ ROWS = (
     ("codec magnitude, learned phase", "codec", "learned"),
     ("codec magnitude, vocoder phase", "codec", "vocoder"),
 )
+#: rows for a codec with ``phase="frequency"``
+FREQUENCY_ROWS = (
+    ("true magnitude, learned frequencies", "true", "frequency"),
+    ("codec magnitude, learned frequencies", "codec", "frequency"),
+)
 
 
 @torch.no_grad()
 def rebuild(codec, x: torch.Tensor, magnitude: str, phase: str) -> torch.Tensor:
     """Audio [B, 1, F * hop] from clips x [B, 1, T] with the given magnitude and phase sources."""
     target = codec.stft(x)  # [B, n_freq, F]
-    log_mag, learned = codec.spectrum(codec.decode_latent(codec.encode(x)[0]))
+    log_mag, phase_head = codec.spectrum(codec.decode_latent(codec.encode(x)[0]))
     log_mag = codec.log_magnitude(target) if magnitude == "true" else log_mag
-    unit = {
-        "true": target / target.abs().clamp(min=1e-8),
-        "learned": learned,
-        "vocoder": vocoder_phase(log_mag, codec.n_fft, codec.hop),
-    }[phase]
+    if phase == "true":
+        unit = target / target.abs().clamp(min=1e-8)
+    elif phase == "learned":
+        unit = codec.learned_phase(phase_head)
+    elif phase == "vocoder":
+        unit = vocoder_phase(log_mag, codec.n_fft, codec.hop)
+    else:
+        unit = vocoder_phase(log_mag, codec.n_fft, codec.hop, codec.frequency_offset(phase_head))
     return codec.istft(torch.exp(log_mag) * unit)
 
 
@@ -76,7 +85,8 @@ def main() -> None:
     x = torch.from_numpy(real)[:, None]
     results = {"clips": len(test), "codec": args.codec, "rows": {}}
     print(f"{len(test)} held-out clips; codec {args.codec}")
-    for name, magnitude, phase in ROWS:
+    rows = ROWS + (FREQUENCY_ROWS if codec.phase == "frequency" else ())
+    for name, magnitude, phase in rows:
         out = torch.cat([rebuild(codec, x[s : s + BATCH], magnitude, phase) for s in range(0, len(x), BATCH)])
         clips = out[:, 0, : real.shape[1]].numpy()
         scores = accuracy(predict(classifier, prepare_audio(clips)), labels)

@@ -7,12 +7,21 @@ Pipeline (DESIGN.md section 8)::
     codes --lookup--> latent [B, 64, F] --ConvNeXt-1D--> log-magnitude + phase [B, 513, F]
       --inverse STFT--> audio [B, 1, F * 320]
 
-The phase that goes into the inverse STFT is either the decoder's learned phase head or, with
-``phase="vocoder"`` (the default of new codecs), :func:`vocoder_phase`: a phase rebuilt from the
-predicted magnitude that stays coherent from frame to frame. The learned head stays in every
-checkpoint (it is what ``phase="learned"`` decodes with, and the optional ``phase`` training loss
-fits it); on the held-out clips the vocoder phase kept more of what the attribute classifier hears
-(README, "Embedded model").
+The phase that goes into the inverse STFT comes from one of three ``phase`` modes, all reading the
+same two head channels per bin (``px``, ``py``), so a checkpoint can switch modes without changing
+shape:
+
+- ``"learned"``: the head's phase direction ``atan2(py, px)``, frame by frame;
+- ``"vocoder"`` (the default of new codecs): :func:`vocoder_phase`, a phase rebuilt from the
+  predicted magnitude that stays coherent from frame to frame (each bin takes the frequency of its
+  nearest spectral peak, refined by parabolic interpolation);
+- ``"frequency"``: the same phase vocoder, but each peak's frequency is the head's *learned*
+  instantaneous frequency (``px`` read as an offset from the bin centre, :meth:`SpectralCodec.
+  frequency_offset`), fitted to the true phase advance by the ``frequency`` training loss. It is
+  what a blurred magnitude cannot give: pitch finer than a bin (15.6 Hz, a semitone near 270 Hz).
+
+On the held-out clips the vocoder phase kept more of what the attribute classifier hears than the
+learned one (README, "Embedded model").
 
 Frames are aligned to hops: the signal is padded by (n_fft - hop) / 2 on each side, so frame f is
 centred on samples [f * hop, (f + 1) * hop) and F = ceil(T / hop) exactly (10 s = 500 frames).
@@ -56,8 +65,9 @@ IN_KERNEL = 3
 LOG_MAG_INIT = -5.0
 #: a reset codebook entry starts with this multiple of the dead-code threshold as its EMA count
 RESET_COUNT_FACTOR = 2.0
-#: how the decoder gets its phase: the learned head, or :func:`vocoder_phase` from the magnitude
-PHASE_MODES = ("learned", "vocoder")
+#: how the decoder gets its phase: the learned head, :func:`vocoder_phase` from the magnitude, or
+#: the phase vocoder with the head's learned frequencies (module docstring)
+PHASE_MODES = ("learned", "vocoder", "frequency")
 
 
 def codec_defaults() -> dict[str, Any]:
@@ -98,28 +108,36 @@ def codec_config(**overrides: Any) -> dict[str, Any]:
     }
 
 
-def vocoder_phase(log_mag: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """A phase that is coherent from frame to frame, made from the magnitude alone (a phase vocoder).
+def vocoder_phase(
+    log_mag: torch.Tensor, n_fft: int, hop: int, frequency_offset: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A phase that is coherent from frame to frame, made from the magnitude (a phase vocoder).
 
     Each bin takes the frequency of the spectral peak nearest to it in its frame (local maxima of
-    the log-magnitude, refined by parabolic interpolation; bins of a frame without peaks keep their
-    own centre frequency). A partial of frequency f advances its phase by ``2 pi f hop / sr`` per
-    hop, so the phase at the window's centre is the running sum of those advances; the STFT of a
-    frame that starts at the window's left edge adds ``-pi k`` at bin k (the centre is n_fft / 2
-    samples in).
+    the log-magnitude; bins of a frame without peaks keep their own centre frequency). A peak's
+    frequency is its bin refined by parabolic interpolation, or, when ``frequency_offset`` is
+    given, its bin plus that offset at the peak. A partial of frequency f advances its phase by
+    ``2 pi f hop / sr`` per hop, so the phase at the window's centre is the running sum of those
+    advances; the STFT of a frame that starts at the window's left edge adds ``-pi k`` at bin k
+    (the centre is n_fft / 2 samples in).
 
     Args:
         log_mag: natural-log magnitude ``[B, n_freq, F]`` (n_freq = n_fft // 2 + 1).
+        frequency_offset: optional ``[B, n_freq, F]``, each bin's instantaneous frequency minus
+            its centre, in bins (:meth:`SpectralCodec.frequency_offset`).
     Returns:
         unit complex phase ``[B, n_freq, F]``.
     """
     B, K, T = log_mag.shape
     below, centre, above = log_mag[:, :-2], log_mag[:, 1:-1], log_mag[:, 2:]
     is_peak = F.pad((centre > below) & (centre >= above), (0, 0, 1, 1))  # [B, K, F]
-    curvature = below - 2 * centre + above
-    # vertex of the parabola through the three log-magnitudes, in bins from the centre bin
-    offset = torch.where(curvature.abs() > 1e-9, 0.5 * (below - above) / curvature, 0.0).clamp(-0.5, 0.5)
-    offset = F.pad(offset, (0, 0, 1, 1))
+    if frequency_offset is None:
+        curvature = below - 2 * centre + above
+        # vertex of the parabola through the three log-magnitudes, in bins from the centre bin
+        offset = torch.where(curvature.abs() > 1e-9, 0.5 * (below - above) / curvature, 0.0)
+        offset = F.pad(offset.clamp(-0.5, 0.5), (0, 0, 1, 1))
+    else:
+        offset = frequency_offset.to(log_mag.dtype)
     k = torch.arange(K, device=log_mag.device).view(1, K, 1).expand(B, K, T)
     none_left, none_right = -2 * K, 3 * K
     left = torch.where(is_peak, k, none_left).cummax(dim=1).values  # nearest peak at or below k
@@ -131,6 +149,17 @@ def vocoder_phase(log_mag: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     centre_phase = torch.cumsum(2 * math.pi * frequency * hop / n_fft, dim=2)
     angle = centre_phase - math.pi * k
     return torch.polar(torch.ones_like(angle), angle)
+
+
+def true_frequency_offset(spec: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """Instantaneous frequency minus bin centre, in bins, of a complex STFT ``[B, n_freq, F]``
+    (frames starting every ``hop`` samples), from the phase advance into each frame:
+    ``[B, n_freq, F - 1]`` for frames 1 .. F - 1, in ``[-n_fft / (2 hop), n_fft / (2 hop))``
+    (beyond that range the advance aliases)."""
+    advance = torch.angle(spec[..., 1:] * spec[..., :-1].conj())
+    k = torch.arange(spec.shape[1], device=spec.device, dtype=advance.dtype).view(1, -1, 1)
+    deviation = torch.remainder(advance - 2 * math.pi * k * hop / n_fft + math.pi, 2 * math.pi) - math.pi
+    return deviation * n_fft / (2 * math.pi * hop)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -415,23 +444,54 @@ class SpectralCodec(CompressionModel):
 
     def spectrum(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder head: latents [B, D, F] -> (log-magnitude [B, n_freq, F] capped at
-        :data:`MAX_LOG_MAG`, unit phase direction [B, n_freq, F] complex)."""
+        :data:`MAX_LOG_MAG`, phase channels [B, 2, n_freq, F] (px, py), read by
+        :meth:`learned_phase` and :meth:`frequency_offset`)."""
         head = self.decoder(latent).float()  # float32 even when the decoder ran under autocast
         log_mag, px, py = head.split(self.n_freq, dim=1)
-        norm = torch.sqrt(px.pow(2) + py.pow(2) + 1e-9)
-        return log_mag.clamp(max=MAX_LOG_MAG), torch.complex(px / norm, py / norm)
+        return log_mag.clamp(max=MAX_LOG_MAG), torch.stack([px, py], dim=1)
 
-    def output_phase(self, log_mag: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
-        """The phase the audio is made with [B, n_freq, F]: the learned head's, or (``self.phase ==
-        "vocoder"``) :func:`vocoder_phase` of ``log_mag``, which gives it no gradient (peak picking)."""
+    @staticmethod
+    def learned_phase(phase_head: torch.Tensor) -> torch.Tensor:
+        """Unit phase direction [B, n_freq, F] (complex) of the phase channels [B, 2, n_freq, F]."""
+        px, py = phase_head.unbind(dim=1)
+        norm = torch.sqrt(px.pow(2) + py.pow(2) + 1e-9)
+        return torch.complex(px / norm, py / norm)
+
+    @property
+    def frequency_range(self) -> float:
+        """Largest frequency offset the head can say, in bins: ``n_fft / (2 hop)``, where the phase
+        advance from frame to frame stops being unambiguous."""
+        return self.n_fft / (2 * self.hop)
+
+    def frequency_offset(self, phase_head: torch.Tensor) -> torch.Tensor:
+        """Learned instantaneous frequency minus bin centre, in bins, [B, n_freq, F]: ``px``
+        squashed to +-:attr:`frequency_range` (``phase="frequency"``)."""
+        return self.frequency_range * torch.tanh(phase_head[:, 0])
+
+    def reset_frequency_head(self) -> None:
+        """Zero the ``px`` rows of the head (offset 0: each peak at its bin's centre), for a codec
+        switched to ``phase="frequency"`` from weights trained for another mode."""
+        with torch.no_grad():
+            rows = slice(self.n_freq, 2 * self.n_freq)
+            self.decoder.proj_out.weight[rows].zero_()
+            self.decoder.proj_out.bias[rows].zero_()
+
+    def output_phase(self, log_mag: torch.Tensor, phase_head: torch.Tensor) -> torch.Tensor:
+        """The phase the audio is made with [B, n_freq, F] (complex), by ``self.phase``: the learned
+        head's direction, :func:`vocoder_phase` of ``log_mag``, or the vocoder with the learned
+        frequencies. The vocoder modes give no gradient (peak picking): the magnitude learns from
+        the audio losses, the frequencies from their own loss."""
         if self.phase == "vocoder":
             return vocoder_phase(log_mag.detach(), self.n_fft, self.hop)
-        return learned
+        if self.phase == "frequency":
+            offset = self.frequency_offset(phase_head).detach()
+            return vocoder_phase(log_mag.detach(), self.n_fft, self.hop, offset)
+        return self.learned_phase(phase_head)
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with :meth:`output_phase`."""
-        log_mag, learned = self.spectrum(latent)
-        return self.istft(torch.exp(log_mag) * self.output_phase(log_mag, learned))
+        log_mag, phase_head = self.spectrum(latent)
+        return self.istft(torch.exp(log_mag) * self.output_phase(log_mag, phase_head))
 
     # --- audiocraft's CompressionModel interface ----------------------------------------------
     def forward(self, x: torch.Tensor) -> QuantizedResult:

@@ -18,6 +18,7 @@ from magnet_demo.codec import (
     codec_config,
     load_codec,
     save_codec,
+    true_frequency_offset,
     vocoder_phase,
 )
 from magnet_demo.compat import import_audiocraft
@@ -26,6 +27,7 @@ from magnet_demo.train.train_codec import (
     SpectralLoss,
     codec_loss,
     encode_corpus,
+    head_frequency_loss,
     head_magnitude_loss,
     head_phase_loss,
     logmel_l1,
@@ -160,6 +162,72 @@ def test_vocoder_phase_rebuilds_steady_partials(codec, frequencies, bound):
         torch.ones_like(log_mag), torch.rand(log_mag.shape, generator=torch.Generator().manual_seed(0)) * 6.3
     )
     assert _steady_part_error(codec, x, random) > 0.9
+
+
+def test_true_frequency_offset_of_a_steady_partial(codec):
+    """A partial at bin 28.4 (437.5 Hz): the bins of its main lobe all report it, in bins from their
+    own centre."""
+    bin_hz = SR / codec.n_fft
+    offset = true_frequency_offset(codec.stft(_tone([28.4 * bin_hz])), codec.n_fft, codec.hop)
+    assert offset.shape == (1, codec.n_freq, SR // HOP - 1)
+    steady = offset[0, :, 10:-10]
+    for k in (27, 28, 29):
+        assert torch.allclose(steady[k], torch.full_like(steady[k], 28.4 - k), atol=1e-3), k
+    assert float(offset.abs().max()) <= codec.frequency_range + 1e-6
+
+
+@pytest.mark.parametrize(("frequencies", "bound"), [([440.0], 0.01), ([110.0, 277.2, 1234.5], 0.06)])
+def test_vocoder_with_true_frequencies_beats_interpolated_peaks(codec, frequencies, bound):
+    """Given each bin's true frequency, the phase vocoder rebuilds partials between bins more
+    exactly than from the parabolic peak (the job of a ``phase="frequency"`` codec's head)."""
+    x = _tone(frequencies)
+    spec = codec.stft(x)
+    log_mag = torch.log(spec.abs().clamp(min=1e-5))
+    truth = true_frequency_offset(spec, codec.n_fft, codec.hop)
+    offset = torch.cat([truth[..., :1], truth], dim=-1)  # frame 0 has no advance: take frame 1's
+    learned = _steady_part_error(codec, x, vocoder_phase(log_mag, codec.n_fft, codec.hop, offset))
+    interpolated = _steady_part_error(codec, x, vocoder_phase(log_mag, codec.n_fft, codec.hop))
+    assert learned < bound and learned < interpolated / 2.5, (learned, interpolated)
+
+
+def test_frequency_mode_head_loss_and_reset(codec):
+    """``phase="frequency"`` reads px as an offset in bins: reset gives 0 (peaks at bin centres), the
+    loss is computed for this mode only and is 0 only for the true offsets; a few decoder steps
+    on it lower it."""
+    model = build_codec(codec_config(**QUICK_ARGS, phase="frequency"))
+    x = _audio(1, SR, seed=4)
+    target = model.stft(x)
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.encoder(model.features(x)))
+    model.reset_frequency_head()
+    model.eval()
+    with torch.no_grad():
+        zq = model.quantizer(model.encoder(model.features(x)))[0]
+        log_mag, phase_head = model.spectrum(zq)
+    assert phase_head.shape == (1, 2, model.n_freq, log_mag.shape[-1])
+    assert torch.equal(model.frequency_offset(phase_head), torch.zeros_like(log_mag))
+    weight = (target[..., 1:].abs() * target[..., :-1].abs()).sqrt()
+    truth = true_frequency_offset(target, model.n_fft, model.hop)
+    expected = float((weight * truth.abs()).sum() / weight.sum())
+    assert float(head_frequency_loss(model, phase_head, target)) == pytest.approx(expected, rel=1e-5)
+    exact = torch.stack(
+        [torch.atanh(torch.cat([truth[..., :1], truth], -1) / model.frequency_range * 0.999999)] * 2, 1
+    )
+    assert float(head_frequency_loss(model, exact, target)) < 1e-4
+    spectral = SpectralLoss()
+    _, terms = codec_loss(model, spectral, x)
+    assert terms["frequency"] == pytest.approx(expected, rel=1e-5)
+    _, vocoder_terms = codec_loss(codec, spectral, x)
+    assert "frequency" not in vocoder_terms
+    model.train()
+    model.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.decoder.parameters()], lr=3e-3)
+    for _ in range(20):
+        loss, terms = codec_loss(model, spectral, x, {"logmel": 0, "logstft": 0, "wave": 0, "commit": 0})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert terms["frequency"] < 0.8 * expected, (terms["frequency"], expected)
 
 
 def test_phase_mode_is_part_of_the_checkpoint(codec, tmp_path):

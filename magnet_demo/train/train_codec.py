@@ -44,6 +44,7 @@ from magnet_demo.codec import (
     codec_config,
     load_codec,
     save_codec,
+    true_frequency_offset,
 )
 from magnet_demo.controls import PRECISIONS
 from magnet_demo.models import resolve_precision
@@ -62,7 +63,17 @@ LOG_FLOOR = 1e-5
 #: --loss-weight phase=1``) they halved the head's magnitude error (0.39 vs 0.73 log10 L1) but left
 #: the classifier accuracy of reconstructions unchanged (0.604 both) and the log-mel L1 a little worse
 #: (0.312 vs 0.297)
-LOSS_WEIGHTS = {"logmel": 1.0, "logstft": 0.2, "wave": 1.0, "commit": 1.0, "mag": 0.0, "phase": 0.0}
+#: ``frequency`` fits the learned frequencies of a ``phase="frequency"`` codec
+#: (:func:`head_frequency_loss`); it is computed for such codecs only
+LOSS_WEIGHTS = {
+    "logmel": 1.0,
+    "logstft": 0.2,
+    "wave": 1.0,
+    "commit": 1.0,
+    "mag": 0.0,
+    "phase": 0.0,
+    "frequency": 1.0,
+}
 #: micro configuration of ``--quick``: same token layout (4 x 256 at 50 Hz), tiny network
 QUICK_ARGS = {"dim": 64, "hidden": 128, "encoder_blocks": 1, "decoder_blocks": 1}
 QUICK_SECONDS = 12  # training only: with start-up, k-means init, evaluation and export ~20 s
@@ -166,6 +177,20 @@ def head_phase_loss(phase: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
+def head_frequency_loss(codec: SpectralCodec, phase_head: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Magnitude-weighted L1, in bins, between the head's learned frequency offsets
+    (:meth:`SpectralCodec.frequency_offset` of ``phase_head`` [B, 2, n_freq, F]) and the true ones
+    of the target STFT [B, n_freq, F] (:func:`magnet_demo.codec.true_frequency_offset`), frames 1..F-1.
+
+    The weight is the geometric mean of the two frames' true magnitudes: partials count, the
+    aliased offsets of near-silent bins do not.
+    """
+    truth = true_frequency_offset(target, codec.n_fft, codec.hop)  # [B, n_freq, F - 1]
+    predicted = codec.frequency_offset(phase_head)[..., 1:]
+    weight = (target[..., 1:].abs() * target[..., :-1].abs()).sqrt()
+    return (weight * (predicted - truth).abs()).sum() / weight.sum().clamp(min=1e-8)
+
+
 def codec_loss(
     codec: SpectralCodec,
     spectral: SpectralLoss,
@@ -186,10 +211,10 @@ def codec_loss(
         latent = codec.encoder(codec.log_magnitude(target))
     zq, _, commit = codec.quantizer(latent.float())
     with autocast():
-        log_mag, phase = codec.spectrum(zq)
-    # the audio is made as decode() makes it (with the vocoder phase the resynthesis losses train
+        log_mag, phase_head = codec.spectrum(zq)
+    # the audio is made as decode() makes it (with a vocoder phase the resynthesis losses train
     # the magnitude only)
-    y = codec.istft(torch.exp(log_mag) * codec.output_phase(log_mag, phase))[..., : x.shape[-1]]
+    y = codec.istft(torch.exp(log_mag) * codec.output_phase(log_mag, phase_head))[..., : x.shape[-1]]
     logmel, logstft = spectral(y[:, 0], x[:, 0])
     lazy_terms = {
         "logmel": lambda: logmel,
@@ -197,8 +222,11 @@ def codec_loss(
         "wave": lambda: F.l1_loss(y, x),
         "commit": lambda: commit,
         "mag": lambda: head_magnitude_loss(log_mag, target),
-        "phase": lambda: head_phase_loss(phase, target),
+        "phase": lambda: head_phase_loss(codec.learned_phase(phase_head), target),
+        "frequency": lambda: head_frequency_loss(codec, phase_head, target),
     }
+    if codec.phase != "frequency":
+        del lazy_terms["frequency"]
     terms = {name: term() for name, term in lazy_terms.items() if w[name]}
     loss = sum(w[k] * v for k, v in terms.items())
     return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
@@ -372,6 +400,8 @@ def train(args: argparse.Namespace) -> dict:
         exported = load_codec(args.init)
         codec = build_codec(codec_config(**{**exported.arguments, **overrides}))
         codec.load_state_dict(exported.state_dict())
+        if codec.phase == "frequency" and exported.phase != "frequency":
+            codec.reset_frequency_head()  # px held a phase direction: start from offsets of 0
         state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
         log.info("initialised from %s", args.init)
     else:
