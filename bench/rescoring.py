@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="MAGNeT's weights (the rescorer stays float32)",
+        help="MAGNeT's weights (the rescorer follows them)",
     )
     args = parser.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
