@@ -5,9 +5,9 @@ one magnitude and one phase, then asks the attribute classifier (trained on real
 instrument family, drums, tempo band and mode:
 
 - magnitude: the true one (``|STFT(x)|``) or the codec's (decoder head from the clip's codes);
-- phase: the true one, the decoder's learned phase head, :func:`magnet_demo.codec.vocoder_phase`
-  rebuilt from that magnitude, or (codecs with ``phase="frequency"``) the vocoder with the head's
-  learned frequencies.
+- phase: the true one, or one of the codec's phase modes (``SpectralCodec.phase_of``): the learned
+  phase head, :func:`magnet_demo.codec.vocoder_phase` rebuilt from that magnitude, or (codecs with
+  ``phase="frequency"``) the vocoder with the head's learned frequencies.
 
 Writes ``assets/codec_diagnosis.json``::
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magnet_demo.codec import load_codec, vocoder_phase
+from magnet_demo.codec import load_codec
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
 from magnet_demo.train.corpus import load_corpus
 from magnet_demo.train.train_codec import logmel_l1
@@ -54,12 +54,8 @@ def rebuild(codec, x: torch.Tensor, magnitude: str, phase: str) -> torch.Tensor:
     log_mag = codec.log_magnitude(target) if magnitude == "true" else log_mag
     if phase == "true":
         unit = target / target.abs().clamp(min=1e-8)
-    elif phase == "learned":
-        unit = codec.learned_phase(phase_head)
-    elif phase == "vocoder":
-        unit = vocoder_phase(log_mag, codec.n_fft, codec.hop)
     else:
-        unit = vocoder_phase(log_mag, codec.n_fft, codec.hop, codec.frequency_offset(phase_head))
+        unit = codec.phase_of(phase, log_mag, phase_head)
     return codec.istft(torch.exp(log_mag) * unit)
 
 

@@ -476,17 +476,25 @@ class SpectralCodec(CompressionModel):
             self.decoder.proj_out.weight[rows].zero_()
             self.decoder.proj_out.bias[rows].zero_()
 
+    def phase_of(self, mode: str, log_mag: torch.Tensor, phase_head: torch.Tensor) -> torch.Tensor:
+        """The phase [B, n_freq, F] (complex) that phase ``mode`` (one of :data:`PHASE_MODES`) makes
+        from a log-magnitude and the phase channels: the learned head's direction,
+        :func:`vocoder_phase` of ``log_mag``, or the vocoder with the learned frequencies."""
+        if mode == "vocoder":
+            return vocoder_phase(log_mag, self.n_fft, self.hop)
+        if mode == "frequency":
+            return vocoder_phase(log_mag, self.n_fft, self.hop, self.frequency_offset(phase_head))
+        if mode == "learned":
+            return self.learned_phase(phase_head)
+        raise ValueError(f"phase must be one of {PHASE_MODES}, got {mode!r}")
+
     def output_phase(self, log_mag: torch.Tensor, phase_head: torch.Tensor) -> torch.Tensor:
-        """The phase the audio is made with [B, n_freq, F] (complex), by ``self.phase``: the learned
-        head's direction, :func:`vocoder_phase` of ``log_mag``, or the vocoder with the learned
-        frequencies. The vocoder modes give no gradient (peak picking): the magnitude learns from
-        the audio losses, the frequencies from their own loss."""
-        if self.phase == "vocoder":
-            return vocoder_phase(log_mag.detach(), self.n_fft, self.hop)
-        if self.phase == "frequency":
-            offset = self.frequency_offset(phase_head).detach()
-            return vocoder_phase(log_mag.detach(), self.n_fft, self.hop, offset)
-        return self.learned_phase(phase_head)
+        """The phase the audio is made with: :meth:`phase_of` this codec's ``phase`` mode. The
+        vocoder modes give no gradient (peak picking): the magnitude learns from the audio losses,
+        the frequencies from their own loss."""
+        if self.phase == "learned":
+            return self.learned_phase(phase_head)
+        return self.phase_of(self.phase, log_mag.detach(), phase_head.detach())
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with :meth:`output_phase`."""

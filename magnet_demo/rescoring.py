@@ -452,7 +452,7 @@ def pair_rescorer(
         return LMRescorer(rescorer, tokenizer, "the given LMModel", cfg_coef=cfg_coef)
     name = str(rescorer)
     check_tokenizers(model_tokenizer, tokenizer_of(name), magnet_model.name, name)
-    # the rescorer runs at the model's precision: in bfloat16 on a CPU with AMX it costs half as much
+    # the rescorer's matrix products run at the model's precision (bfloat16 where the model's do)
     return LMRescorer.load(
         name, str(magnet_model.device), cfg_coef=cfg_coef, precision=magnet_model.precision
     )

@@ -242,6 +242,9 @@ def test_phase_mode_is_part_of_the_checkpoint(codec, tmp_path):
         assert torch.equal(load_codec(tmp_path).decode(codes), learned.decode(codes))
     with pytest.raises(ValueError, match="phase"):
         build_codec(codec_config(phase="griffin-lim"))
+    log_mag, phase_head = codec.spectrum(codec.decode_latent(codes))
+    with pytest.raises(ValueError, match="phase must be one of"):
+        codec.phase_of("griffin-lim", log_mag, phase_head)
 
 
 def test_head_losses_are_zero_on_the_target_only(codec):

@@ -216,18 +216,15 @@ def codec_loss(
     # the magnitude only)
     y = codec.istft(torch.exp(log_mag) * codec.output_phase(log_mag, phase_head))[..., : x.shape[-1]]
     logmel, logstft = spectral(y[:, 0], x[:, 0])
-    lazy_terms = {
-        "logmel": lambda: logmel,
-        "logstft": lambda: logstft,
-        "wave": lambda: F.l1_loss(y, x),
-        "commit": lambda: commit,
+    terms = {"logmel": logmel, "logstft": logstft, "wave": F.l1_loss(y, x), "commit": commit}
+    head_terms = {  # computed only when weighted
         "mag": lambda: head_magnitude_loss(log_mag, target),
         "phase": lambda: head_phase_loss(codec.learned_phase(phase_head), target),
-        "frequency": lambda: head_frequency_loss(codec, phase_head, target),
     }
-    if codec.phase != "frequency":
-        del lazy_terms["frequency"]
-    terms = {name: term() for name, term in lazy_terms.items() if w[name]}
+    if codec.phase == "frequency":
+        head_terms["frequency"] = lambda: head_frequency_loss(codec, phase_head, target)
+    terms.update({name: term() for name, term in head_terms.items() if w[name]})
+    terms = {name: value for name, value in terms.items() if w[name]}
     loss = sum(w[k] * v for k, v in terms.items())
     return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
