@@ -215,15 +215,15 @@ def test_frequency_mode_head_loss_and_reset(codec):
     )
     assert float(head_frequency_loss(model, exact, target)) < 1e-4
     spectral = SpectralLoss()
-    _, terms = codec_loss(model, spectral, x)
+    _, terms, _ = codec_loss(model, spectral, x)
     assert terms["frequency"] == pytest.approx(expected, rel=1e-5)
-    _, vocoder_terms = codec_loss(codec, spectral, x)
+    _, vocoder_terms, _ = codec_loss(codec, spectral, x)
     assert "frequency" not in vocoder_terms
     model.train()
     model.encoder.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.decoder.parameters()], lr=3e-3)
     for _ in range(20):
-        loss, terms = codec_loss(model, spectral, x, {"logmel": 0, "logstft": 0, "wave": 0, "commit": 0})
+        loss, terms, _ = codec_loss(model, spectral, x, {"logmel": 0, "logstft": 0, "wave": 0, "commit": 0})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -293,7 +293,7 @@ def test_short_overfit_lowers_logmel():
     spectral = SpectralLoss()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(30):
-        loss, _terms = codec_loss(model, spectral, x)
+        loss, _terms, _ = codec_loss(model, spectral, x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -313,11 +313,11 @@ def test_codec_loss_terms_and_bfloat16_autocast():
         model.quantizer.kmeans_init(model.encoder(model.features(x)))
     spectral = SpectralLoss()
     model.eval()  # no EMA update or dead-code reset between the two calls
-    full, terms = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5})
+    full, terms, _ = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5})
     assert set(terms) == {"loss", "logmel", "logstft", "wave", "commit", "mag", "phase"}
-    _, default_terms = codec_loss(model, spectral, x)
+    _, default_terms, _ = codec_loss(model, spectral, x)
     assert set(default_terms) == {"loss", "logmel", "logstft", "wave", "commit"}
-    low, low_terms = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5}, low_precision=True)
+    low, low_terms, _ = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5}, low_precision=True)
     low_value = float(low.detach())
     assert low.dtype == torch.float32 and low_terms.keys() == terms.keys()
     full_value = float(full.detach())

@@ -10,12 +10,15 @@ Steps, in order; each is skipped when its output exists, unless ``--force``:
 
 1. corpus      ``build_corpus``                    -> DATA/corpus/ (audio.npy, meta.jsonl, corpus.json)
 2. codec       ``train_codec``                     -> OUT/compression_state_dict.bin
-3. tokens      ``train_codec encode``              -> DATA/tokens.npy
-4. magnet      ``train_magnet``                    -> OUT/state_dict.bin
-5. rescorer    ``train_rescorer``                  -> OUT/rescorer/ (state_dict.bin + codec copy)
-6. classifier  ``train_classifier``                -> OUT/../classifier.pt (beside the model folder)
+3. decoder     ``train_codec --decoder-only``      -> OUT/compression_state_dict.bin again, with
+               learned phase frequencies; encoder and codebooks frozen, so the tokens do not change
+               (done when RUNS/decoder/metrics.json exists)
+4. tokens      ``train_codec encode``              -> DATA/tokens.npy
+5. magnet      ``train_magnet``                    -> OUT/state_dict.bin
+6. rescorer    ``train_rescorer``                  -> OUT/rescorer/ (state_dict.bin + codec copy)
+7. classifier  ``train_classifier``                -> OUT/../classifier.pt (beside the model folder)
 
-``--resume`` is passed to the three trainers (codec, magnet, rescorer) and makes them run even
+``--resume`` is passed to the four trainers (codec, decoder, magnet, rescorer) and makes them run even
 when their output exists: each continues its run folder (RUNS/<name>/last.pt) up to its budget, or
 just re-exports when the budget is spent. ``--quick`` trains a micro version of everything (a few
 clips rendered with the small TimGM6mb SoundFont, tiny models, seconds of training per step) into
@@ -38,14 +41,21 @@ log = logging.getLogger("train_all")
 #: add about 10 %). Not budgeted: the corpus (~3 min on 2 idle cores, 15 min on a shared machine)
 #: and the tokens (~1 min). In all about 2.5 hours on 2 cores. The trainers run alone: a second
 #: job on the same 2 cores slowed the MAGNeT training ~8x (its threads wait for each other).
-FULL_MINUTES = {"codec": 20.0, "magnet": 90.0, "rescorer": 25.0, "classifier": 6.0}
+FULL_MINUTES = {"codec": 50.0, "decoder": 10.0, "magnet": 90.0, "rescorer": 25.0, "classifier": 6.0}
+#: the codec's training: bfloat16 autocast where the CPU has AMX, and the decoder head's own
+#: log-magnitude loss (held-out log-mel L1 0.236 after 50 minutes, README "Next codec")
+CODEC_ARGS = ["--precision", "auto", "--loss-weight", "mag=1"]
+#: the decoder-only step: the head's px channel becomes each bin's instantaneous frequency,
+#: fitted to the true phase advance, at half the codec's learning rate
+DECODER_ARGS = ["--decoder-only", "--codec-arg", "phase=frequency", "--lr", "5e-4"]
 FULL_CLIPS = 5000
 #: the micro run: clips, share held out, seconds of training per trained step
 QUICK_CLIPS = 10
 QUICK_HELD_OUT = 0.25
 QUICK_SECONDS = 8.0
 QUICK_SOUNDFONT = "TimGM6mb.sf2"
-STEPS = ("corpus", "codec", "tokens", "magnet", "rescorer", "classifier")
+STEPS = ("corpus", "codec", "decoder", "tokens", "magnet", "rescorer", "classifier")
+RESUMABLE = ("codec", "decoder", "magnet", "rescorer")
 
 
 def quick_soundfont() -> Path | None:
@@ -60,7 +70,7 @@ def quick_soundfont() -> Path | None:
 
 
 class Pipeline:
-    """The six steps, with their paths and budgets, for a full or a quick run."""
+    """The seven steps, with their paths and budgets, for a full or a quick run."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -80,6 +90,7 @@ class Pipeline:
         return {
             "corpus": self.corpus / "meta.jsonl",
             "codec": self.out / COMPRESSION_FILE,
+            "decoder": self.runs / "decoder" / "metrics.json",
             "tokens": self.tokens,
             "magnet": self.out / LM_FILE,
             "rescorer": self.rescorer / LM_FILE,
@@ -118,7 +129,14 @@ class Pipeline:
     def codec_step(self):
         from magnet_demo.train import train_codec
 
-        train_codec.main(["--corpus", str(self.corpus), "--out", str(self.out), *self._trainer_args("codec")])
+        argv = ["--corpus", str(self.corpus), "--out", str(self.out), *CODEC_ARGS]
+        train_codec.main(argv + self._trainer_args("codec"))
+
+    def decoder_step(self):
+        from magnet_demo.train import train_codec
+
+        argv = ["--corpus", str(self.corpus), "--out", str(self.out), "--init", str(self.out)]
+        train_codec.main(argv + CODEC_ARGS + DECODER_ARGS + self._trainer_args("decoder"))
 
     def tokens_step(self):
         from magnet_demo.train import train_codec
@@ -149,12 +167,11 @@ class Pipeline:
     def run(self, only: list[str] | None = None) -> dict[str, float]:
         """Run the steps (or ``only`` those); returns seconds per step run."""
         outputs, seconds = self.outputs(), {}
-        resumable = {"codec", "magnet", "rescorer"}
         for name in STEPS:
             if only and name not in only:
                 continue
             done = outputs[name].exists()
-            if done and not self.args.force and not (self.args.resume and name in resumable):
+            if done and not self.args.force and not (self.args.resume and name in RESUMABLE):
                 log.info("[%s] skipped: %s exists (--force to redo)", name, outputs[name])
                 continue
             log.info("[%s] -> %s", name, outputs[name])

@@ -48,6 +48,12 @@ from magnet_demo.codec import (
 )
 from magnet_demo.controls import PRECISIONS
 from magnet_demo.models import resolve_precision
+from magnet_demo.train.adversarial import (
+    MultiResolutionDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+)
 
 log = logging.getLogger("train_codec")
 
@@ -73,7 +79,11 @@ LOSS_WEIGHTS = {
     "mag": 0.0,
     "phase": 0.0,
     "frequency": 1.0,
+    "adversarial": 0.0,
+    "feature": 0.0,
 }
+#: Adam betas of the discriminator (a GAN's usual low first moment)
+DISC_BETAS = (0.5, 0.9)
 #: micro configuration of ``--quick``: same token layout (4 x 256 at 50 Hz), tiny network
 QUICK_ARGS = {"dim": 64, "hidden": 128, "encoder_blocks": 1, "decoder_blocks": 1}
 QUICK_SECONDS = 12  # training only: with start-up, k-means init, evaluation and export ~20 s
@@ -197,12 +207,16 @@ def codec_loss(
     x: torch.Tensor,
     weights: dict[str, float] | None = None,
     low_precision: bool = False,
-) -> tuple[torch.Tensor, dict]:
-    """Training loss of ``codec`` on audio x [B, 1, T]; returns (loss, float terms for the log).
+    discriminator: MultiResolutionDiscriminator | None = None,
+) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """Training loss of ``codec`` on audio x [B, 1, T]; returns (loss, float terms for the log,
+    the decoded audio y [B, 1, T]).
 
     ``weights`` overrides entries of :data:`LOSS_WEIGHTS`; terms of weight 0 are not computed.
     ``low_precision`` runs the encoder and decoder networks under bfloat16 autocast; the STFTs,
-    the quantiser and the losses stay float32.
+    the quantiser and the losses stay float32. The ``adversarial`` and ``feature`` terms need a
+    ``discriminator`` (:mod:`magnet_demo.train.adversarial`); its own update is
+    :func:`discriminator_step`, on the returned y.
     """
     w = {**LOSS_WEIGHTS, **(weights or {})}
     autocast = functools.partial(torch.autocast, x.device.type, dtype=torch.bfloat16, enabled=low_precision)
@@ -224,9 +238,31 @@ def codec_loss(
     if codec.phase == "frequency":
         head_terms["frequency"] = lambda: head_frequency_loss(codec, phase_head, target)
     terms.update({name: term() for name, term in head_terms.items() if w[name]})
+    if discriminator is not None and (w["adversarial"] or w["feature"]):
+        fake_logits, fake_features = discriminator(y)
+        with torch.no_grad():
+            _, real_features = discriminator(x)
+        terms["adversarial"] = generator_loss(fake_logits)
+        terms["feature"] = feature_matching_loss(real_features, fake_features)
     terms = {name: value for name, value in terms.items() if w[name]}
     loss = sum(w[k] * v for k, v in terms.items())
-    return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+    return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}, y
+
+
+def discriminator_step(
+    discriminator: MultiResolutionDiscriminator,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+) -> float:
+    """One hinge-loss update of the discriminator on real and decoded audio [B, 1, T]; returns its loss."""
+    real_logits, _ = discriminator(real)
+    fake_logits, _ = discriminator(fake.detach())
+    loss = discriminator_loss(real_logits, fake_logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -429,6 +465,14 @@ def train(args: argparse.Namespace) -> dict:
     opt = torch.optim.AdamW(trained, lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
     if state is not None:
         opt.load_state_dict(state["opt"])
+    discriminator = disc_opt = None
+    if weights["adversarial"] or weights["feature"]:
+        discriminator = MultiResolutionDiscriminator()
+        disc_opt = torch.optim.AdamW(discriminator.parameters(), lr=args.disc_lr, betas=DISC_BETAS)
+        if state is not None and "disc" in state:
+            discriminator.load_state_dict(state["disc"])
+            disc_opt.load_state_dict(state["disc_opt"])
+        log.info("discriminator %.2fM parameters", sum(p.numel() for p in discriminator.parameters()) / 1e6)
 
     codec.train()
     if args.decoder_only:
@@ -444,11 +488,13 @@ def train(args: argparse.Namespace) -> dict:
         for group in opt.param_groups:
             group["lr"] = lr
         crops = corpus.crops(rng, args.batch, args.crop)
-        loss, terms = codec_loss(codec, spectral, crops, weights, low_precision)
+        loss, terms, decoded = codec_loss(codec, spectral, crops, weights, low_precision, discriminator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
+        if discriminator is not None:
+            terms["disc"] = discriminator_step(discriminator, disc_opt, crops, decoded)
         step, session_steps = step + 1, session_steps + 1
         elapsed += clock() - t0
         cpu += time.process_time() - c0
@@ -487,6 +533,8 @@ def train(args: argparse.Namespace) -> dict:
                 "cpu": cpu,
                 "history": history,
             }
+            if discriminator is not None:
+                state.update(disc=discriminator.state_dict(), disc_opt=disc_opt.state_dict())
             _save_state(state_path, state)
             last_save = now
 
@@ -603,6 +651,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=SAMPLE_RATE, help="crop length in samples (one second)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--disc-lr", type=float, default=2e-4, help="discriminator (adversarial=W or feature=W)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 200, 20 with --quick)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
