@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="language-model weights (default auto: bfloat16 on CPUs with AMX, else float32)",
+        help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
     )
     return parser.parse_args(argv)
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="language-model weights (auto: bfloat16 on CPUs with AMX, else float32)",
+        help="language-model weights (auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
     )
     return p
 

@@ -22,7 +22,7 @@ DEFAULT_TOP_P = 0.9
 DEFAULT_MAX_CFG = 10.0
 DEFAULT_MIN_CFG = 1.0
 #: precisions of the language model's weights (:func:`magnet_demo.models.load_model`); "auto" =
-#: bfloat16 on a CPU that multiplies bfloat16 matrices in hardware (Intel AMX), else float32
+#: bfloat16 on a CPU that multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16), else float32
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 

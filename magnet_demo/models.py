@@ -286,10 +286,15 @@ def resolve_name(name: str) -> tuple[str, str]:
     )
 
 
+#: torch's probes of the CPU instructions that multiply bfloat16 matrices in hardware: Intel AMX
+#: tiles (Sapphire Rapids and later) and AVX-512 BF16 dot products (AMD Zen 4/5, Intel Cooper Lake)
+BFLOAT16_MATMUL_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+
+
 def native_bfloat16_matmul() -> bool:
-    """True where this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe is not None and probe())
+    """True where this CPU multiplies bfloat16 matrices in hardware (AMX tiles or AVX-512 BF16)."""
+    probes = (getattr(torch.cpu, name, None) for name in BFLOAT16_MATMUL_PROBES)
+    return any(probe is not None and probe() for probe in probes)
 
 
 def resolve_precision(precision: str, device: str) -> str:

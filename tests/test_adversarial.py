@@ -134,7 +134,9 @@ def test_adversarial_training_saves_and_resumes_the_discriminator(tmp_path):
     assert {"disc", "disc_opt"} <= set(state) and state["history"]
     assert "disc" in state["history"][-1] and "adversarial" in state["history"][-1]
     MultiResolutionDiscriminator().load_state_dict(state["disc"])
-    train_codec.main([*argv, "--minutes", "0.04", "--resume"])
+    # a budget beyond the time already spent (however slow the machine): at least one more step
+    more = state["elapsed"] / 60 + 0.02
+    train_codec.main([*argv, "--minutes", str(more), "--resume"])
     resumed = torch.load(run / "last.pt", weights_only=False)
     assert resumed["step"] > state["step"]
     # one discriminator update per codec step, counted across the two sessions: it was resumed

@@ -84,6 +84,20 @@ def test_precision_choice():
         load_model("embedded", device="cpu", precision="half")
 
 
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_bfloat16_hardware_is_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16, expected):
+    """Intel AMX tiles and AVX-512 BF16 (AMD Zen 4/5) both make "auto" pick bfloat16 on the CPU."""
+    from magnet_demo.models import native_bfloat16_matmul, resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert native_bfloat16_matmul() is expected
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if expected else "float32")
+
+
 def test_bfloat16_weights_decode(tiny_folder, tiny_model):
     """bfloat16 weights give float32 records; the first step's confidences stay close to float32's."""
     from magnet_demo.controls import DecodingConfig

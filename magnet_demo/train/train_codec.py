@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> None:
         "--precision",
         default="float32",
         choices=PRECISIONS,
-        help="matrix products of the encoder and decoder (auto: bfloat16 autocast on CPUs with AMX)",
+        help="matrix products of the encoder and decoder (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")

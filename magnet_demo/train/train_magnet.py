@@ -515,7 +515,7 @@ def add_training_args(
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX, else float32)",
+        help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, else float32)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=float, default=60.0, help="seconds")
