@@ -11,6 +11,16 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small tensors: on a busy 2-core machine a second
+    thread only waits (10x slower). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     """A 12 s tiny MAGNeT (LUT conditioner, 64 codes, EnCodec 32 kHz at 50 Hz)."""

@@ -25,12 +25,7 @@ from magnet_demo.train.train_codec import (
 SR = 16_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hinge_losses_exact_values():

@@ -46,13 +46,7 @@ def _audio(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(synthetic_audio(np.random.default_rng(seed), batch, length))[:, None]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: on a busy 2-core machine a second intra-op thread only waits (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
