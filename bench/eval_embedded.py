@@ -2,7 +2,8 @@
 
 An attribute classifier trained on real corpus audio (``assets/classifier.pt``) labels
 (a) held-out real clips, (b) their codec reconstructions, (c) clips generated from their captions
-by the embedded MAGNeT at default settings, (d) the same with CFG off (coefficient 1). Also: the
+by the embedded MAGNeT at its default settings (``LoadedModel.default_config``: audiocraft's, with
+the model's recommended sampling settings), (d) the same with CFG off (coefficient 1). Also: the
 multi-resolution log-mel L1 of the reconstructions, the engine's time for 10 s (median of 5), and
 the MAGNeT vs autoregressive (the embedded rescorer, MusicGen-style) generation time for 10 s,
 each in float32 and bfloat16 weights, timed side by side in this one run. Generated clips use the
@@ -76,9 +77,9 @@ def _spectrogram_figure(
 
 
 def _time_magnet(engine: Engine) -> float:
-    """Seconds for 10 s from the engine at default settings, text to waveform."""
+    """Seconds for 10 s from the engine at the model's default settings, text to waveform."""
     start = time.perf_counter()
-    engine.decode([SPEED_PROMPT], DecodingConfig(), seed=0)
+    engine.decode([SPEED_PROMPT], engine.model.default_config(), seed=0)
     return time.perf_counter() - start
 
 
@@ -183,7 +184,7 @@ def main() -> None:
         )
     recon_raw = decode_tokens(codec, codes)[:, :length]
     recon = prepare_audio(recon_raw)
-    default = DecodingConfig()
+    default = model.default_config()  # audiocraft's defaults with the model's recommended settings
     generated = prepare_audio(_generate(engine, captions, default, args.batch, args.seed))
     cfg_off = default.replace(max_cfg_coef=1.0, min_cfg_coef=1.0)
     no_cfg = prepare_audio(_generate(engine, captions, cfg_off, args.batch, args.seed))
@@ -207,6 +208,7 @@ def main() -> None:
     results["cfg_off_over_real"] = results["accuracy"]["generated_cfg_off"]["mean"] / real_mean
 
     results["precision"] = model.precision
+    results["settings"] = model.settings
     rescorer = Path(args.rescorer or Path(args.model) / "rescorer")
     if args.rescorer is None and not rescorer.is_dir():
         rescorer = EMBEDDED_DIR / "rescorer"

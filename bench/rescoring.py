@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magnet_demo.audio import decode_tokens  # noqa: E402
-from magnet_demo.controls import PRECISIONS, DecodingConfig  # noqa: E402
+from magnet_demo.controls import PRECISIONS  # noqa: E402
 from magnet_demo.engine import MAX_BATCH, Engine  # noqa: E402
 from magnet_demo.models import EMBEDDED_NAME, load_model  # noqa: E402
 from magnet_demo.rescoring import pair_rescorer, rescorer_for  # noqa: E402
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         classifier = load_classifier(args.classifier)
 
-    config = DecodingConfig(duration=args.duration or model.max_duration)
+    config = model.default_config().replace(duration=args.duration or model.max_duration)
     if args.steps:
         config = config.replace(decoding_steps=tuple(int(s) for s in args.steps.split(",")))
     engine = Engine(model, rescorer)

@@ -33,13 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps", type=_steps, default=defaults.decoding_steps, help="steps per codebook, e.g. 20,10,10,10"
     )
-    p.add_argument("--temperature", type=float, default=defaults.temperature)
-    p.add_argument("--top-p", type=float, default=defaults.top_p)
-    p.add_argument("--top-k", type=int, default=defaults.top_k)
-    p.add_argument("--max-cfg", type=float, default=defaults.max_cfg_coef)
-    p.add_argument("--min-cfg", type=float, default=defaults.min_cfg_coef)
+    # sampling settings: None = the model's recommended value (LoadedModel.default_config)
+    model_default = "default: the model's recommended value, else {}"
+    p.add_argument("--temperature", type=float, help=model_default.format(defaults.temperature))
+    p.add_argument("--top-p", type=float, help=model_default.format(defaults.top_p))
+    p.add_argument("--top-k", type=int, help=model_default.format(defaults.top_k))
+    p.add_argument("--max-cfg", type=float, help=model_default.format(defaults.max_cfg_coef))
+    p.add_argument("--min-cfg", type=float, help=model_default.format(defaults.min_cfg_coef))
     p.add_argument("--span-arrangement", default=defaults.span_arrangement, choices=["nonoverlap", "stride1"])
-    p.add_argument("--span-scoring", default=defaults.span_scoring, choices=["max", "prod"])
+    p.add_argument(
+        "--span-scoring", choices=["max", "prod"], help=model_default.format(defaults.span_scoring)
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out", type=Path, default=Path("outputs"), help="folder for sample_<i>.wav and trace.npz"
@@ -62,16 +66,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = load_model(args.model, precision=args.precision)
-        config = DecodingConfig(
+        sampling = {
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "top_k": args.top_k,
+            "max_cfg_coef": args.max_cfg,
+            "min_cfg_coef": args.min_cfg,
+            "span_scoring": args.span_scoring,
+        }
+        config = model.default_config().replace(
             decoding_steps=args.steps,
             duration=args.duration or model.max_duration,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            max_cfg_coef=args.max_cfg,
-            min_cfg_coef=args.min_cfg,
             span_arrangement=args.span_arrangement,
-            span_scoring=args.span_scoring,
+            **{key: value for key, value in sampling.items() if value is not None},
         )
         engine = Engine(model)
 

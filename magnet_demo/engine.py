@@ -213,7 +213,8 @@ class Engine:
 
         Args:
             prompts: B text descriptions.
-            config: run settings (``DecodingConfig()``: audiocraft's defaults).
+            config: run settings (default: ``model.default_config()``, audiocraft's defaults with
+                the model's recommended sampling settings).
             seed: seeds the sampler's own generator (the global RNG is left alone).
             controls: live controls; by default fixed at the config's values.
             prompt_tokens: ``[B, K, P]`` codes to continue from; never re-masked.
@@ -224,7 +225,7 @@ class Engine:
             ValueError: bad prompts, config, prompt tokens or resume record (raised by this call,
                 before any step runs).
         """
-        config = config or DecodingConfig()
+        config = config or self.model.default_config()
         prompts = self._check_prompts(prompts)
         lm, model = self.lm, self.model
         config.check_model(model.num_codebooks, model.max_duration, lm.card)
@@ -327,7 +328,7 @@ class Engine:
         A cancelled run's audio is the preview of its last step (finished codebooks plus
         proposals); its tokens are that step's canvas.
         """
-        config = config or DecodingConfig()
+        config = config or self.model.default_config()
         records = []
         for record in self.steps(
             prompts,

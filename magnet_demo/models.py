@@ -20,9 +20,10 @@ fast kernel stays, fed with an 8-aligned mask that audiocraft slices itself.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
 from magnet_demo.compat import has_real_xformers, import_audiocraft
-from magnet_demo.controls import PRECISIONS
+from magnet_demo.controls import PRECISIONS, DecodingConfig
 
 import_audiocraft()
 
@@ -42,15 +43,24 @@ from audiocraft.models.lm import LMModel  # noqa: E402
 from audiocraft.models.lm_magnet import MagnetLMModel  # noqa: E402
 from audiocraft.modules.transformer import set_efficient_attention_backend  # noqa: E402
 
-#: the released checkpoints (audiocraft's MAGNeT.get_pretrained docstring); duration in seconds
+#: sampling settings that audiocraft's own MAGNeT demo (demos/magnet_app.py) gives its sound
+#: models; its music models use the defaults of :class:`DecodingConfig` (``set_generation_params``)
+SOUND_SETTINGS = {"temperature": 3.5, "top_p": 0.8, "max_cfg_coef": 20.0}
+#: the released checkpoints (audiocraft's MAGNeT.get_pretrained docstring); duration in seconds,
+#: settings: recommended sampling settings where they differ from the defaults
 HUB_MODELS = {
     "facebook/magnet-small-10secs": {"duration": 10, "domain": "music"},
     "facebook/magnet-medium-10secs": {"duration": 10, "domain": "music"},
     "facebook/magnet-small-30secs": {"duration": 30, "domain": "music"},
     "facebook/magnet-medium-30secs": {"duration": 30, "domain": "music"},
-    "facebook/audio-magnet-small": {"duration": 10, "domain": "sound"},
-    "facebook/audio-magnet-medium": {"duration": 10, "domain": "sound"},
+    "facebook/audio-magnet-small": {"duration": 10, "domain": "sound", "settings": SOUND_SETTINGS},
+    "facebook/audio-magnet-medium": {"duration": 10, "domain": "sound", "settings": SOUND_SETTINGS},
 }
+#: optional file of a checkpoint folder: its recommended sampling settings, a JSON object of
+#: :class:`DecodingConfig` fields (e.g. ``{"temperature": 2.0}``)
+SETTINGS_FILE = "generation.json"
+#: the fields such a file may set (the rest belong to a run, not to a model)
+SETTINGS_FIELDS = ("temperature", "top_p", "top_k", "max_cfg_coef", "min_cfg_coef", "span_scoring")
 #: where the embedded model ships
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
 EMBEDDED_NAME = "embedded"
@@ -77,6 +87,8 @@ class LoadedModel:
         lm: the MAGNeT language model (eval mode).
         compression_model: the audio codec (eval mode).
         cfg: the LM's ``xp.cfg``.
+        settings: recommended sampling settings (:data:`SETTINGS_FIELDS`) where they differ from
+            audiocraft's defaults; :meth:`default_config` applies them.
     """
 
     name: str
@@ -86,6 +98,11 @@ class LoadedModel:
     cfg: DictConfig
     custom_parts: tuple[str, ...] = ()
     precision: str = "float32"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def default_config(self) -> DecodingConfig:
+        """What a run of this model starts from: audiocraft's defaults with its recommended settings."""
+        return DecodingConfig(**self.settings)
 
     @property
     def sample_rate(self) -> int:
@@ -310,6 +327,27 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bfloat16" if str(device).startswith("cpu") and native_bfloat16_matmul() else "float32"
 
 
+def recommended_settings(location: str, kind: str) -> dict[str, Any]:
+    """A model's recommended sampling settings: :data:`HUB_MODELS`' for hub names, else the
+    folder's :data:`SETTINGS_FILE` (none when absent). Raises ModelLoadError for a bad file."""
+    if kind == "hub":
+        return dict(HUB_MODELS.get(location, {}).get("settings", {}))
+    path = Path(location) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+        if not isinstance(settings, dict):
+            raise ValueError("it must hold a JSON object of sampling settings")
+        unknown = sorted(set(settings) - set(SETTINGS_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; a model may set {', '.join(SETTINGS_FIELDS)}")
+        DecodingConfig(**settings)  # validates the values
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise ModelLoadError(f"Bad {SETTINGS_FILE} in '{location}': {error}") from None
+    return settings
+
+
 def load_model(
     name: str = EMBEDDED_NAME, device: str | None = None, precision: str = "float32"
 ) -> LoadedModel:
@@ -326,6 +364,7 @@ def load_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(precision, device)
     location, kind = resolve_name(name)
+    settings = recommended_settings(location, kind)
     lm_pkg, comp_pkg = _read_packages(location, kind)
     lm_cfg = OmegaConf.create(lm_pkg["xp.cfg"])
     if lm_cfg.get("lm_model") != "transformer_lm_magnet":
@@ -358,6 +397,7 @@ def load_model(
         cfg=lm.cfg,
         custom_parts=tuple(custom),
         precision=precision,
+        settings=settings,
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from magnet_demo import viz
 from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from magnet_demo.engine import MAX_BATCH
-from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
+from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, SETTINGS_FIELDS, LoadedModel
 from magnet_demo.schedules import CFG_SCHEDULES, CFGSchedule
 from magnet_demo.session import (
     DEFAULT_OUTPUT_ROOT,
@@ -132,7 +132,8 @@ class DemoApp:
 
     # ----------------------------------------------------------------- model picker
     def model_changed(self, model_name: str, duration: float = MAX_DURATION_DEFAULT):
-        """Load the chosen model; returns (info, steps, duration, examples, rescoring info).
+        """Load the chosen model; returns (info, steps, duration, examples, rescoring info, then one
+        update per field of :data:`SETTINGS_FIELDS`: the model's recommended sampling settings).
 
         A model that cannot be loaded leaves the settings alone and says why in the info box.
         """
@@ -147,6 +148,7 @@ class DemoApp:
                 gr.update(),
                 gr.Dataset(samples=self.examples_for(name)),
                 gr.update(),
+                *(gr.update() for _ in SETTINGS_FIELDS),
             )
         rescorer, why = self.models.rescorer_name(name)
         info = (
@@ -157,6 +159,10 @@ class DemoApp:
         weight_info = f"{RESCORING_HELP} Rescorer: " + (
             f"**{rescorer}** ({why})." if rescorer else f"none ({why})."
         )
+        if model.settings:
+            shown = ", ".join(f"{key} {value}" for key, value in model.settings.items())
+            info += f" · recommended sampling: {shown}"
+        defaults = model.default_config()
         return (
             info,
             steps_text(default_steps(model.num_codebooks)),
@@ -166,6 +172,7 @@ class DemoApp:
             ),
             gr.Dataset(samples=self.examples_for(name, model)),
             gr.update(info=weight_info),
+            *(gr.update(value=getattr(defaults, key)) for key in SETTINGS_FIELDS),
         )
 
     # ----------------------------------------------------------------- generation
@@ -684,7 +691,9 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
         private = {"api_visibility": "private"}
 
         examples.click(lambda values: values[0], examples, prompt, **private)
-        model_outputs = [model_info, decoding_steps, duration, examples, rescore_weight]
+        # one component per SETTINGS_FIELDS entry, in its order
+        sampling = [temperature, top_p, top_k, max_cfg, min_cfg, span_scoring]
+        model_outputs = [model_info, decoding_steps, duration, examples, rescore_weight, *sampling]
         model.change(app.model_changed, [model, duration], model_outputs, api_name="model_info")
         demo.load(app.model_changed, [model, duration], model_outputs, **private)
 

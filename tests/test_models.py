@@ -115,3 +115,55 @@ def test_bfloat16_weights_decode(tiny_folder, tiny_model):
     assert np.array_equal(masked, ~np.isnan(low.confidence))
     same = low.tokens[:, 0][masked] == full.tokens[:, 0][masked]
     assert same.mean() > 0.5  # same seed: most sampled tokens agree despite rounding
+
+
+def test_recommended_settings_of_hub_models():
+    """audiocraft's demo samples its sound models at 3.5 / 0.8 / CFG 20, its music models at the defaults."""
+    from magnet_demo.models import recommended_settings
+
+    sound = {"temperature": 3.5, "top_p": 0.8, "max_cfg_coef": 20.0}
+    assert recommended_settings("facebook/audio-magnet-small", "hub") == sound
+    assert recommended_settings("facebook/audio-magnet-medium", "hub") == sound
+    assert recommended_settings("facebook/magnet-small-10secs", "hub") == {}
+
+
+def test_a_folder_recommends_its_sampling_settings_and_runs_start_from_them(tmp_path):
+    import json
+
+    from magnet_demo.engine import Engine
+    from magnet_demo.models import SETTINGS_FILE
+    from magnet_demo.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "m", seed=0)
+    assert load_model(str(folder), device="cpu").settings == {}
+    (folder / SETTINGS_FILE).write_text(json.dumps({"temperature": 2.0, "max_cfg_coef": 4.0}))
+    model = load_model(str(folder), device="cpu")
+    assert model.settings == {"temperature": 2.0, "max_cfg_coef": 4.0}
+    config = model.default_config()
+    assert (config.temperature, config.max_cfg_coef, config.top_p, config.min_cfg_coef) == (
+        2.0,
+        4.0,
+        0.9,
+        1.0,
+    )
+    first = next(Engine(model).steps(["a b"]))  # no config: the model's
+    assert first.controls.temperature == 2.0 and first.controls.cfg.max_coef == 4.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"duration": 5}', "unknown settings \\['duration'\\]"),
+        ('{"temperature": -1}', "temperature must be >= 0.0"),
+        ("[2.0]", "JSON object"),
+        ("temperature: 2", "Expecting value"),
+    ],
+)
+def test_a_bad_settings_file_is_a_readable_load_error(tmp_path, text, message):
+    from magnet_demo.models import SETTINGS_FILE
+    from magnet_demo.tiny import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / "m", seed=0)
+    (folder / SETTINGS_FILE).write_text(text)
+    with pytest.raises(ModelLoadError, match=f"Bad generation.json in '{folder}': .*{message}"):
+        load_model(str(folder), device="cpu")

@@ -123,10 +123,35 @@ def test_bad_settings_give_readable_errors(app, tiny_model, changes, message):
 def test_model_picker_reports_instead_of_raising(app, tiny_model):
     info, steps, *_ = app.model_changed("/no/such/folder")
     assert "cannot be used" in info and "Unknown model" in info
-    info, steps, duration, examples, weight = app.model_changed(tiny_model, 10.0)
+    info, steps, duration, examples, weight, *sampling = app.model_changed(tiny_model, 10.0)
     assert "4 codebooks" in info and steps == "20, 10, 10, 10"
     assert duration["maximum"] == 12.0
     assert "rescorer" in weight["info"]
+    # no recommended settings: audiocraft's defaults, in SETTINGS_FIELDS' order
+    assert [u["value"] for u in sampling] == [3.0, 0.9, 0, 10.0, 1.0, "max"]
+    assert "recommended sampling" not in info
+
+
+def test_model_picker_sets_the_models_recommended_sampling(app, tiny_folder, tmp_path):
+    import json
+    import shutil
+
+    from magnet_demo.models import SETTINGS_FIELDS, SETTINGS_FILE
+
+    folder = tmp_path / "tuned"
+    shutil.copytree(tiny_folder, folder)
+    (folder / SETTINGS_FILE).write_text(json.dumps({"temperature": 2.0, "max_cfg_coef": 4.0}))
+    info, *_, temperature, top_p, top_k, max_cfg, min_cfg, scoring = app.model_changed(str(folder), 10.0)
+    assert "recommended sampling: temperature 2.0, max_cfg_coef 4.0" in info
+    values = [u["value"] for u in (temperature, top_p, top_k, max_cfg, min_cfg, scoring)]
+    assert dict(zip(SETTINGS_FIELDS, values, strict=True)) == {
+        "temperature": 2.0,
+        "top_p": 0.9,
+        "top_k": 0,
+        "max_cfg_coef": 4.0,
+        "min_cfg_coef": 1.0,
+        "span_scoring": "max",
+    }
 
 
 def test_stop_cancels_between_steps_and_the_app_stays_usable(app, tiny_model):
