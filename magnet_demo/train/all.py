@@ -37,13 +37,14 @@ from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
 
 log = logging.getLogger("train_all")
 
-#: training budgets of the full run, in minutes (time in optimiser steps; the trainers' evaluations
-#: add about 10 %). Not budgeted: the corpus (~3 min on 2 idle cores, 15 min on a shared machine)
-#: and the tokens (~1 min). In all about 2.5 hours on 2 cores. The trainers run alone: a second
-#: job on the same 2 cores slowed the MAGNeT training ~8x (its threads wait for each other).
-FULL_MINUTES = {"codec": 50.0, "decoder": 10.0, "magnet": 90.0, "rescorer": 25.0, "classifier": 6.0}
-#: the codec's training: bfloat16 autocast where the CPU has AMX, and the decoder head's own
-#: log-magnitude loss (held-out log-mel L1 0.236 after 50 minutes, README "Next codec")
+#: training budgets of the full run, in minutes of wall time (time in optimiser steps; the trainers'
+#: evaluations add a few %): those of the shipped model, trained on 2 idle AMD EPYC (Zen 5) cores
+#: with bfloat16 autocast (codec 11.7 steps/s, MAGNeT 4.0 steps/s). Not budgeted: the corpus
+#: (~3 min on 2 idle cores) and the tokens (~1 min). In all about 2.5 hours. The trainers run alone:
+#: a second job on the same 2 cores slowed the MAGNeT training ~8x (its threads wait for each other).
+FULL_MINUTES = {"codec": 40.0, "decoder": 8.0, "magnet": 66.0, "rescorer": 14.0, "classifier": 6.0}
+#: the codec's training: bfloat16 autocast where the CPU multiplies bfloat16 in hardware, and the
+#: decoder head's own log-magnitude loss
 CODEC_ARGS = ["--precision", "auto", "--loss-weight", "mag=1"]
 #: the decoder-only step: the head's px channel becomes each bin's instantaneous frequency,
 #: fitted to the true phase advance, at half the codec's learning rate
