@@ -137,13 +137,19 @@ def _speed(model_dir: str, model, rescorer_dir: Path) -> dict:
     return out
 
 
-def main() -> None:
+def model_corpus_parser(description: str) -> argparse.ArgumentParser:
+    """A command line with the model folder, the corpus and the attribute classifier to score with."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=str(EMBEDDED_DIR))
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--classifier", default=str(ASSETS / "classifier.pt"))
+    return parser
+
+
+def main() -> None:
+    parser = model_corpus_parser(__doc__)
     parser.add_argument(
         "--clips", type=int, default=None, help="held-out clips to evaluate (default: all 235, ~13 min)"
     )

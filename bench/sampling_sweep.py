@@ -13,17 +13,16 @@ With 48 clips a mean accuracy moves by about +/- 0.05 between seeds: only larger
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.eval_embedded import ASSETS, _generate
+from bench.eval_embedded import _generate, model_corpus_parser
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
-from magnet_demo.models import EMBEDDED_DIR, load_model
+from magnet_demo.models import load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
 from magnet_demo.train.corpus import load_corpus
 
@@ -50,12 +49,7 @@ def parse_setting(text: str) -> dict[str, float | int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default=str(EMBEDDED_DIR))
-    parser.add_argument("--corpus", default="data/corpus")
-    parser.add_argument("--classifier", default=str(ASSETS / "classifier.pt"))
+    parser = model_corpus_parser(__doc__)
     parser.add_argument("--clips", type=int, default=48, help="training clips, evenly spread")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated settings")
     parser.add_argument("--batch", type=int, default=8)
