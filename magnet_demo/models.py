@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
+from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, load_package
 from magnet_demo.compat import has_real_xformers, import_audiocraft
 from magnet_demo.controls import PRECISIONS, DecodingConfig
 
@@ -254,28 +254,49 @@ def _hub_reachable() -> bool:
         return False
 
 
-def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The LM and codec packages of a folder or hub name.
+def _package_files(name: str, kind: str) -> tuple[str, str]:
+    """Paths of the LM and codec files of a folder or hub name, downloading hub files if needed.
 
     A hub checkpoint already in the cache is read from there without any network request (the
     Hub client would otherwise retry for ~40 s on an offline machine); an uncached one on a
-    machine that cannot reach the Hub fails at once with a message that says what to do.
+    machine that cannot reach the Hub fails at once with a message that says what to do. Downloads
+    go where audiocraft's own loaders put them (its cache folder, same library tag).
     """
-    lm_source, comp_source = name, name
-    if kind == "hub":
-        lm_file, comp_file = _cached_file(name, LM_FILE), _cached_file(name, COMPRESSION_FILE)
-        if lm_file and comp_file:
-            lm_source, comp_source = lm_file, comp_file
-        elif not _hub_reachable():
-            raise ModelLoadError(_offline_message(name, ConnectionError(f"{HUB_HOST} cannot be reached")))
+    if kind != "hub":
+        return os.path.join(name, LM_FILE), os.path.join(name, COMPRESSION_FILE)
+    lm_file, comp_file = _cached_file(name, LM_FILE), _cached_file(name, COMPRESSION_FILE)
+    if lm_file and comp_file:
+        return lm_file, comp_file
+    if not _hub_reachable():
+        raise ModelLoadError(_offline_message(name, ConnectionError(f"{HUB_HOST} cannot be reached")))
+    import audiocraft
+    from huggingface_hub import hf_hub_download
+
+    files = []
+    for filename in (LM_FILE, COMPRESSION_FILE):
+        try:
+            files.append(
+                hf_hub_download(
+                    repo_id=name,
+                    filename=filename,
+                    cache_dir=loaders.get_audiocraft_cache_dir(),
+                    library_name="audiocraft",
+                    library_version=audiocraft.__version__,
+                )
+            )
+        except Exception as error:  # hub errors come in many types (offline, gated, not found)
+            raise ModelLoadError(_offline_message(name, error)) from error
+    return files[0], files[1]
+
+
+def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The LM and codec packages of a folder or hub name, memory-mapped (:func:`load_package`):
+    the model built from them then holds the only in-memory copy of the weights."""
+    lm_file, comp_file = _package_files(name, kind)
     try:
-        lm_pkg = loaders.load_lm_model_ckpt(lm_source)
-        comp_pkg = loaders.load_compression_model_ckpt(comp_source)
-    except Exception as error:  # hub errors come in many types (offline, gated, not found)
-        if kind != "hub":
-            raise ModelLoadError(f"Could not read the checkpoint folder '{name}': {error}") from error
-        raise ModelLoadError(_offline_message(name, error)) from error
-    return lm_pkg, comp_pkg
+        return load_package(lm_file), load_package(comp_file)
+    except Exception as error:  # a truncated, foreign or unreadable file
+        raise ModelLoadError(f"Could not read the checkpoint of '{name}': {error}") from error
 
 
 def resolve_name(name: str) -> tuple[str, str]:
@@ -403,7 +424,8 @@ def load_model(
 
 def load_lm(location: str, device: str = "cpu") -> LMModel:
     """Load just the language model of a folder or hub name (e.g. an autoregressive rescorer)."""
-    lm_pkg = loaders.load_lm_model_ckpt(location)
+    lm_file = os.path.join(location, LM_FILE) if os.path.isdir(location) else None
+    lm_pkg = load_package(lm_file) if lm_file else loaders.load_lm_model_ckpt(location)
     lm = build_lm(OmegaConf.create(lm_pkg["xp.cfg"]), device)
     lm.load_state_dict(lm_pkg["best_state"])
     return lm.eval()

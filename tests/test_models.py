@@ -45,6 +45,43 @@ def test_autoregressive_checkpoint_is_refused(tmp_path, tiny_folder):
         load_model(str(tmp_path))
 
 
+def _mapped_file(tensor: torch.Tensor) -> str | None:
+    """The file whose memory mapping holds ``tensor``'s data (from /proc/self/maps), or None."""
+    address = tensor.untyped_storage().data_ptr()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(v, 16) for v in fields[0].split("-"))
+            if start <= address < end:
+                return fields[5] if len(fields) > 5 else None
+    return None
+
+
+def test_packages_are_memory_mapped_and_legacy_files_still_load(tmp_path, tiny_folder):
+    """Checkpoints are read memory-mapped (one in-memory copy of the weights when the model loads
+    them); a file in torch's legacy format, which cannot be mapped, is read into memory instead."""
+    from magnet_demo.checkpoints import load_package
+
+    path = tiny_folder / LM_FILE
+    mapped = load_package(path)
+    name, weights = next(iter(mapped["best_state"].items()))
+    assert _mapped_file(weights) == str(path.resolve())
+    assert _mapped_file(load_package(path, mmap=False)["best_state"][name]) != str(path.resolve())
+    legacy = tmp_path / "legacy.bin"
+    torch.save(mapped, legacy, _use_new_zipfile_serialization=False)
+    again = load_package(legacy)
+    assert again["xp.cfg"] == mapped["xp.cfg"] and torch.equal(again["best_state"][name], weights)
+
+
+def test_unreadable_checkpoint_gives_a_clear_error(tmp_path, tiny_folder):
+    import shutil
+
+    shutil.copy(tiny_folder / COMPRESSION_FILE, tmp_path / COMPRESSION_FILE)
+    (tmp_path / LM_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match=f"Could not read the checkpoint of '{tmp_path}'"):
+        load_model(str(tmp_path))
+
+
 def test_loaded_tiny_model(tiny_model):
     assert tiny_model.kind == "folder" and tiny_model.custom_parts == ()
     assert (tiny_model.sample_rate, tiny_model.frame_rate, tiny_model.max_duration) == (32000, 50, 12.0)
