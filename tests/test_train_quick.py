@@ -41,6 +41,35 @@ def test_quick_retraining_produces_a_loadable_model(tmp_path):
     assert train_all.main(["--quick", "--out", str(folder)]) == {}
 
 
+def test_full_run_continues_decoder_and_magnet_in_legs(monkeypatch, tmp_path):
+    """The full run's decoder and MAGNeT steps train their first leg, then each further leg from
+    the weights exported so far, in its own run folder with its own budget (trainers recorded)."""
+    from magnet_demo.train import all as train_all
+    from magnet_demo.train import train_codec, train_magnet
+
+    calls = []
+    monkeypatch.setattr(train_codec, "main", lambda argv: calls.append(("codec", argv)))
+    monkeypatch.setattr(train_magnet, "main", lambda argv: calls.append(("magnet", argv)))
+    monkeypatch.setattr(
+        train_all, "FURTHER_LEGS", {"decoder": ((3.0, ["--lr", "1e-4"]),), "magnet": ((5.0, []),)}
+    )
+    out, runs = tmp_path / "model", tmp_path / "runs"
+    train_all.main(["--out", str(out), "--runs", str(runs), "--only", "decoder,magnet"])
+
+    def option(argv, name):
+        return argv[len(argv) - 1 - argv[::-1].index(name) + 1]  # the last one given wins
+
+    assert [(who, option(a, "--run-dir"), option(a, "--minutes")) for who, a in calls] == [
+        ("codec", str(runs / "decoder"), str(train_all.FULL_MINUTES["decoder"])),
+        ("codec", str(runs / "decoder_2"), "3.0"),
+        ("magnet", str(runs / "magnet"), str(train_all.FULL_MINUTES["magnet"])),
+        ("magnet", str(runs / "magnet_2"), "5.0"),
+    ]
+    assert [option(a, "--init") for _, a in calls[:2]] == [str(out), str(out)]
+    assert [option(a, "--lr") for _, a in calls[:2]] == ["5e-4", "1e-4"]
+    assert "--init" not in calls[2][1] and option(calls[3][1], "--init") == str(out)
+
+
 # --- the training objective and loop (fast) ---------------------------------------------------------
 
 

@@ -11,16 +11,16 @@ Steps, in order; each is skipped when its output exists, unless ``--force``:
 1. corpus      ``build_corpus``                    -> DATA/corpus/ (audio.npy, meta.jsonl, corpus.json)
 2. codec       ``train_codec``                     -> OUT/compression_state_dict.bin
 3. decoder     ``train_codec --decoder-only``      -> OUT/compression_state_dict.bin again, with
-               learned phase frequencies; encoder and codebooks frozen, so the tokens do not change
-               (done when RUNS/decoder/metrics.json exists)
+               learned phase frequencies; encoder and codebooks frozen, so the tokens do not change;
+               in legs (FURTHER_LEGS; done when the last leg's RUNS/decoder_3/metrics.json exists)
 4. tokens      ``train_codec encode``              -> DATA/tokens.npy
-5. magnet      ``train_magnet``                    -> OUT/state_dict.bin
+5. magnet      ``train_magnet``                    -> OUT/state_dict.bin, in legs (FURTHER_LEGS)
 6. rescorer    ``train_rescorer``                  -> OUT/rescorer/ (state_dict.bin + codec copy)
 7. classifier  ``train_classifier``                -> OUT/../classifier.pt (beside the model folder)
 
 ``--resume`` is passed to the four trainers (codec, decoder, magnet, rescorer) and makes them run even
-when their output exists: each continues its run folder (RUNS/<name>/last.pt) up to its budget, or
-just re-exports when the budget is spent. ``--quick`` trains a micro version of everything (a few
+when their output exists: each continues its run folder (RUNS/<name>/last.pt, one per leg) up to
+its budget, or just re-exports when the budget is spent. ``--quick`` trains a micro version of everything (a few
 clips rendered with the small TimGM6mb SoundFont, tiny models, seconds of training per step) into
 OUT, with its data and runs beside it (OUT/../quick_data, OUT/../quick_runs).
 """
@@ -49,6 +49,14 @@ CODEC_ARGS = ["--precision", "auto", "--loss-weight", "mag=1"]
 #: the decoder-only step: the head's px channel becomes each bin's instantaneous frequency,
 #: fitted to the true phase advance, at half the codec's learning rate
 DECODER_ARGS = ["--decoder-only", "--codec-arg", "phase=frequency", "--lr", "5e-4"]
+#: further legs of a trainer step in the full run, after its first training (FULL_MINUTES):
+#: (minutes, trainer arguments). Each starts from the weights the step has exported so far
+#: (``--init``) with a fresh learning-rate schedule, in its own run folder (RUNS/<step>_2, ...):
+#: how the shipped decoder and MAGNeT were continued once their first training was evaluated.
+FURTHER_LEGS: dict[str, tuple[tuple[float, list[str]], ...]] = {
+    "decoder": ((25.0, ["--lr", "3e-4"]), (40.0, ["--lr", "2e-4"])),
+    "magnet": ((80.0, ["--lr", "7e-4", "--decay", "0.3"]),),
+}
 FULL_CLIPS = 5000
 #: the micro run: clips, share held out, seconds of training per trained step
 QUICK_CLIPS = 10
@@ -91,21 +99,30 @@ class Pipeline:
         return {
             "corpus": self.corpus / "meta.jsonl",
             "codec": self.out / COMPRESSION_FILE,
-            "decoder": self.runs / "decoder" / "metrics.json",
+            "decoder": self.runs / self.legs("decoder")[-1][0] / "metrics.json",
             "tokens": self.tokens,
             "magnet": self.out / LM_FILE,
             "rescorer": self.rescorer / LM_FILE,
             "classifier": self.classifier,
         }
 
-    def _trainer_args(self, name: str) -> list[str]:
+    def legs(self, name: str) -> list[tuple[str, float, list[str]]]:
+        """(run folder name, minutes, extra trainer arguments) of each leg of a trainer step: its
+        first training, then in the full run its :data:`FURTHER_LEGS`."""
+        legs = [(name, self.minutes[name], [])]
+        if not self.args.quick:
+            further = FURTHER_LEGS.get(name, ())
+            legs += [(f"{name}_{i}", minutes, extra) for i, (minutes, extra) in enumerate(further, start=2)]
+        return legs
+
+    def _trainer_args(self, run: str, minutes: float) -> list[str]:
         extra = ["--quick"] if self.args.quick else []
         extra += ["--resume"] if self.args.resume else []
         return extra + [
             "--minutes",
-            str(self.minutes[name]),
+            str(minutes),
             "--run-dir",
-            str(self.runs / name),
+            str(self.runs / run),
             *self.threads,
         ]
 
@@ -131,13 +148,14 @@ class Pipeline:
         from magnet_demo.train import train_codec
 
         argv = ["--corpus", str(self.corpus), "--out", str(self.out), *CODEC_ARGS]
-        train_codec.main(argv + self._trainer_args("codec"))
+        train_codec.main(argv + self._trainer_args("codec", self.minutes["codec"]))
 
     def decoder_step(self):
         from magnet_demo.train import train_codec
 
         argv = ["--corpus", str(self.corpus), "--out", str(self.out), "--init", str(self.out)]
-        train_codec.main(argv + CODEC_ARGS + DECODER_ARGS + self._trainer_args("decoder"))
+        for run, minutes, extra in self.legs("decoder"):  # each leg starts from the last export
+            train_codec.main(argv + CODEC_ARGS + DECODER_ARGS + extra + self._trainer_args(run, minutes))
 
     def tokens_step(self):
         from magnet_demo.train import train_codec
@@ -145,19 +163,21 @@ class Pipeline:
         argv = ["encode", "--corpus", str(self.corpus), "--codec", str(self.out), "--out", str(self.tokens)]
         train_codec.main(argv + self.threads)
 
-    def _lm_args(self, name: str, out: Path) -> list[str]:
+    def _lm_args(self, run: str, minutes: float, out: Path) -> list[str]:
         data = ["--tokens", str(self.tokens), "--corpus", str(self.corpus), "--codec", str(self.out)]
-        return data + ["--out", str(out), *self._trainer_args(name)]
+        return data + ["--out", str(out), *self._trainer_args(run, minutes)]
 
     def magnet_step(self):
         from magnet_demo.train import train_magnet
 
-        train_magnet.main(self._lm_args("magnet", self.out))
+        for i, (run, minutes, extra) in enumerate(self.legs("magnet")):
+            init = ["--init", str(self.out)] if i else []  # later legs start from the last export
+            train_magnet.main(self._lm_args(run, minutes, self.out) + init + extra)
 
     def rescorer_step(self):
         from magnet_demo.train import train_rescorer
 
-        train_rescorer.main(self._lm_args("rescorer", self.rescorer))
+        train_rescorer.main(self._lm_args("rescorer", self.minutes["rescorer"], self.rescorer))
 
     def classifier_step(self):
         from magnet_demo.train.classifier import train_classifier
