@@ -1,19 +1,22 @@
-"""Peak memory of ``load_model``: checkpoints read memory-mapped (the loader's way) vs read into memory.
+"""Peak memory and time of ``load_model``: as shipped vs reading checkpoints as audiocraft does.
 
 A random MAGNeT with magnet-small's architecture (``bench.fullsize_cpu``'s export: ~420M parameters,
-a 1.7 GB ``state_dict.bin``) is exported once by a child process; then two fresh child processes
-load it side by side, alternating, ``--runs`` times each:
+a 1.7 GB ``state_dict.bin``) is exported once by a child process; then fresh child processes load
+it, the three ways alternating, ``--runs`` times each:
 
-- ``mmap``: ``load_model`` as shipped; the package's tensors stay in the file's pages, which the
-  kernel can drop, and the model holds the only in-memory copy of the weights;
-- ``eager``: the same with ``load_package(mmap=False)``, i.e. how audiocraft's loaders read a
-  checkpoint: the package and the model each hold a copy while the weights are copied.
+- ``shipped``: ``load_model`` as it is: the package's tensors stay memory-mapped in the file's
+  pages (which the kernel can drop) and the model is built without random initialisation, so the
+  model holds the only in-memory copy of the weights;
+- ``eager``: the same, but the package read into memory (``load_package(mmap=False)``): while the
+  weights are copied, the package and the model each hold a copy;
+- ``audiocraft``: read into memory and built with random initialisation, then overwritten: how
+  audiocraft's own loaders (and this loader before) do it.
 
 Each child samples its anonymous resident memory (``RssAnon`` of ``/proc/self/status``, the memory
 that cannot be given back without swap) every ``SAMPLE_S`` seconds while loading, and reports its
 peak, its peak RSS (anonymous and file pages) and the load time. Linux only.
 
-    .venv/bin/python -m bench.load_memory [--num-layers 24] [--runs 2]
+    .venv/bin/python -m bench.load_memory [--num-layers 24] [--runs 1]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 
 SAMPLE_S = 0.005
 KIB = 1024
-MODES = ("mmap", "eager")
+MODES = ("shipped", "eager", "audiocraft")
 
 
 def rss_anon_mib() -> float:
@@ -50,13 +53,21 @@ def measure(folder: str, mode: str) -> dict:
     from magnet_demo import checkpoints, models
 
     torch.set_num_threads(2)
-    if mode == "eager":
-        eager = checkpoints.load_package
+    if mode in ("eager", "audiocraft"):
+        read = checkpoints.load_package
 
         def load_package(path, mmap=True):
-            return eager(path, mmap=False)
+            return read(path, mmap=False)
 
         models.load_package = load_package
+    if mode == "audiocraft":
+
+        def build_lm_for(state, cfg, device="cpu"):
+            lm = models.build_lm(cfg, device)
+            lm.load_state_dict(state)
+            return lm
+
+        models.build_lm_for = build_lm_for
     before = rss_anon_mib()
     peak = [before]
     done = threading.Event()
@@ -93,7 +104,7 @@ def _child(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-layers", type=int, default=24, help="magnet-small has 24")
-    parser.add_argument("--runs", type=int, default=2, help="loads per mode, alternating")
+    parser.add_argument("--runs", type=int, default=1, help="loads per mode, alternating")
     parser.add_argument("--measure", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -129,17 +140,18 @@ def main() -> None:
         for mode, rs in rows.items()
     }
     added = {mode: medians[mode]["peak_anon_mib"] - rows[mode][0]["anon_before_mib"] for mode in MODES}
-    print(f"LM parameters: {rows['mmap'][0]['lm_params_m']}M")
+    print(f"LM parameters: {rows['shipped'][0]['lm_params_m']}M")
     for mode in MODES:
         m = medians[mode]
         print(
-            f"{mode:5s}: peak anonymous memory {m['peak_anon_mib']:.0f} MiB (+{added[mode]:.0f} MiB for loading), "
+            f"{mode:10s}: peak anonymous memory {m['peak_anon_mib']:.0f} MiB (+{added[mode]:.0f} MiB for loading), "
             f"peak RSS {m['peak_rss_mib']:.0f} MiB, load {m['load_s']:.1f} s (medians of {args.runs})"
         )
-    print(
-        f"eager / mmap: memory added by loading {added['eager'] / added['mmap']:.2f}x, "
-        f"load time {medians['eager']['load_s'] / medians['mmap']['load_s']:.2f}x"
-    )
+    for mode in MODES[1:]:
+        print(
+            f"{mode} / shipped: memory added by loading {added[mode] / added['shipped']:.2f}x, "
+            f"load time {medians[mode]['load_s'] / medians['shipped']['load_s']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

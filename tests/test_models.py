@@ -73,6 +73,32 @@ def test_packages_are_memory_mapped_and_legacy_files_still_load(tmp_path, tiny_f
     assert again["xp.cfg"] == mapped["xp.cfg"] and torch.equal(again["best_state"][name], weights)
 
 
+@pytest.mark.parametrize("which", ["tiny", "embedded"])
+def test_loading_without_random_init_gives_the_same_model(which, tiny_folder):
+    """Models built for a checkpoint skip the random initialisation; every parameter and buffer
+    (persistent or not) equals that of a randomly initialised model loaded with the same weights."""
+    from itertools import chain
+
+    from omegaconf import OmegaConf
+
+    from magnet_demo.checkpoints import load_package
+    from magnet_demo.models import EMBEDDED_DIR, build_lm, build_lm_for
+
+    normal = torch.nn.init.normal_
+    folder = tiny_folder if which == "tiny" else EMBEDDED_DIR
+    package = load_package(folder / LM_FILE)
+    cfg = OmegaConf.create(package["xp.cfg"])
+    reference = build_lm(cfg)
+    reference.load_state_dict(package["best_state"])
+    loaded = build_lm_for(package["best_state"], cfg)
+    assert torch.nn.init.normal_ is normal  # restored
+    tensors = list(chain(reference.named_parameters(), reference.named_buffers()))
+    own = dict(chain(loaded.named_parameters(), loaded.named_buffers()))
+    assert len(tensors) == len(own) and len(tensors) > 10
+    for name, tensor in tensors:
+        assert torch.equal(own[name], tensor), name
+
+
 def test_unreadable_checkpoint_gives_a_clear_error(tmp_path, tiny_folder):
     import shutil
 
