@@ -46,13 +46,13 @@ def rss_anon_mib() -> float:
     raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
 
 
-def measure(folder: str, mode: str) -> dict:
+def measure(folder: str, mode: str, threads: int) -> dict:
     """Load ``folder`` in this process with ``mode`` and return the memory and time figures."""
     import torch
 
     from magnet_demo import checkpoints, models
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     if mode in ("eager", "audiocraft"):
         read = checkpoints.load_package
 
@@ -105,10 +105,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-layers", type=int, default=24, help="magnet-small has 24")
     parser.add_argument("--runs", type=int, default=1, help="loads per mode, alternating")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each loading process")
     parser.add_argument("--measure", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure)))
+        print(json.dumps(measure(*args.measure, args.threads)))
         return
 
     with tempfile.TemporaryDirectory(prefix="magnet-load-memory-") as tmp:
@@ -130,7 +131,7 @@ def main() -> None:
         rows: dict[str, list[dict]] = {mode: [] for mode in MODES}
         for _ in range(args.runs):
             for mode in MODES:
-                row = json.loads(_child("--measure", str(folder), mode))
+                row = json.loads(_child("--measure", str(folder), mode, "--threads", str(args.threads)))
                 rows[mode].append(row)
                 print(json.dumps(row))
     medians = {
