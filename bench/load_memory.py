@@ -127,7 +127,9 @@ def main() -> None:
             check=True,
         )
         size = (folder / "state_dict.bin").stat().st_size / KIB**3
-        print(f"exported a random magnet-small-architecture MAGNeT ({args.num_layers} layers), {size:.2f} GB")
+        print(
+            f"exported a random magnet-small-architecture MAGNeT ({args.num_layers} layers), {size:.2f} GiB"
+        )
         rows: dict[str, list[dict]] = {mode: [] for mode in MODES}
         for _ in range(args.runs):
             for mode in MODES:
