@@ -302,45 +302,40 @@ def _hub_reachable() -> bool:
         return False
 
 
-def _package_files(name: str, kind: str) -> tuple[str, str]:
-    """Paths of the LM and codec files of a folder or hub name, downloading hub files if needed.
+def _checkpoint_file(name: str, kind: str, filename: str) -> str:
+    """Path of ``filename`` of a folder or hub name, downloading a hub file if needed.
 
-    A hub checkpoint already in the cache is read from there without any network request (the
-    Hub client would otherwise retry for ~40 s on an offline machine); an uncached one on a
-    machine that cannot reach the Hub fails at once with a message that says what to do. Downloads
-    go where audiocraft's own loaders put them (its cache folder, same library tag).
+    A hub file already in the cache is read from there without any network request (the Hub
+    client would otherwise retry for ~40 s on an offline machine); an uncached one on a machine
+    that cannot reach the Hub fails at once with a message that says what to do. Downloads go where
+    audiocraft's own loaders put them (its cache folder, same library tag).
     """
     if kind != "hub":
-        return os.path.join(name, LM_FILE), os.path.join(name, COMPRESSION_FILE)
-    lm_file, comp_file = _cached_file(name, LM_FILE), _cached_file(name, COMPRESSION_FILE)
-    if lm_file and comp_file:
-        return lm_file, comp_file
+        return os.path.join(name, filename)
+    cached = _cached_file(name, filename)
+    if cached:
+        return cached
     if not _hub_reachable():
         raise ModelLoadError(_offline_message(name, ConnectionError(f"{HUB_HOST} cannot be reached")))
     import audiocraft
     from huggingface_hub import hf_hub_download
 
-    files = []
-    for filename in (LM_FILE, COMPRESSION_FILE):
-        try:
-            files.append(
-                hf_hub_download(
-                    repo_id=name,
-                    filename=filename,
-                    cache_dir=loaders.get_audiocraft_cache_dir(),
-                    library_name="audiocraft",
-                    library_version=audiocraft.__version__,
-                )
-            )
-        except Exception as error:  # hub errors come in many types (offline, gated, not found)
-            raise ModelLoadError(_offline_message(name, error)) from error
-    return files[0], files[1]
+    try:
+        return hf_hub_download(
+            repo_id=name,
+            filename=filename,
+            cache_dir=loaders.get_audiocraft_cache_dir(),
+            library_name="audiocraft",
+            library_version=audiocraft.__version__,
+        )
+    except Exception as error:  # hub errors come in many types (offline, gated, not found)
+        raise ModelLoadError(_offline_message(name, error)) from error
 
 
 def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The LM and codec packages of a folder or hub name, memory-mapped (:func:`load_package`):
     the model built from them then holds the only in-memory copy of the weights."""
-    lm_file, comp_file = _package_files(name, kind)
+    lm_file, comp_file = (_checkpoint_file(name, kind, f) for f in (LM_FILE, COMPRESSION_FILE))
     try:
         return load_package(lm_file), load_package(comp_file)
     except Exception as error:  # a truncated, foreign or unreadable file
@@ -470,9 +465,9 @@ def load_model(
 
 
 def load_lm(location: str, device: str = "cpu") -> LMModel:
-    """Load just the language model of a folder or hub name (e.g. an autoregressive rescorer)."""
-    lm_file = os.path.join(location, LM_FILE) if os.path.isdir(location) else None
-    lm_pkg = load_package(lm_file) if lm_file else loaders.load_lm_model_ckpt(location)
+    """Load just the language model of a folder or hub name (e.g. an autoregressive rescorer),
+    read like :func:`load_model`'s (cache first, memory-mapped, no random initialisation)."""
+    lm_pkg = load_package(_checkpoint_file(location, "folder" if os.path.isdir(location) else "hub", LM_FILE))
     return build_lm_for(lm_pkg["best_state"], OmegaConf.create(lm_pkg["xp.cfg"]), device).eval()
 
 

@@ -23,6 +23,18 @@ def test_hub_name_offline_gives_a_clear_error(monkeypatch, tmp_path):
     assert "facebook/magnet-small-10secs" in message and "embedded" in message and "Traceback" not in message
 
 
+def test_hub_rescorer_offline_gives_a_clear_error(monkeypatch, tmp_path):
+    """``load_lm`` (rescorers) reads hub names like ``load_model``: cache first, then a clear error."""
+    import huggingface_hub.constants
+
+    from magnet_demo.models import load_lm
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("AUDIOCRAFT_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="'facebook/musicgen-small'.*embedded"):
+        load_lm("facebook/musicgen-small")
+
+
 def test_unknown_name_and_incomplete_folder(tmp_path):
     with pytest.raises(ModelLoadError, match="Unknown model"):
         resolve_name("no such model")
