@@ -23,10 +23,12 @@ from magnet_demo.codec import (
 )
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.train.train_codec import (
+    FINE_RESOLUTION,
     QUICK_ARGS,
     SpectralLoss,
     codec_loss,
     encode_corpus,
+    fine_logmel_loss,
     head_frequency_loss,
     head_magnitude_loss,
     head_phase_loss,
@@ -311,6 +313,11 @@ def test_codec_loss_terms_and_bfloat16_autocast():
     assert set(terms) == {"loss", "logmel", "logstft", "wave", "commit", "mag", "phase"}
     _, default_terms, _ = codec_loss(model, spectral, x)
     assert set(default_terms) == {"loss", "logmel", "logstft", "wave", "commit"}
+    _, fine_terms, decoded = codec_loss(model, spectral, x, {"fine": 2.0})
+    assert fine_terms["fine"] == pytest.approx(float(fine_logmel_loss(decoded[:, 0], x[:, 0])), rel=1e-5)
+    assert fine_terms["loss"] == pytest.approx(
+        float(default_terms["loss"]) + 2 * fine_terms["fine"], rel=1e-4
+    )
     low, low_terms, _ = codec_loss(model, spectral, x, {"mag": 1.0, "phase": 0.5}, low_precision=True)
     low_value = float(low.detach())
     assert low.dtype == torch.float32 and low_terms.keys() == terms.keys()
@@ -385,3 +392,46 @@ def test_decoder_only_training_keeps_the_tokens(tmp_path):
     for name in old:
         unchanged = torch.equal(old[name], new[name])
         assert unchanged == (not name.startswith("decoder.")), name
+
+
+def test_fine_logmel_loss():
+    """The ``fine`` term is the log-mel L1 at FINE_RESOLUTION: 0 for identical audio, log10(2) for a
+    gain of 2, and it tells apart two low notes a semitone apart."""
+    noise = 0.01 * torch.randn(1, SR, generator=torch.Generator().manual_seed(0))
+    a = _tone([110.0, 220.0])[:, 0] + noise
+    b = _tone([110.0 * 2 ** (1 / 12), 220.0 * 2 ** (1 / 12)])[:, 0] + noise
+    assert float(fine_logmel_loss(a, a)) == 0.0
+    assert float(fine_logmel_loss(a, 2 * a)) == pytest.approx(np.log10(2), rel=1e-3)
+    assert float(fine_logmel_loss(a, b)) == pytest.approx(float(SpectralLoss((FINE_RESOLUTION,))(a, b)[0]))
+    assert float(fine_logmel_loss(a, b)) > 0.03
+
+
+def test_growing_the_decoder_keeps_the_output(tmp_path):
+    """--init with more decoder blocks: the new blocks start as identities, so the grown codec
+    decodes exactly as the exported one; then they train."""
+    from magnet_demo.train import train_codec
+
+    torch.manual_seed(0)
+    small = build_codec(codec_config(**QUICK_ARGS)).eval()
+    grown = build_codec(codec_config(**{**QUICK_ARGS, "decoder_blocks": 3})).eval()
+    assert grown.load_growing_decoder(small.state_dict()) == 2
+    codes = torch.randint(0, 256, (2, 4, 25), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(small.decode(codes), grown.decode(codes))
+    assert small.load_growing_decoder(small.state_dict()) == 0
+    with pytest.raises(ValueError, match="not a smaller decoder"):
+        small.load_growing_decoder(grown.state_dict())
+    bigger_encoder = build_codec(codec_config(**{**QUICK_ARGS, "encoder_blocks": 2}))
+    with pytest.raises(ValueError, match="not a smaller decoder"):
+        bigger_encoder.load_growing_decoder(small.state_dict())
+
+    save_codec(small, tmp_path / "small")
+    common = ["--quick", "--minutes", "0.03", "--eval-clips", "1", "--threads", "1", "--decoder-only"]
+    out = tmp_path / "grown"
+    train_codec.main(
+        [*common, "--run-dir", str(tmp_path / "run"), "--out", str(out), "--init", str(tmp_path / "small")]
+        + ["--codec-arg", "decoder_blocks=3"]
+    )
+    trained = load_codec(out)
+    assert trained.arguments["decoder_blocks"] == 3
+    assert all(float(block.gamma.abs().sum()) > 0 for block in trained.decoder.blocks)

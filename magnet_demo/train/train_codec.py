@@ -61,6 +61,9 @@ CLIP_SAMPLES = 10 * SAMPLE_RATE
 INT16_SCALE = 32768.0
 #: (n_fft, hop, n_mels) of the multi-resolution spectral loss and of the log-mel L1 metric
 RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
+#: (n_fft, hop, n_mels) of the ``fine`` loss: a log-mel fine enough in frequency to resolve the
+#: partials of low notes (3.9 Hz bins; 256 mel bands, about 8 Hz wide below 500 Hz)
+FINE_RESOLUTION = (4096, 512, 256)
 #: floor of magnitudes before log10, in both the loss and the metric
 LOG_FLOOR = 1e-5
 #: loss weights (DESIGN.md section 8)
@@ -81,6 +84,7 @@ LOSS_WEIGHTS = {
     "frequency": 1.0,
     "adversarial": 0.0,
     "feature": 0.0,
+    "fine": 0.0,
 }
 #: Adam betas of the discriminator (a GAN's usual low first moment)
 DISC_BETAS = (0.5, 0.9)
@@ -131,6 +135,15 @@ class SpectralLoss(nn.Module):
 
 
 _METRIC: SpectralLoss | None = None
+_FINE: SpectralLoss | None = None
+
+
+def fine_logmel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Log10-mel L1 at :data:`FINE_RESOLUTION` between audio batches y and x [B, T] (the ``fine`` term)."""
+    global _FINE
+    if _FINE is None:
+        _FINE = SpectralLoss((FINE_RESOLUTION,))
+    return _FINE.to(y.device)(y, x)[0]
 
 
 def _as_batch(a: Any) -> torch.Tensor:
@@ -234,6 +247,7 @@ def codec_loss(
     head_terms = {  # computed only when weighted
         "mag": lambda: head_magnitude_loss(log_mag, target),
         "phase": lambda: head_phase_loss(codec.learned_phase(phase_head), target),
+        "fine": lambda: fine_logmel_loss(y[:, 0], x[:, 0]),
     }
     if codec.phase == "frequency":
         head_terms["frequency"] = lambda: head_frequency_loss(codec, phase_head, target)
@@ -432,7 +446,9 @@ def train(args: argparse.Namespace) -> dict:
     elif args.init:  # continue from an exported codec (its architecture; --codec-arg may change phase)
         exported = load_codec(args.init)
         codec = build_codec(codec_config(**{**exported.arguments, **overrides}))
-        codec.load_state_dict(exported.state_dict())
+        grown = codec.load_growing_decoder(exported.state_dict())
+        if grown:
+            log.info("decoder grown by %d identity-initialised blocks", grown)
         if codec.phase == "frequency" and exported.phase != "frequency":
             codec.reset_frequency_head()  # px held a phase direction: start from offsets of 0
         state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
