@@ -68,6 +68,8 @@ RESET_COUNT_FACTOR = 2.0
 #: how the decoder gets its phase: the learned head, :func:`vocoder_phase` from the magnitude, or
 #: the phase vocoder with the head's learned frequencies (module docstring)
 PHASE_MODES = ("learned", "vocoder", "frequency")
+#: momentum of the fast Griffin-Lim iterations (Perraudin et al. 2013's suggested 0.99)
+GRIFFIN_LIM_MOMENTUM = 0.99
 
 
 def codec_defaults() -> dict[str, Any]:
@@ -366,6 +368,10 @@ class SpectralCodec(CompressionModel):
             "phase": phase,
         }
         self.phase = phase
+        #: Griffin-Lim iterations that refine the output phase at decode time (a run-time setting,
+        #: not saved): 0 ships; more lowered the log-mel error but not the classifier's accuracy
+        #: (README, "The embedded model")
+        self.phase_refinement = 0
         if (n_fft - hop_length) % 2:
             raise ValueError("n_fft - hop_length must be even (frames are centred on hops)")
         self._sample_rate, self.n_fft, self.hop = sample_rate, n_fft, hop_length
@@ -511,10 +517,33 @@ class SpectralCodec(CompressionModel):
             return self.learned_phase(phase_head)
         return self.phase_of(self.phase, log_mag.detach(), phase_head.detach())
 
+    def griffin_lim(
+        self,
+        magnitude: torch.Tensor,
+        phase: torch.Tensor | None = None,
+        iters: int = 32,
+        momentum: float = 0.0,
+    ) -> torch.Tensor:
+        """Griffin-Lim: a spectrum [B, n_freq, F] (complex) of ``magnitude`` [B, n_freq, F] whose
+        phase is made consistent with the STFT of its own inverse, starting from ``phase`` (unit
+        complex, default 0). ``momentum`` > 0 is fast Griffin-Lim (Perraudin et al. 2013)."""
+        spec = magnitude.to(torch.complex64) if phase is None else magnitude * phase
+        previous = spec
+        for _ in range(iters):
+            again = self.stft(self.istft(spec))
+            projected = magnitude * again / again.abs().clamp(min=1e-8)
+            spec = projected + momentum * (projected - previous)
+            previous = projected
+        return previous
+
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
-        """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with :meth:`output_phase`."""
+        """Decoder: latents [B, D, F] -> audio [B, 1, F * hop], with :meth:`output_phase` (refined
+        by :attr:`phase_refinement` fast Griffin-Lim iterations when set)."""
         log_mag, phase_head = self.spectrum(latent)
-        return self.istft(torch.exp(log_mag) * self.output_phase(log_mag, phase_head))
+        magnitude, phase = torch.exp(log_mag), self.output_phase(log_mag, phase_head)
+        if self.phase_refinement:
+            return self.istft(self.griffin_lim(magnitude, phase, self.phase_refinement, GRIFFIN_LIM_MOMENTUM))
+        return self.istft(magnitude * phase)
 
     # --- audiocraft's CompressionModel interface ----------------------------------------------
     def forward(self, x: torch.Tensor) -> QuantizedResult:

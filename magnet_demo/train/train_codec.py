@@ -135,16 +135,15 @@ class SpectralLoss(nn.Module):
         return torch.stack(mel_terms).mean(), torch.stack(stft_terms).mean()
 
 
-_METRIC: SpectralLoss | None = None
-_FINE: SpectralLoss | None = None
+@functools.cache
+def _spectral_loss(resolutions: tuple[tuple[int, int, int], ...]) -> SpectralLoss:
+    """One shared :class:`SpectralLoss` per set of resolutions (its filterbanks are built once)."""
+    return SpectralLoss(resolutions)
 
 
 def fine_logmel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Log10-mel L1 at :data:`FINE_RESOLUTION` between audio batches y and x [B, T] (the ``fine`` term)."""
-    global _FINE
-    if _FINE is None:
-        _FINE = SpectralLoss((FINE_RESOLUTION,))
-    return _FINE.to(y.device)(y, x)[0]
+    return _spectral_loss((FINE_RESOLUTION,)).to(y.device)(y, x)[0]
 
 
 def _as_batch(a: Any) -> torch.Tensor:
@@ -155,13 +154,10 @@ def _as_batch(a: Any) -> torch.Tensor:
 def logmel_l1(a: Any, b: Any) -> float:
     """Multi-resolution log10-mel L1 between 16 kHz audio a and b (numpy or torch; [T], [C, T] or
     [B, C, T]; cropped to the shorter length). Lower is better; identical audio gives 0."""
-    global _METRIC
-    if _METRIC is None:
-        _METRIC = SpectralLoss()
     ta, tb = _as_batch(a), _as_batch(b)
     n = min(ta.shape[-1], tb.shape[-1])
     with torch.no_grad():
-        return float(_METRIC(ta[..., :n], tb[..., :n])[0])
+        return float(_spectral_loss(RESOLUTIONS)(ta[..., :n], tb[..., :n])[0])
 
 
 def head_magnitude_loss(log_mag: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -245,14 +241,14 @@ def codec_loss(
     y = codec.istft(torch.exp(log_mag) * codec.output_phase(log_mag, phase_head))[..., : x.shape[-1]]
     logmel, logstft = spectral(y[:, 0], x[:, 0])
     terms = {"logmel": logmel, "logstft": logstft, "wave": F.l1_loss(y, x), "commit": commit}
-    head_terms = {  # computed only when weighted
+    optional_terms = {  # computed only when weighted
         "mag": lambda: head_magnitude_loss(log_mag, target),
         "phase": lambda: head_phase_loss(codec.learned_phase(phase_head), target),
         "fine": lambda: fine_logmel_loss(y[:, 0], x[:, 0]),
     }
     if codec.phase == "frequency":
-        head_terms["frequency"] = lambda: head_frequency_loss(codec, phase_head, target)
-    terms.update({name: term() for name, term in head_terms.items() if w[name]})
+        optional_terms["frequency"] = lambda: head_frequency_loss(codec, phase_head, target)
+    terms.update({name: term() for name, term in optional_terms.items() if w[name]})
     if discriminator is not None and (w["adversarial"] or w["feature"]):
         fake_logits, fake_features = discriminator(y)
         with torch.no_grad():
@@ -357,12 +353,7 @@ def code_stats(codes: torch.Tensor, bins: int) -> dict[str, list[float]]:
 
 def griffin_lim(codec: SpectralCodec, audio: torch.Tensor, iters: int = 32) -> torch.Tensor:
     """Reference reconstruction [B, 1, F * hop] from the true STFT magnitude of audio [B, 1, T]."""
-    mag = codec.stft(audio).abs()
-    spec = mag.to(torch.complex64)
-    for _ in range(iters):
-        spec = codec.stft(codec.istft(spec))
-        spec = mag * spec / spec.abs().clamp(min=1e-8)
-    return codec.istft(spec)
+    return codec.istft(codec.griffin_lim(codec.stft(audio).abs(), iters=iters))
 
 
 @torch.no_grad()
