@@ -89,6 +89,23 @@ def test_span_mask_reaches_the_rate_with_spans_of_three():
     assert ((ends[:, 1] - starts[:, 1]) >= 3).all()  # every masked run is at least one span
 
 
+def test_mask_rates_power_favours_high_mask_rates():
+    import math
+
+    import torch
+
+    from magnet_demo.train.train_magnet import mask_rates
+
+    draws = torch.rand(4000, generator=torch.Generator().manual_seed(3))
+    paper = mask_rates(4000, torch.Generator().manual_seed(3))
+    assert torch.equal(paper, torch.cos(draws * math.pi / 2))  # power 1: the paper's schedule
+    biased = mask_rates(4000, torch.Generator().manual_seed(3), power=2.0)
+    assert torch.equal(biased, torch.cos(draws**2 * math.pi / 2))
+    # P(rate > 0.7) = P(u < acos(0.7) / (pi / 2) = 0.506): 0.506 for the paper's u, 0.712 with power 2
+    assert abs(float((paper > 0.7).float().mean()) - 0.506) < 0.03
+    assert abs(float((biased > 0.7).float().mean()) - 0.712) < 0.03
+
+
 def test_batch_stages_weights_stage_zero():
     import numpy as np
 
