@@ -139,6 +139,35 @@ def test_magnet_loss_only_scores_masked_tokens_of_the_stage():
     assert lm.linears[1].weight.grad is None or lm.linears[1].weight.grad.abs().sum() == 0
 
 
+def test_evaluate_at_a_fixed_mask_rate_of_one_scores_the_caption_alone():
+    import torch
+    import torch.nn.functional as F
+
+    from magnet_demo.models import build_lm, stage_logits
+    from magnet_demo.train.train_magnet import (
+        QUICK_SIZE,
+        QUICK_TEXT,
+        condition_tensors,
+        evaluate,
+        lm_config,
+        synthetic_data,
+    )
+
+    torch.manual_seed(0)
+    data = synthetic_data()
+    lm = build_lm(lm_config(data.train_captions(), QUICK_SIZE, QUICK_TEXT)).eval()
+    full = evaluate(lm, data, n_clips=2, batch=2, rate=1.0)
+    # every stage-0 token masked, codebooks above too: only the caption is left to predict from
+    codes = data.codes(data.test[:2])
+    canvas = torch.full_like(codes, lm.special_token_id)
+    conditions = condition_tensors(lm, [data.captions[i][0] for i in data.test[:2]])
+    with torch.no_grad():
+        logits = stage_logits(lm, canvas, conditions, 0)  # [2, T, card]
+    expected = F.cross_entropy(logits.reshape(-1, lm.card).float(), codes[:, 0].reshape(-1))
+    assert abs(full["true/stage0"] - float(expected)) < 1e-3
+    assert evaluate(lm, data, n_clips=2, batch=2, rate=0.2)["true/stage0"] != full["true/stage0"]
+
+
 def test_learning_rate_warms_up_holds_then_decays():
     from magnet_demo.train.train_magnet import learning_rate
 

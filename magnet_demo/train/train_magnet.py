@@ -234,10 +234,13 @@ def batch_stages(batch: int, stage0: float, n_q: int, rng: np.random.Generator) 
 
 
 @torch.no_grad()
-def evaluate(lm, data: TokenData, n_clips: int, batch: int, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    lm, data: TokenData, n_clips: int, batch: int, seed: int = 0, rate: float | None = None
+) -> dict[str, float]:
     """Held-out loss per stage with the true, the null and a swapped caption (same masks for all three).
 
-    Mask rates follow the schedule on a regular grid of ``u`` so that runs compare. Returns
+    Mask rates follow the schedule on a regular grid of ``u`` so that runs compare, or are all
+    ``rate`` when given (e.g. 1.0: the caption alone, as at the first decoding step). Returns
     ``{'true/stage0': ce, ..., 'swapped/stage3': ce}``.
     """
     was_training = lm.training
@@ -246,7 +249,7 @@ def evaluate(lm, data: TokenData, n_clips: int, batch: int, seed: int = 0) -> di
     n = len(clips)
     swapped = np.roll(clips, n // 2) if n > 1 else clips
     u = (torch.arange(n) + 0.5) / n
-    rates = torch.cos(u * math.pi / 2)
+    rates = torch.cos(u * math.pi / 2) if rate is None else torch.full((n,), float(rate))
     out = {}
     for variant in EVAL_CONDITIONS:
         for stage in range(lm.num_codebooks):
