@@ -664,9 +664,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--precision",
-        default="float32",
+        default="auto",
         choices=PRECISIONS,
-        help="matrix products of the encoder and decoder (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16)",
+        help="matrix products of the encoder and decoder (auto, the default: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, else float32; as train_magnet)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")
