@@ -2,9 +2,9 @@
 
 The trainer's evaluation averages over the whole cosine schedule, where low mask rates (infilling
 from neighbours) dominate; generation lays out the music in its first steps, at mask rates near 1,
-where only the caption can help. This prints, per model and mask rate, the stage-0 cross-entropy
-with the true caption, with none, and their gap (what the caption is worth there), on the same
-held-out clips and masks for every model.
+where only the caption can help. This prints, per model, mask rate and stage (``--stages``: the
+first N, default stage 0 only), the cross-entropy with the true caption, with none, and their gap
+(what the caption is worth there), on the same held-out clips and masks for every model.
 
     .venv/bin/python -m bench.mask_rate_loss --models assets/embedded,runs/magnet_cont/export
 """
@@ -45,10 +45,9 @@ def main() -> None:
     results = {}
     for folder in args.models.split(","):
         lm = load_lm(folder)
-        lm.condition_provider.eval()
         rows = {}
         for rate in rates:
-            metrics = evaluate(lm, data, args.clips, args.batch, rate=rate)
+            metrics = evaluate(lm, data, args.clips, args.batch, rate=rate, stages=args.stages)
             for stage in range(args.stages):
                 true, null = metrics[f"true/stage{stage}"], metrics[f"null/stage{stage}"]
                 rows[f"stage{stage}@{rate}"] = {"true": true, "null": null, "gap": round(null - true, 4)}

@@ -17,6 +17,9 @@ the examples get the null condition instead (for classifier-free guidance). The 
 :func:`magnet_demo.models.stage_logits` (restricted attention for stages > 0), as at inference.
 The transformer uses rotary position encoding (``positional_embedding: rope``, see :data:`POSITIONAL`).
 
+``--rate-power P`` draws ``u`` as ``U(0, 1) ** P`` instead: P > 1 trains more on high mask rates,
+the first decoding steps, where the caption is all the model has (``bench.mask_rate_loss``).
+
 AdamW with a linear warm-up and a constant learning rate, cosine-decayed over the last
 ``--decay`` of the budget (DESIGN.md section 10 found a run-long decay flattening the curve).
 ``--precision auto`` trains with bfloat16 autocast on CPUs that multiply bfloat16 in hardware
@@ -235,13 +238,19 @@ def batch_stages(batch: int, stage0: float, n_q: int, rng: np.random.Generator) 
 
 @torch.no_grad()
 def evaluate(
-    lm, data: TokenData, n_clips: int, batch: int, seed: int = 0, rate: float | None = None
+    lm,
+    data: TokenData,
+    n_clips: int,
+    batch: int,
+    seed: int = 0,
+    rate: float | None = None,
+    stages: int | None = None,
 ) -> dict[str, float]:
     """Held-out loss per stage with the true, the null and a swapped caption (same masks for all three).
 
     Mask rates follow the schedule on a regular grid of ``u`` so that runs compare, or are all
-    ``rate`` when given (e.g. 1.0: the caption alone, as at the first decoding step). Returns
-    ``{'true/stage0': ce, ..., 'swapped/stage3': ce}``.
+    ``rate`` when given (e.g. 1.0: the caption alone, as at the first decoding step). ``stages``
+    scores only the first ones (default all). Returns ``{'true/stage0': ce, ..., 'swapped/stage3': ce}``.
     """
     was_training = lm.training
     lm.eval()
@@ -252,7 +261,7 @@ def evaluate(
     rates = torch.cos(u * math.pi / 2) if rate is None else torch.full((n,), float(rate))
     out = {}
     for variant in EVAL_CONDITIONS:
-        for stage in range(lm.num_codebooks):
+        for stage in range(stages or lm.num_codebooks):
             generator = torch.Generator().manual_seed(seed + stage)
             ce_sum, count = 0.0, 0
             for start in range(0, n, batch):
