@@ -47,7 +47,7 @@ def main() -> None:
         lm = load_lm(folder)
         rows = {}
         for rate in rates:
-            metrics = evaluate(lm, data, args.clips, args.batch, rate=rate, stages=args.stages)
+            metrics = evaluate(lm, data, args.clips, args.batch, rate=rate, n_stages=args.stages)
             for stage in range(args.stages):
                 true, null = metrics[f"true/stage{stage}"], metrics[f"null/stage{stage}"]
                 rows[f"stage{stage}@{rate}"] = {"true": true, "null": null, "gap": round(null - true, 4)}

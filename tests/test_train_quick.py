@@ -156,7 +156,7 @@ def test_evaluate_at_a_fixed_mask_rate_of_one_scores_the_caption_alone():
     torch.manual_seed(0)
     data = synthetic_data()
     lm = build_lm(lm_config(data.train_captions(), QUICK_SIZE, QUICK_TEXT)).eval()
-    full = evaluate(lm, data, n_clips=2, batch=2, rate=1.0, stages=1)
+    full = evaluate(lm, data, n_clips=2, batch=2, rate=1.0, n_stages=1)
     assert set(full) == {"true/stage0", "null/stage0", "swapped/stage0"}
     # every stage-0 token masked, codebooks above too: only the caption is left to predict from
     codes = data.codes(data.test[:2])

@@ -244,13 +244,13 @@ def evaluate(
     batch: int,
     seed: int = 0,
     rate: float | None = None,
-    stages: int | None = None,
+    n_stages: int | None = None,
 ) -> dict[str, float]:
     """Held-out loss per stage with the true, the null and a swapped caption (same masks for all three).
 
     Mask rates follow the schedule on a regular grid of ``u`` so that runs compare, or are all
-    ``rate`` when given (e.g. 1.0: the caption alone, as at the first decoding step). ``stages``
-    scores only the first ones (default all). Returns ``{'true/stage0': ce, ..., 'swapped/stage3': ce}``.
+    ``rate`` when given (e.g. 1.0: the caption alone, as at the first decoding step). ``n_stages``
+    scores only the first stages (default all). Returns ``{'true/stage0': ce, ..., 'swapped/stage3': ce}``.
     """
     was_training = lm.training
     lm.eval()
@@ -261,7 +261,7 @@ def evaluate(
     rates = torch.cos(u * math.pi / 2) if rate is None else torch.full((n,), float(rate))
     out = {}
     for variant in EVAL_CONDITIONS:
-        for stage in range(stages or lm.num_codebooks):
+        for stage in range(n_stages or lm.num_codebooks):
             generator = torch.Generator().manual_seed(seed + stage)
             ce_sum, count = 0.0, 0
             for start in range(0, n, batch):
