@@ -68,6 +68,13 @@ def test_full_run_continues_decoder_and_magnet_in_legs(monkeypatch, tmp_path):
     assert [option(a, "--init") for _, a in calls[:2]] == [str(out), str(out)]
     assert [option(a, "--lr") for _, a in calls[:2]] == ["5e-4", "1e-4"]
     assert "--init" not in calls[2][1] and option(calls[3][1], "--init") == str(out)
+    # the MAGNeT step is done only when its last leg is: a finished first leg does not skip it
+    for leg in ("magnet", "magnet_2"):
+        calls.clear()
+        (runs / leg).mkdir(parents=True, exist_ok=True)
+        (runs / leg / "metrics.json").write_text("{}")
+        train_all.main(["--out", str(out), "--runs", str(runs), "--only", "magnet"])
+        assert len(calls) == (2 if leg == "magnet" else 0)
 
 
 # --- the training objective and loop (fast) ---------------------------------------------------------
