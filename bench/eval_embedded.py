@@ -59,6 +59,15 @@ def _generate(
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def encode_clips(codec, clips: np.ndarray, batch: int = 8) -> torch.Tensor:
+    """Codes ``[N, K, T]`` of float32 clips ``[N, samples]``, encoded ``batch`` at a time."""
+    parts = [
+        codec.encode(torch.from_numpy(clips[s : s + batch])[:, None])[0] for s in range(0, len(clips), batch)
+    ]
+    return torch.cat(parts)
+
+
 def _spectrogram_figure(
     rows: list[tuple[str, np.ndarray]], caption: str, path: Path, sample_rate: int
 ) -> None:
@@ -216,10 +225,7 @@ def main() -> None:
     print(f"{len(test)} held-out clips; model {args.model}; classifier {args.classifier}")
 
     codec = model.compression_model
-    with torch.no_grad():
-        codes = torch.cat(
-            [codec.encode(torch.from_numpy(real[s : s + 8])[:, None])[0] for s in range(0, len(real), 8)]
-        )
+    codes = encode_clips(codec, real)
     recon_raw = decode_tokens(codec, codes)[:, :length]
     recon = prepare_audio(recon_raw)
     scored = [("real", real), ("reconstructed", recon)]

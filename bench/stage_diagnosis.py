@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval_embedded import model_corpus_parser
+from bench.eval_embedded import encode_clips, model_corpus_parser
 from magnet_demo.audio import decode_tokens
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
 from magnet_demo.train.corpus import load_corpus
-
-ENCODE_BATCH = 8
 
 
 def _given(engine: Engine, captions, true_codes: torch.Tensor, config, seed: int) -> dict[int, np.ndarray]:
@@ -69,14 +67,7 @@ def main() -> None:
     test = [i for i, m in enumerate(meta) if m["split"] == "test"][: args.clips]
     real = prepare_audio(np.asarray(audio[test], dtype=np.float32) / 32768.0)
     T = engine.frames(config)
-    with torch.no_grad():
-        codec = model.compression_model
-        codes = torch.cat(
-            [
-                codec.encode(torch.from_numpy(real[s : s + ENCODE_BATCH])[:, None])[0]
-                for s in range(0, len(real), ENCODE_BATCH)
-            ]
-        )[..., :T]
+    codes = encode_clips(model.compression_model, real)[..., :T]
 
     variants: dict[int, list[np.ndarray]] = {}
     for start in range(0, len(test), args.batch):
