@@ -160,6 +160,13 @@ def _print_accuracy(results: dict) -> None:
     print(f"reconstruction log-mel L1:      {results['recon_logmel_l1']:.3f}")
 
 
+def model_label(folder: str) -> str:
+    """``folder`` as the JSON figures name it: relative to the repository when inside it."""
+    path = Path(folder).resolve()
+    root = ASSETS.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else folder
+
+
 def model_corpus_parser(description: str) -> argparse.ArgumentParser:
     """A command line with the model folder, the corpus and the attribute classifier to score with."""
     parser = argparse.ArgumentParser(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval_embedded import _generate, model_corpus_parser
+from bench.eval_embedded import _generate, model_corpus_parser, model_label
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
@@ -75,7 +75,8 @@ def main() -> None:
         results[text] = accuracy(predict(classifier, clips), labels)
         print(f"{text:45s} " + "  ".join(f"{k} {v:.3f}" for k, v in results[text].items()), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"clips": len(chosen), "accuracy": results}, indent=2))
+        payload = {"model": model_label(args.model), "clips": len(chosen), "accuracy": results}
+        args.json.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

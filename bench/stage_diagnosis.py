@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval_embedded import encode_clips, model_corpus_parser
+from bench.eval_embedded import encode_clips, model_corpus_parser, model_label
 from magnet_demo.audio import decode_tokens
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
@@ -78,7 +78,7 @@ def main() -> None:
         print(f"{start + len(captions)}/{len(test)} clips", flush=True)
 
     labels = [meta[i]["labels"] for i in test]
-    results = {"clips": len(test), "model": args.model, "accuracy": {}}
+    results = {"clips": len(test), "model": model_label(args.model), "accuracy": {}}
     results["accuracy"]["real"] = accuracy(predict(classifier, real), labels)
     for n in sorted(variants):
         clips = prepare_audio(np.concatenate(variants[n]))
