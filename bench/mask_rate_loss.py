@@ -5,6 +5,8 @@ from neighbours) dominate; generation lays out the music in its first steps, at 
 where only the caption can help. This prints, per model, mask rate and stage (``--stages``: the
 first N, default stage 0 only), the cross-entropy with the true caption, with none, and their gap
 (what the caption is worth there), on the same held-out clips and masks for every model.
+``--split train`` scores training clips instead (evenly spread): the gap between the two splits
+is how much a model has memorised its corpus.
 
     .venv/bin/python -m bench.mask_rate_loss --models assets/embedded,runs/magnet_cont/export
 """
@@ -12,15 +14,18 @@ first N, default stage 0 only), the cross-entropy with the true caption, with no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from magnet_demo.models import load_lm
 from magnet_demo.train.train_magnet import evaluate, load_data
 
 DEFAULT_RATES = "1.0,0.9,0.7,0.5,0.2"
+SPLITS = ("test", "train")
 
 
 def main() -> None:
@@ -31,7 +36,8 @@ def main() -> None:
     parser.add_argument("--rates", default=DEFAULT_RATES, help="comma-separated mask rates in (0, 1]")
     parser.add_argument("--tokens", default="data/tokens.npy")
     parser.add_argument("--corpus", default="data/corpus")
-    parser.add_argument("--clips", type=int, default=64, help="held-out clips")
+    parser.add_argument("--clips", type=int, default=64, help="clips of the split")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="held-out or training clips")
     parser.add_argument("--stages", type=int, default=1, help="codebook stages to score (from 0)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -42,7 +48,10 @@ def main() -> None:
         parser.error(f"mask rates must be in (0, 1], got {args.rates}")
     torch.set_num_threads(args.threads)
     data = load_data(args.tokens, args.corpus)
-    results = {}
+    if args.split == "train":  # evaluate() scores data.test: point it at training clips
+        spread = np.linspace(0, len(data.train) - 1, args.clips).round().astype(int)
+        data = dataclasses.replace(data, test=data.train[spread])
+    results = {"split": args.split}
     for folder in args.models.split(","):
         lm = load_lm(folder)
         rows = {}
