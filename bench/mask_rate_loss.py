@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.eval_embedded import model_label
 from magnet_demo.models import load_lm
 from magnet_demo.train.train_magnet import evaluate, load_data
 
@@ -51,7 +52,7 @@ def main() -> None:
     if args.split == "train":  # evaluate() scores data.test: point it at training clips
         spread = np.linspace(0, len(data.train) - 1, args.clips).round().astype(int)
         data = dataclasses.replace(data, test=data.train[spread])
-    results = {"split": args.split}
+    results = {"split": args.split, "clips": len(data.test[: args.clips]), "models": {}}
     for folder in args.models.split(","):
         lm = load_lm(folder)
         rows = {}
@@ -63,7 +64,7 @@ def main() -> None:
                 print(
                     f"{folder:40s} stage {stage} rate {rate:.2f}: true {true:.3f}  null {null:.3f}  gap {null - true:+.3f}"
                 )
-        results[folder] = rows
+        results["models"][model_label(folder)] = rows
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
