@@ -167,6 +167,11 @@ def model_label(folder: str) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else folder
 
 
+def evenly_spread(indices, n: int) -> list:
+    """``n`` of ``indices``, evenly spread from the first to the last (the bench scripts' choice)."""
+    return [indices[int(j)] for j in np.linspace(0, len(indices) - 1, n)]
+
+
 def model_corpus_parser(description: str) -> argparse.ArgumentParser:
     """A command line with the model folder, the corpus and the attribute classifier to score with."""
     parser = argparse.ArgumentParser(

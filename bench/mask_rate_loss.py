@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval_embedded import model_label
+from bench.eval_embedded import evenly_spread, model_label
 from magnet_demo.models import load_lm
 from magnet_demo.train.train_magnet import evaluate, load_data
 
@@ -50,8 +50,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_data(args.tokens, args.corpus)
     if args.split == "train":  # evaluate() scores data.test: point it at training clips
-        spread = np.linspace(0, len(data.train) - 1, args.clips).round().astype(int)
-        data = dataclasses.replace(data, test=data.train[spread])
+        data = dataclasses.replace(data, test=np.asarray(evenly_spread(data.train, args.clips)))
     results = {"split": args.split, "clips": len(data.test[: args.clips]), "models": {}}
     for folder in args.models.split(","):
         lm = load_lm(folder)

@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from bench.eval_embedded import _generate, model_corpus_parser, model_label
+from bench.eval_embedded import _generate, evenly_spread, model_corpus_parser, model_label
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
@@ -64,7 +63,7 @@ def main() -> None:
     classifier = load_classifier(args.classifier)
     _audio, meta = load_corpus(args.corpus)
     train = [i for i, m in enumerate(meta) if m["split"] == "train"]
-    chosen = [train[int(j)] for j in np.linspace(0, len(train) - 1, args.clips)]
+    chosen = evenly_spread(train, args.clips)
     captions = [meta[i]["caption"] for i in chosen]
     labels = [meta[i]["labels"] for i in chosen]
     print(f"{len(chosen)} training captions; model {args.model} ({model.precision})")

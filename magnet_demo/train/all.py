@@ -60,8 +60,9 @@ DECODER_ARGS = ["--decoder-only", "--codec-arg", "phase=frequency", "--lr", "5e-
 #: log-mel term (4096-point STFT), which lifted the reconstructions from 0.88 to 0.90 of real.
 #: The MAGNeT's leg (80 min more at 7e-4, decay over the last 30%, one thread beside another job:
 #: 8,474 steps at 1.7 steps/s) draws its mask rates biased to the first decoding steps
-#: (``--rate-power 2``): generated clips 0.486 -> 0.520 mean accuracy. The same leg with the
-#: paper's rates lowered the held-out cross-entropy but not that accuracy (README).
+#: (``--rate-power 2``): generated clips 0.486 -> 0.520 mean accuracy (a gap the size of the
+#: score's seed noise). The same leg with the paper's rates lowered the held-out cross-entropy
+#: but not that accuracy (README).
 FURTHER_LEGS: dict[str, tuple[tuple[float, list[str]], ...]] = {
     "decoder": (
         (25.0, ["--lr", "3e-4"]),
