@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.eval_embedded import evenly_spread, model_label
-from bench.sampling_sweep import parse_setting
+from bench.sampling_sweep import mean_accuracy, parse_seeds, parse_setting
 from magnet_demo.models import EMBEDDED_DIR
 
 
@@ -19,6 +19,28 @@ def test_parse_setting_reads_numbers_and_refuses_what_is_not_key_value():
     assert parse_setting("temperature=2.5, top_k=50") == {"temperature": 2.5, "top_k": 50}
     with pytest.raises(ValueError, match="'top_k' is not KEY=VALUE"):
         parse_setting("temperature=2.5,top_k")
+
+
+def test_parse_setting_keeps_a_list_value_whole_and_names_a_bad_value():
+    assert parse_setting("decoding_steps=[60,10,10,10],top_p=0.8") == {
+        "decoding_steps": [60, 10, 10, 10],
+        "top_p": 0.8,
+    }
+    with pytest.raises(ValueError, match="'hot' is not a JSON value"):
+        parse_setting("temperature=hot")
+
+
+def test_parse_seeds_wants_distinct_integers():
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        parse_seeds("0,a")
+    with pytest.raises(ValueError, match="repeats a seed"):
+        parse_seeds("1,1")
+
+
+def test_mean_accuracy_averages_each_attribute_over_the_seeds():
+    runs = [{"family": 0.5, "mean": 0.25}, {"family": 1.0, "mean": 0.75}]
+    assert mean_accuracy(runs) == {"family": 0.75, "mean": 0.5}
 
 
 def test_evenly_spread_keeps_both_ends_and_steps_evenly_between():
