@@ -68,6 +68,8 @@ def test_full_run_continues_decoder_and_magnet_in_legs(monkeypatch, tmp_path):
     assert [option(a, "--init") for _, a in calls[:2]] == [str(out), str(out)]
     assert [option(a, "--lr") for _, a in calls[:2]] == ["5e-4", "1e-4"]
     assert "--init" not in calls[2][1] and option(calls[3][1], "--init") == str(out)
+    assert {option(a, "--device") for who, a in calls if who == "magnet"} == {"auto"}
+    assert all("--device" not in a for who, a in calls if who == "codec")  # the codec trains on the CPU
     # the MAGNeT step is done only when its last leg is: a finished first leg does not skip it
     for leg in ("magnet", "magnet_2"):
         calls.clear()
@@ -78,6 +80,35 @@ def test_full_run_continues_decoder_and_magnet_in_legs(monkeypatch, tmp_path):
 
 
 # --- the training objective and loop (fast) ---------------------------------------------------------
+
+
+def test_resolve_device_takes_cpu_or_cuda_and_explains_what_it_cannot_use():
+    import torch
+
+    from magnet_demo.train.train_magnet import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="'gpu' is not a device name"):
+        resolve_device("gpu")
+    with pytest.raises(ValueError, match="run on cpu or cuda"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            resolve_device("cuda:0")
+
+
+@pytest.mark.parametrize("trainer", ["train_magnet", "train_rescorer"])
+def test_trainers_refuse_an_unusable_device_before_any_work(trainer, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(f"magnet_demo.train.{trainer}")
+    with pytest.raises(SystemExit):
+        module.main(
+            ["--tokens", "synthetic", "--quick", "--run-dir", str(tmp_path / "run"), "--device", "gpu"]
+        )
+    assert "--device 'gpu' is not a device name" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_span_mask_reaches_the_rate_with_spans_of_three():

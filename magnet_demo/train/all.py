@@ -23,7 +23,11 @@ Steps, in order; each is skipped when its output exists, unless ``--force``:
 when their output exists: each continues its run folder (RUNS/<name>/last.pt, one per leg) up to
 its budget, or just re-exports when the budget is spent. ``--quick`` trains a micro version of everything (a few
 clips rendered with the small TimGM6mb SoundFont, tiny models, seconds of training per step) into
-OUT, with its data and runs beside it (OUT/../quick_data, OUT/../quick_runs).
+OUT, with its data and runs beside it (OUT/../quick_data, OUT/../quick_runs). ``--device`` picks
+where MAGNeT and the rescorer train (``auto``: the GPU when torch sees one, so the same command
+uses it; the budgets stay minutes of wall time, so a GPU run takes many more steps); the codec and
+the classifier train on the CPU. The shipped model was trained on CPU (``--device cpu`` reproduces
+it on a GPU machine).
 """
 
 from __future__ import annotations
@@ -180,7 +184,8 @@ class Pipeline:
 
     def _lm_args(self, run: str, minutes: float, out: Path) -> list[str]:
         data = ["--tokens", str(self.tokens), "--corpus", str(self.corpus), "--codec", str(self.out)]
-        return data + ["--out", str(out), *self._trainer_args(run, minutes)]
+        device = ["--device", self.args.device]
+        return data + ["--out", str(out), *device, *self._trainer_args(run, minutes)]
 
     def magnet_step(self):
         from magnet_demo.train import train_magnet
@@ -231,6 +236,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--quick", action="store_true", help="micro version of everything")
     p.add_argument("--quick-seconds", type=float, default=QUICK_SECONDS, help="training seconds per step")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="of MAGNeT and the rescorer: cpu, cuda or auto (codec, classifier: CPU)",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     only = args.only.split(",") if args.only else None

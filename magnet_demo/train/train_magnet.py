@@ -24,6 +24,9 @@ AdamW with a linear warm-up and a constant learning rate, cosine-decayed over th
 ``--decay`` of the budget (DESIGN.md section 10 found a run-long decay flattening the curve).
 ``--precision auto`` trains with bfloat16 autocast on CPUs that multiply bfloat16 in hardware
 (AMX): 3.5 steps/s instead of 2.0 for the embedded model on 2 idle cores.
+``--device auto`` (the default) trains on the GPU when torch sees one (``cuda``), else on the CPU;
+``--device cpu`` keeps a GPU machine's run on its CPU. The shipped model was trained on CPU, and
+the exported weights are always CPU tensors, so a GPU run ships the same way.
 The budget is wall time: ``--minutes`` is the total over all resumed sessions of a run folder.
 Every ``--export-every`` seconds (and at the end) the held-out loss is logged per stage with the
 true, the null and a swapped caption, and the model is exported to ``--out/state_dict.bin``.
@@ -188,6 +191,24 @@ def mask_rates(n: int, generator: torch.Generator, power: float = 1.0) -> torch.
     return torch.cos(u * math.pi / 2)
 
 
+def resolve_device(name: str) -> torch.device:
+    """The training device of ``--device``: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``.
+
+    Raises ValueError for a name torch does not know or a CUDA device this machine lacks.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N or auto)") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: the trainers run on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: torch sees no CUDA device on this machine")
+    return device
+
+
 def _select(conditions: dict, index: torch.Tensor) -> dict:
     return {name: (emb[index], mask[index]) for name, (emb, mask) in conditions.items()}
 
@@ -210,15 +231,17 @@ def magnet_loss(
     """
     B, K, T = codes.shape
     mask_id = lm.special_token_id
+    device = next(lm.parameters()).device
+    codes = codes.to(device)
     total, count, per_stage = codes.new_zeros((), dtype=torch.float), 0, {}
     for stage in stages.unique().tolist():
         index = (stages == stage).nonzero().flatten()
-        target = codes[index]
-        masked = span_mask(rates[index], T, SPAN_LEN, generator)  # [b, T]
+        target = codes[index.to(device)]
+        masked = span_mask(rates[index], T, SPAN_LEN, generator).to(device)  # [b, T], drawn on the CPU
         sequence = target.clone()
         sequence[:, stage][masked] = mask_id
         sequence[:, stage + 1 :] = mask_id
-        logits = stage_logits(lm, sequence, _select(conditions, index), stage)  # [b, T, card]
+        logits = stage_logits(lm, sequence, _select(conditions, index.to(device)), stage)  # [b, T, card]
         ce = F.cross_entropy(logits[masked].float(), target[:, stage][masked], reduction="sum")
         total, count = total + ce, count + int(masked.sum())
         per_stage[stage] = (float(ce.detach()), int(masked.sum()))
@@ -335,7 +358,7 @@ def export(lm, cfg: dict, folder: str | Path, codec: str | Path | None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (LM_FILE + ".tmp")
-    save_package(lm.state_dict(), cfg, tmp)
+    save_package({name: value.cpu() for name, value in lm.state_dict().items()}, cfg, tmp)
     os.replace(tmp, folder / LM_FILE)
     if codec is not None:
         source = Path(codec) / COMPRESSION_FILE if Path(codec).is_dir() else Path(codec)
@@ -357,7 +380,14 @@ def learning_rate(
 def prepare_model(args: argparse.Namespace, make_cfg: Callable[[], dict]) -> tuple[Any, dict, dict | None]:
     """(lm, cfg, saved state or None): resumed from ``run_dir/last.pt``, initialised from an exported
     folder (``--init``), or new from ``make_cfg()`` (with the tensors of ``--init-partial`` whose
-    names and shapes match: a way to grow a trained model, e.g. add a conditioner)."""
+    names and shapes match: a way to grow a trained model, e.g. add a conditioner); on ``--device``."""
+    lm, cfg, state = _build_model(args, make_cfg)
+    device = resolve_device(args.device)
+    log.info("training device: %s", device)
+    return lm.to(device), cfg, state
+
+
+def _build_model(args: argparse.Namespace, make_cfg: Callable[[], dict]) -> tuple[Any, dict, dict | None]:
     state_path = Path(args.run_dir) / "last.pt"
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -535,6 +565,7 @@ def add_training_args(
         choices=PRECISIONS,
         help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, else float32)",
     )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=float, default=60.0, help="seconds")
     p.add_argument("--save-every", type=float, default=300.0, help="seconds")
@@ -692,6 +723,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         "--positional", default=POSITIONAL, choices=("sin", "rope", "sin_rope"), help="position encoding"
     )
     args = p.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        p.error(str(error))
     if not args.rate_power > 0:
         p.error(f"--rate-power must be positive, got {args.rate_power}")
     return train(args)

@@ -44,6 +44,7 @@ from magnet_demo.train.train_magnet import (
     model_size,
     pick_captions,
     prepare_model,
+    resolve_device,
     setup,
     training_loop,
 )
@@ -68,6 +69,7 @@ def ar_loss(lm, codes: torch.Tensor, conditions: dict) -> tuple[torch.Tensor, to
         mean loss over valid positions, and per codebook the summed cross-entropy ``[K]`` and the
         number of valid positions ``[K]``.
     """
+    codes = codes.to(next(lm.parameters()).device)
     out = lm.compute_predictions(codes, [], conditions)
     valid = out.mask.bool()  # [B, K, T]
     logits = out.logits.float()
@@ -143,6 +145,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(p, run_dir="runs/rescorer", out="assets/embedded/rescorer", minutes=25, batch=8)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        p.error(str(error))
     return train(args)
 
 
