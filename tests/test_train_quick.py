@@ -111,6 +111,15 @@ def test_trainers_refuse_an_unusable_device_before_any_work(trainer, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+def test_full_run_refuses_an_unusable_device_before_its_first_step(tmp_path, capsys):
+    from magnet_demo.train import all as train_all
+
+    with pytest.raises(SystemExit):
+        train_all.main(["--quick", "--out", str(tmp_path / "model"), "--device", "gpu"])
+    assert "--device 'gpu' is not a device name" in capsys.readouterr().err
+    assert not (tmp_path / "quick_data").exists() and not (tmp_path / "model").exists()
+
+
 def test_span_mask_reaches_the_rate_with_spans_of_three():
     import torch
 

@@ -247,6 +247,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     unknown = set(only or []) - set(STEPS)
     if unknown:
         p.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    from magnet_demo.train.train_magnet import resolve_device
+
+    try:  # refused here, not after the corpus and the codec have been trained
+        resolve_device(args.device)
+    except ValueError as error:
+        p.error(str(error))
     seconds = Pipeline(args).run(only)
     log.info("steps run (seconds): %s", seconds)
     return seconds
