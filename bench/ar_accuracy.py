@@ -18,12 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval_embedded import AR_CFG, AR_TOP_K, evenly_spread, model_corpus_parser, model_label
+from bench.eval_embedded import (
+    AR_CFG,
+    AR_TOP_K,
+    add_run_arguments,
+    model_corpus_parser,
+    model_label,
+    spread_clips,
+)
 from bench.sampling_sweep import mean_accuracy, parse_seeds
 from magnet_demo.audio import decode_tokens
 from magnet_demo.models import load_lm, load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
-from magnet_demo.train.corpus import load_corpus
 
 
 @torch.no_grad()
@@ -55,10 +61,8 @@ def main() -> None:
     parser.add_argument("--rescorer", default=None, help="the autoregressive model (default MODEL/rescorer)")
     parser.add_argument("--split", default="train", choices=("train", "test"))
     parser.add_argument("--clips", type=int, default=200, help="clips of the split, evenly spread")
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds; scores are averaged")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
@@ -67,12 +71,8 @@ def main() -> None:
     model = load_model(args.model, device="cpu", precision="float32")  # its codec decodes the tokens
     lm = load_lm(rescorer)
     classifier = load_classifier(args.classifier)
-    _audio, meta = load_corpus(args.corpus)
-    split = [i for i, m in enumerate(meta) if m["split"] == args.split]
-    chosen = evenly_spread(split, min(args.clips, len(split)))
-    captions = [meta[i]["caption"] for i in chosen]
-    labels = [meta[i]["labels"] for i in chosen]
-    print(f"{len(chosen)} {args.split} captions; autoregressive model {rescorer}", flush=True)
+    captions, labels = spread_clips(args.corpus, args.split, args.clips)
+    print(f"{len(captions)} {args.split} captions; autoregressive model {rescorer}", flush=True)
 
     per_seed = {}
     for seed in seeds:
@@ -85,7 +85,7 @@ def main() -> None:
         payload = {
             "model": model_label(rescorer),
             "split": args.split,
-            "clips": len(chosen),
+            "clips": len(captions),
             "seeds": seeds,
             "sampling": {"top_k": AR_TOP_K, "cfg_coef": AR_CFG},
             "accuracy": result,

@@ -172,6 +172,21 @@ def evenly_spread(indices, n: int) -> list:
     return [indices[int(j)] for j in np.linspace(0, len(indices) - 1, n)]
 
 
+def spread_clips(corpus: str, split: str, n: int) -> tuple[list[str], list[dict]]:
+    """Captions and attribute labels of ``n`` clips of ``split`` (``train`` or ``test``), evenly spread."""
+    _audio, meta = load_corpus(corpus)
+    indices = [i for i, m in enumerate(meta) if m["split"] == split]
+    chosen = evenly_spread(indices, min(n, len(indices)))
+    return [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every generating bench script shares: ``--batch``, ``--threads``, ``--json``."""
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+
+
 def model_corpus_parser(description: str) -> argparse.ArgumentParser:
     """A command line with the model folder, the corpus and the attribute classifier to score with."""
     parser = argparse.ArgumentParser(

@@ -15,16 +15,14 @@ only larger gaps mean much. ``--seeds 0,1,2`` generates every caption once per s
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
-from bench.eval_embedded import _generate, evenly_spread, model_corpus_parser, model_label
+from bench.eval_embedded import _generate, add_run_arguments, model_corpus_parser, model_label, spread_clips
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
-from magnet_demo.train.corpus import load_corpus
 
 #: audiocraft's defaults, two lower temperatures and two CFG strengths (the sweep of
 #: ``assets/sampling_sweep.json``)
@@ -83,11 +81,9 @@ def main() -> None:
     parser = model_corpus_parser(__doc__)
     parser.add_argument("--clips", type=int, default=40, help="training clips, evenly spread")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated settings")
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds; scores are averaged")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
@@ -97,12 +93,8 @@ def main() -> None:
     model = load_model(args.model, device="cpu", precision=args.precision)
     engine = Engine(model)
     classifier = load_classifier(args.classifier)
-    _audio, meta = load_corpus(args.corpus)
-    train = [i for i, m in enumerate(meta) if m["split"] == "train"]
-    chosen = evenly_spread(train, args.clips)
-    captions = [meta[i]["caption"] for i in chosen]
-    labels = [meta[i]["labels"] for i in chosen]
-    print(f"{len(chosen)} training captions; model {args.model} ({model.precision})")
+    captions, labels = spread_clips(args.corpus, "train", args.clips)
+    print(f"{len(captions)} training captions; model {args.model} ({model.precision})")
 
     results, per_seed = {}, {}
     for text, config in configs:
@@ -117,7 +109,7 @@ def main() -> None:
     if args.json:
         payload = {
             "model": model_label(args.model),
-            "clips": len(chosen),
+            "clips": len(captions),
             "seeds": seeds,
             "accuracy": results,
         }

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.eval_embedded import evenly_spread, model_corpus_parser, model_label
+from bench.eval_embedded import add_run_arguments, model_corpus_parser, model_label, spread_clips
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model, stage_logits
 from magnet_demo.records import StepRecord
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
-from magnet_demo.train.corpus import load_corpus
 from magnet_demo.train.train_magnet import condition_tensors, span_mask
 
 #: seed offset between the candidates of one caption batch (above any batch offset of 200 clips)
@@ -104,10 +102,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=3, help="stage-0 draws per caption")
     parser.add_argument("--rules", default="pmi@1,pmi@0.7", help="comma-separated KIND@RATE selection rules")
     parser.add_argument("--masks", type=int, default=4, help="random masks per score")
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -121,16 +117,16 @@ def main() -> None:
     engine, lm = Engine(model), model.lm
     config = model.default_config()
     classifier = load_classifier(args.classifier)
-    _audio, meta = load_corpus(args.corpus)
-    train = [i for i, m in enumerate(meta) if m["split"] == "train"]
-    chosen = evenly_spread(train, args.clips)
+    all_captions, labels = spread_clips(args.corpus, "train", args.clips)
     rules = ["first"] + [f"{kind}@{rate:g}" for kind, rate in scored]
     clips: dict[str, list[np.ndarray]] = {rule: [] for rule in rules}
     picks: dict[str, list[int]] = {rule: [] for rule in rules}
-    print(f"{len(chosen)} training captions, {args.candidates} candidates; model {args.model}", flush=True)
+    print(
+        f"{len(all_captions)} training captions, {args.candidates} candidates; model {args.model}", flush=True
+    )
 
-    for start in range(0, len(chosen), args.batch):
-        captions = [meta[i]["caption"] for i in chosen[start : start + args.batch]]
+    for start in range(0, len(all_captions), args.batch):
+        captions = all_captions[start : start + args.batch]
         seed = args.seed + start
         candidates = [
             stage0_candidate(engine, captions, config, seed + CANDIDATE_SEED_STRIDE * c)
@@ -146,12 +142,11 @@ def main() -> None:
             result = engine.decode(captions, config, seed=seed, resume_from=mixed_record(candidates, choice))
             clips[rule].append(result.audio)
             picks[rule] += choice.tolist()
-        print(f"{start + len(captions)}/{len(chosen)} captions", flush=True)
+        print(f"{start + len(captions)}/{len(all_captions)} captions", flush=True)
 
-    labels = [meta[i]["labels"] for i in chosen]
     results = {
         "model": model_label(args.model),
-        "clips": len(chosen),
+        "clips": len(all_captions),
         "candidates": args.candidates,
         "masks": args.masks,
         "seed": args.seed,

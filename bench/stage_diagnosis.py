@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.eval_embedded import encode_clips, model_corpus_parser, model_label
+from bench.eval_embedded import add_run_arguments, encode_clips, model_corpus_parser, model_label
 from magnet_demo.audio import decode_tokens
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
@@ -52,10 +51,8 @@ def _given(engine: Engine, captions, true_codes: torch.Tensor, config, seed: int
 def main() -> None:
     parser = model_corpus_parser(__doc__)
     parser.add_argument("--clips", type=int, default=96, help="held-out clips (the first N)")
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.eval_embedded import evenly_spread, model_label
+from bench.eval_embedded import evenly_spread, model_label, spread_clips
 from bench.sampling_sweep import mean_accuracy, parse_seeds, parse_setting
 from magnet_demo.models import EMBEDDED_DIR
 
@@ -46,3 +46,16 @@ def test_mean_accuracy_averages_each_attribute_over_the_seeds():
 def test_evenly_spread_keeps_both_ends_and_steps_evenly_between():
     assert evenly_spread(list(range(10)), 4) == [0, 3, 6, 9]
     assert evenly_spread(["a", "b", "c"], 1) == ["a"]
+
+
+def test_spread_clips_takes_captions_and_labels_of_one_split_in_corpus_order(tmp_path):
+    import json
+
+    import numpy as np
+
+    splits = ["train", "test", "train", "train", "test", "train"]
+    np.save(tmp_path / "audio.npy", np.zeros((len(splits), 4), np.int16))
+    rows = [{"split": s, "caption": f"clip {i}", "labels": {"drums": i}} for i, s in enumerate(splits)]
+    (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert spread_clips(str(tmp_path), "train", 2) == (["clip 0", "clip 5"], [{"drums": 0}, {"drums": 5}])
+    assert spread_clips(str(tmp_path), "test", 10)[0] == ["clip 1", "clip 4"]  # no more than the split has
