@@ -79,7 +79,10 @@ def parse_rule(text: str) -> tuple[str, float]:
     kind, sep, rate = text.strip().partition("@")
     if not sep or kind not in RULE_KINDS:
         raise ValueError(f"rule {text!r} is not KIND@RATE with KIND one of {', '.join(RULE_KINDS)}")
-    value = float(rate)
+    try:
+        value = float(rate)
+    except ValueError as error:
+        raise ValueError(f"rule {text!r}: {rate!r} is not a mask rate") from error
     if not 0 < value <= 1:
         raise ValueError(f"rule {text!r}: the mask rate must be in (0, 1]")
     return kind, value

@@ -23,6 +23,8 @@ def test_parse_rule_reads_kind_and_rate_and_names_what_is_wrong():
         parse_rule("entropy@0.5")
     with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
         parse_rule("pmi@1.5")
+    with pytest.raises(ValueError, match="'high' is not a mask rate"):
+        parse_rule("pmi@high")
 
 
 def test_a_candidate_is_the_canvas_at_the_end_of_stage_0(engine):
