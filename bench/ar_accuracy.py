@@ -22,38 +22,24 @@ from bench.eval_embedded import (
     AR_CFG,
     AR_TOP_K,
     add_run_arguments,
+    autoregressive_audio,
     model_corpus_parser,
     model_label,
     spread_clips,
 )
 from bench.sampling_sweep import mean_accuracy, parse_seeds
-from magnet_demo.audio import decode_tokens
 from magnet_demo.models import load_lm, load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
 
 
-@torch.no_grad()
 def generate_autoregressive(lm, model, captions: list[str], batch: int, seed: int) -> np.ndarray:
-    """Float32 clips ``[N, samples]`` of the model's full length, ``batch`` captions at a time.
-
-    audiocraft's sampling draws from the global generator, seeded ``seed + start`` per batch (as
-    ``bench.eval_embedded`` seeds the engine), so a run is reproducible.
-    """
-    from audiocraft.modules.conditioners import ConditioningAttributes
-
-    frames = int(model.max_duration * model.frame_rate)
-    names = list(lm.condition_provider.text_conditions)
-    out = []
-    for start in range(0, len(captions), batch):
-        attributes = [
-            ConditioningAttributes(text={n: c for n in names}) for c in captions[start : start + batch]
-        ]
-        torch.manual_seed(seed + start)
-        tokens = lm.generate(
-            None, attributes, max_gen_len=frames, use_sampling=True, top_k=AR_TOP_K, cfg_coef=AR_CFG
-        )
-        out.append(decode_tokens(model.compression_model, tokens))
-    return np.concatenate(out)
+    """Float32 clips ``[N, samples]``, ``batch`` captions at a time, each batch seeded ``seed + start``
+    (as ``bench.eval_embedded`` seeds the engine), so a run is reproducible."""
+    parts = [
+        autoregressive_audio(lm, model, captions[start : start + batch], seed + start)
+        for start in range(0, len(captions), batch)
+    ]
+    return np.concatenate(parts)
 
 
 def main() -> None:

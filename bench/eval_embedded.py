@@ -98,19 +98,26 @@ def _time_magnet(engine: Engine) -> float:
 
 
 @torch.no_grad()
-def _time_autoregressive(lm, model) -> float:
-    """Seconds for 10 s from the autoregressive LM (MusicGen's sampling), text to waveform."""
+def autoregressive_audio(lm, model, captions: list[str], seed: int) -> np.ndarray:
+    """Float32 clips ``[B, samples]`` of ``model``'s full length from the autoregressive LM, sampling
+    as MusicGen does (top-k ``AR_TOP_K``, CFG ``AR_CFG``) from the global generator seeded ``seed``;
+    ``model``'s codec decodes the tokens."""
     from audiocraft.modules.conditioners import ConditioningAttributes
 
     frames = int(model.max_duration * model.frame_rate)
     names = list(lm.condition_provider.text_conditions)
-    attributes = [ConditioningAttributes(text={n: SPEED_PROMPT for n in names})]
-    torch.manual_seed(0)
-    start = time.perf_counter()
+    attributes = [ConditioningAttributes(text={n: text for n in names}) for text in captions]
+    torch.manual_seed(seed)
     tokens = lm.generate(
         None, attributes, max_gen_len=frames, use_sampling=True, top_k=AR_TOP_K, cfg_coef=AR_CFG
     )
-    decode_tokens(model.compression_model, tokens)
+    return decode_tokens(model.compression_model, tokens)
+
+
+def _time_autoregressive(lm, model) -> float:
+    """Seconds for 10 s from the autoregressive LM (MusicGen's sampling), text to waveform."""
+    start = time.perf_counter()
+    autoregressive_audio(lm, model, [SPEED_PROMPT], seed=0)
     return time.perf_counter() - start
 
 
