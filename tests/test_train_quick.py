@@ -68,8 +68,7 @@ def test_full_run_continues_decoder_and_magnet_in_legs(monkeypatch, tmp_path):
     assert [option(a, "--init") for _, a in calls[:2]] == [str(out), str(out)]
     assert [option(a, "--lr") for _, a in calls[:2]] == ["5e-4", "1e-4"]
     assert "--init" not in calls[2][1] and option(calls[3][1], "--init") == str(out)
-    assert {option(a, "--device") for who, a in calls if who == "magnet"} == {"auto"}
-    assert all("--device" not in a for who, a in calls if who == "codec")  # the codec trains on the CPU
+    assert [option(a, "--device") for _, a in calls] == ["auto"] * 4  # every trainer follows --device
     # the MAGNeT step is done only when its last leg is: a finished first leg does not skip it
     for leg in ("magnet", "magnet_2"):
         calls.clear()
@@ -85,7 +84,7 @@ def test_full_run_continues_decoder_and_magnet_in_legs(monkeypatch, tmp_path):
 def test_resolve_device_takes_cpu_or_cuda_and_explains_what_it_cannot_use():
     import torch
 
-    from magnet_demo.train.train_magnet import resolve_device
+    from magnet_demo.train.device import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -98,14 +97,34 @@ def test_resolve_device_takes_cpu_or_cuda_and_explains_what_it_cannot_use():
             resolve_device("cuda:0")
 
 
-@pytest.mark.parametrize("trainer", ["train_magnet", "train_rescorer"])
+def test_training_precision_autocasts_on_gpus_with_bfloat16_and_otherwise_follows_the_app(monkeypatch):
+    import torch
+
+    from magnet_demo.models import resolve_precision
+    from magnet_demo.train.device import training_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for precision in ("auto", "float32", "bfloat16"):
+        assert training_precision(precision, cpu) == resolve_precision(precision, "cpu")
+    for supported, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert training_precision("auto", gpu) == expected
+        assert training_precision("float32", gpu) == "float32"  # an explicit choice is kept
+    with pytest.raises(ValueError, match="precision must be one of"):
+        training_precision("fp8", cpu)
+
+
+TRAINER_DATA = {"train_magnet": ["--tokens", "synthetic"], "train_rescorer": ["--tokens", "synthetic"]}
+
+
+@pytest.mark.parametrize("trainer", ["train_magnet", "train_rescorer", "train_codec"])
 def test_trainers_refuse_an_unusable_device_before_any_work(trainer, tmp_path, capsys):
     import importlib
 
     module = importlib.import_module(f"magnet_demo.train.{trainer}")
     with pytest.raises(SystemExit):
         module.main(
-            ["--tokens", "synthetic", "--quick", "--run-dir", str(tmp_path / "run"), "--device", "gpu"]
+            [*TRAINER_DATA.get(trainer, []), "--quick", "--run-dir", str(tmp_path / "run"), "--device", "gpu"]
         )
     assert "--device 'gpu' is not a device name" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

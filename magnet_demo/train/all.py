@@ -24,10 +24,10 @@ when their output exists: each continues its run folder (RUNS/<name>/last.pt, on
 its budget, or just re-exports when the budget is spent. ``--quick`` trains a micro version of everything (a few
 clips rendered with the small TimGM6mb SoundFont, tiny models, seconds of training per step) into
 OUT, with its data and runs beside it (OUT/../quick_data, OUT/../quick_runs). ``--device`` picks
-where MAGNeT and the rescorer train (``auto``: the GPU when torch sees one, so the same command
-uses it; the budgets stay minutes of wall time, so a GPU run takes many more steps); the codec and
-the classifier train on the CPU. The shipped model was trained on CPU (``--device cpu`` reproduces
-it on a GPU machine).
+where the codec, its decoder, MAGNeT and the rescorer train (``auto``: the GPU when torch sees one,
+so the same command uses it; the budgets stay minutes of wall time, so a GPU run takes many more
+steps); the corpus, the tokens and the classifier stay on the CPU. The shipped model was trained on
+CPU (``--device cpu`` reproduces it on a GPU machine).
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class Pipeline:
         return legs
 
     def _trainer_args(self, run: str, minutes: float) -> list[str]:
+        """The options every trainer (codec, decoder, MAGNeT, rescorer) takes from the run."""
         extra = ["--quick"] if self.args.quick else []
         extra += ["--resume"] if self.args.resume else []
         return extra + [
@@ -143,6 +144,8 @@ class Pipeline:
             "--run-dir",
             str(self.runs / run),
             *self.threads,
+            "--device",
+            self.args.device,
         ]
 
     # ---------------------------------------------------------------- the steps
@@ -184,8 +187,7 @@ class Pipeline:
 
     def _lm_args(self, run: str, minutes: float, out: Path) -> list[str]:
         data = ["--tokens", str(self.tokens), "--corpus", str(self.corpus), "--codec", str(self.out)]
-        device = ["--device", self.args.device]
-        return data + ["--out", str(out), *device, *self._trainer_args(run, minutes)]
+        return data + ["--out", str(out), *self._trainer_args(run, minutes)]
 
     def magnet_step(self):
         from magnet_demo.train import train_magnet
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument(
         "--device",
         default="auto",
-        help="of MAGNeT and the rescorer: cpu, cuda or auto (codec, classifier: CPU)",
+        help="of the codec, MAGNeT and the rescorer: cpu, cuda or auto (corpus, tokens, classifier: CPU)",
     )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     unknown = set(only or []) - set(STEPS)
     if unknown:
         p.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
-    from magnet_demo.train.train_magnet import resolve_device
+    from magnet_demo.train.device import resolve_device
 
     try:  # refused here, not after the corpus and the codec have been trained
         resolve_device(args.device)

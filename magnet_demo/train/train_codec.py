@@ -15,7 +15,9 @@ log-mel L1 + 0.2 x log-STFT L1 + waveform L1 + commitment. The budget is wall ti
 ``--clock cpu``, this process's CPU time, which makes runs on a shared machine comparable):
 ``--minutes`` is the total over all resumed sessions of a run folder. Checkpoints go to ``--run-dir``
 every ``--save-every`` seconds and at the end, when the codec is exported and evaluated on held-out
-clips.
+clips. ``--device auto`` (the default) trains on the GPU when torch sees one (``cuda``), else on
+the CPU; the evaluation and the export run on the CPU either way, so the exported codec is the
+same file.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ from magnet_demo.codec import (
     true_frequency_offset,
 )
 from magnet_demo.controls import PRECISIONS
-from magnet_demo.models import resolve_precision
 from magnet_demo.train.adversarial import (
     MultiResolutionDiscriminator,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
 )
+from magnet_demo.train.device import resolve_device, training_precision
 
 log = logging.getLogger("train_codec")
 
@@ -421,6 +423,8 @@ def train(args: argparse.Namespace) -> dict:
     corpus = Corpus(args.corpus, seed=args.seed)
     state_path = run_dir / "last.pt"
     budget = args.minutes * 60
+    device = resolve_device(args.device)
+    log.info("training device: %s", device)
 
     overrides = dict(QUICK_ARGS) if args.quick else {}
     defaults = codec_config()[CODEC_NAME]
@@ -446,11 +450,12 @@ def train(args: argparse.Namespace) -> dict:
         state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
         log.info("initialised from %s", args.init)
     else:
-        codec = build_codec(codec_config(**overrides))
+        codec = build_codec(codec_config(**overrides)).to(device)
         state, step, elapsed, cpu, history = None, 0, 0.0, 0.0, []
         with torch.no_grad():  # k-means init of the codebooks on many crops, before any update
-            x = corpus.crops(rng, args.init_crops, args.crop)
+            x = corpus.crops(rng, args.init_crops, args.crop).to(device)
             codec.quantizer.kmeans_init(codec.encoder(codec.features(x)))
+    codec.to(device)  # a resumed or initialised codec was built on the CPU
     n_params = sum(p.numel() for p in codec.parameters())
     log.info(
         "codec %.2fM parameters, %s, corpus %s (%d train / %d test clips)",
@@ -462,20 +467,20 @@ def train(args: argparse.Namespace) -> dict:
     )
     weights = {**LOSS_WEIGHTS, **dict(_parse_item(item, float) for item in args.loss_weight)}
     log.info("loss weights %s", weights)
-    spectral = SpectralLoss()
+    spectral = SpectralLoss().to(device)
     if args.decoder_only:  # the encoder and codebooks stay as they are, so the tokens do too
         for module in (codec.encoder, codec.quantizer):
             module.requires_grad_(False)
         log.info("decoder only: encoder and codebooks frozen (tokens unchanged)")
     trained = [p for p in codec.parameters() if p.requires_grad]
-    low_precision = resolve_precision(args.precision, "cpu") == "bfloat16"
+    low_precision = training_precision(args.precision, device) == "bfloat16"
     log.info("training precision: %s", "bfloat16 autocast" if low_precision else "float32")
     opt = torch.optim.AdamW(trained, lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-2)
     if state is not None:
         opt.load_state_dict(state["opt"])
     discriminator = disc_opt = None
     if weights["adversarial"] or weights["feature"]:
-        discriminator = MultiResolutionDiscriminator()
+        discriminator = MultiResolutionDiscriminator().to(device)
         disc_opt = torch.optim.AdamW(discriminator.parameters(), lr=args.disc_lr, betas=DISC_BETAS)
         if state is not None and "disc" in state:
             discriminator.load_state_dict(state["disc"])
@@ -495,7 +500,7 @@ def train(args: argparse.Namespace) -> dict:
         lr = learning_rate(args.lr, step, elapsed / budget, warmup=args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        crops = corpus.crops(rng, args.batch, args.crop)
+        crops = corpus.crops(rng, args.batch, args.crop).to(device)
         loss, terms, decoded = codec_loss(codec, spectral, crops, weights, low_precision, discriminator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -546,6 +551,7 @@ def train(args: argparse.Namespace) -> dict:
             _save_state(state_path, state)
             last_save = now
 
+    codec.cpu()  # evaluated and exported on the CPU, whatever it trained on
     metrics = evaluate(codec, corpus, n_clips=args.eval_clips)
     metrics.update(
         {
@@ -553,6 +559,7 @@ def train(args: argparse.Namespace) -> dict:
             "train_minutes": round(elapsed / 60, 2),
             "train_cpu_minutes": round(cpu / 60, 2),
             "clock": args.clock,
+            "device": str(device),
             "params": n_params,
             "corpus": "synthetic" if corpus.synthetic else str(corpus.dir),
         }
@@ -666,14 +673,19 @@ def main(argv: list[str] | None = None) -> None:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="matrix products of the encoder and decoder (auto, the default: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, else float32; as train_magnet)",
+        help="matrix products of the encoder and decoder (auto, the default: bfloat16 autocast on CPUs with AMX or AVX-512 BF16 and on GPUs that support it, else float32; as train_magnet)",
     )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")
     p.add_argument("--eval-clips", type=int, default=64)
     p.add_argument("--log-every", type=float, default=30.0, help="seconds")
     p.add_argument("--save-every", type=float, default=120.0, help="seconds")
     args = p.parse_args(argv)
+    try:  # refused before any work
+        resolve_device(args.device)
+    except ValueError as error:
+        p.error(str(error))
     if args.minutes is None:
         args.minutes = QUICK_SECONDS / 60 if args.quick else 20.0
     if args.warmup is None:

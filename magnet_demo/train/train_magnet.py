@@ -23,7 +23,8 @@ the first decoding steps, where the caption is all the model has (``bench.mask_r
 AdamW with a linear warm-up and a constant learning rate, cosine-decayed over the last
 ``--decay`` of the budget (DESIGN.md section 10 found a run-long decay flattening the curve).
 ``--precision auto`` trains with bfloat16 autocast on CPUs that multiply bfloat16 in hardware
-(AMX): 3.5 steps/s instead of 2.0 for the embedded model on 2 idle cores.
+(AMX): 3.5 steps/s instead of 2.0 for the embedded model on 2 idle cores; on a GPU it autocasts
+where the GPU supports bfloat16 (:func:`magnet_demo.train.device.training_precision`).
 ``--device auto`` (the default) trains on the GPU when torch sees one (``cuda``), else on the CPU;
 ``--device cpu`` keeps a GPU machine's run on its CPU. The shipped model was trained on CPU, and
 the exported weights are always CPU tensors, so a GPU run ships the same way.
@@ -65,7 +66,8 @@ from magnet_demo.checkpoints import (
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.conditioning import build_vocab, conditioner_config
 from magnet_demo.controls import PRECISIONS
-from magnet_demo.models import build_lm, resolve_precision, stage_logits
+from magnet_demo.models import build_lm, stage_logits
+from magnet_demo.train.device import resolve_device, training_precision
 
 import_audiocraft()
 from audiocraft.modules.conditioners import ConditioningAttributes  # noqa: E402
@@ -189,24 +191,6 @@ def mask_rates(n: int, generator: torch.Generator, power: float = 1.0) -> torch.
     """
     u = torch.rand(n, generator=generator) ** power
     return torch.cos(u * math.pi / 2)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The training device of ``--device``: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``.
-
-    Raises ValueError for a name torch does not know or a CUDA device this machine lacks.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N or auto)") from error
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: the trainers run on cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: torch sees no CUDA device on this machine")
-    return device
 
 
 def _select(conditions: dict, index: torch.Tensor) -> dict:
@@ -473,8 +457,8 @@ def training_loop(
 
     # bfloat16 autocast: float32 master weights and optimiser, bfloat16 matrix products (on a CPU
     # with AMX a training step of the embedded model is ~2.5x faster); evaluation stays float32
-    device_type = next(lm.parameters()).device.type
-    low_precision = resolve_precision(args.precision, device_type) == "bfloat16"
+    device = next(lm.parameters()).device
+    low_precision = training_precision(args.precision, device) == "bfloat16"
     log.info("training precision: %s", "bfloat16 autocast" if low_precision else "float32")
     lm.train()
     session_start, session_steps, window = time.monotonic(), 0, []
@@ -485,7 +469,7 @@ def training_loop(
         lr = learning_rate(args.lr, step, elapsed / budget, args.warmup, args.decay)
         for group in opt.param_groups:
             group["lr"] = lr
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=low_precision):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
             loss, terms = step_loss(lm, rng, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -563,7 +547,7 @@ def add_training_args(
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, else float32)",
+        help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, GPUs that support it; else float32)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)")
     p.add_argument("--seed", type=int, default=0)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from magnet_demo.conditioning import build_vocab
+from magnet_demo.train.device import resolve_device
 from magnet_demo.train.train_magnet import (
     DEFAULT_SIZE,
     DEFAULT_TEXT,
@@ -44,7 +45,6 @@ from magnet_demo.train.train_magnet import (
     model_size,
     pick_captions,
     prepare_model,
-    resolve_device,
     setup,
     training_loop,
 )
