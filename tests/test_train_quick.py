@@ -205,6 +205,64 @@ def test_magnet_loss_only_scores_masked_tokens_of_the_stage():
     assert lm.linears[1].weight.grad is None or lm.linears[1].weight.grad.abs().sum() == 0
 
 
+def test_self_context_rewrites_only_visible_spans_with_the_models_own_samples():
+    """--self-context: a share of the visible frames of the stage is rewritten by what the model
+    samples there with them masked; masked frames, other stages and the rest stay; share 0 is a no-op."""
+    import torch
+
+    from magnet_demo.models import build_lm, stage_logits
+    from magnet_demo.train.train_magnet import (
+        QUICK_SIZE,
+        QUICK_TEXT,
+        condition_tensors,
+        lm_config,
+        self_context,
+        span_mask,
+    )
+
+    torch.manual_seed(0)
+    lm = build_lm(lm_config(["fast", "piano"], QUICK_SIZE, QUICK_TEXT)).eval()
+    T, stage, mask_id = 60, 1, lm.special_token_id
+    codes = torch.randint(0, 256, (2, 4, T))
+    masked = span_mask(torch.tensor([0.5, 0.2]), T, 3, torch.Generator().manual_seed(1))
+    sequence = codes.clone()
+    sequence[:, stage][masked] = mask_id
+    sequence[:, stage + 1 :] = mask_id
+    conditions = condition_tensors(lm, ["fast piano", None])
+    out = self_context(lm, sequence, masked, conditions, stage, 0.4, torch.Generator().manual_seed(2))
+    changed = out[:, stage] != sequence[:, stage]  # [2, T]
+    assert not changed[masked].any() and (out[:, stage][masked] == mask_id).all()
+    assert torch.equal(out[:, :stage], sequence[:, :stage]) and torch.equal(
+        out[:, stage + 1 :], sequence[:, stage + 1 :]
+    )
+    visible = (~masked).sum(1)
+    assert all(0 < int(n) <= int(v) for n, v in zip(changed.sum(1), visible, strict=True))
+    # the rewritten frames hold the Gumbel-max sample of the model's logits with them masked
+    generator = torch.Generator().manual_seed(2)
+    rewrite = span_mask(torch.full((2,), 0.4), T, 3, generator) & ~masked
+    probe = sequence.clone()
+    probe[:, stage][rewrite] = mask_id
+    with torch.no_grad():
+        logits = stage_logits(lm, probe, conditions, stage).float()
+    noise = torch.rand(logits.shape, generator=generator)
+    expected = (logits - torch.log(-torch.log(noise.clamp_min(1e-9)))).argmax(-1)
+    assert torch.equal(out[:, stage][rewrite], expected[rewrite])
+    assert torch.equal(out[:, stage][~rewrite], sequence[:, stage][~rewrite])
+    assert self_context(lm, sequence, masked, conditions, stage, 0.0, generator) is sequence
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_self_context_outside_zero_one_is_refused(value, tmp_path, capsys):
+    from magnet_demo.train import train_magnet
+
+    with pytest.raises(SystemExit):
+        train_magnet.main(
+            ["--tokens", "synthetic", "--quick", "--run-dir", str(tmp_path / "run"), "--self-context", value]
+        )
+    assert f"--self-context must be a share in [0, 1], got {float(value)}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_at_a_fixed_mask_rate_of_one_scores_the_caption_alone():
     import torch
     import torch.nn.functional as F
@@ -264,7 +322,7 @@ def test_training_resumes_and_exports(tmp_path):
             *extra,
         ]
 
-    first = train_magnet.main(args("run", 0.03))
+    first = train_magnet.main(args("run", 0.03, "--self-context", "0.3"))
     # a budget beyond the time already spent (however slow the machine): at least one more step
     more = first["minutes"] + 0.03
     second = train_magnet.main(args("run", more, "--resume"))

@@ -19,6 +19,10 @@ The transformer uses rotary position encoding (``positional_embedding: rope``, s
 
 ``--rate-power P`` draws ``u`` as ``U(0, 1) ** P`` instead: P > 1 trains more on high mask rates,
 the first decoding steps, where the caption is all the model has (``bench.mask_rate_loss``).
+``--self-context F`` trains on context the model wrote itself, as in generation: in each example,
+spans covering a share F of the frames that are not masked are replaced by the model's own samples
+(temperature 1, drawn with those spans masked too, without gradient); the targets stay the true
+tokens of the masked frames (:func:`self_context`). It costs one more forward per step.
 
 AdamW with a linear warm-up and a constant learning rate, cosine-decayed over the last
 ``--decay`` of the budget (DESIGN.md section 10 found a run-long decay flattening the curve).
@@ -197,6 +201,45 @@ def _select(conditions: dict, index: torch.Tensor) -> dict:
     return {name: (emb[index], mask[index]) for name, (emb, mask) in conditions.items()}
 
 
+@torch.no_grad()
+def self_context(
+    lm,
+    sequence: torch.Tensor,
+    masked: torch.Tensor,
+    conditions: dict,
+    stage: int,
+    share: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """``sequence`` with spans covering ``share`` of the unmasked frames of ``stage`` rewritten by the model.
+
+    The rewritten spans are masked along with ``masked`` and sampled from the model's predictions
+    (temperature 1) for them, the way generation fills its canvas: in training the visible context
+    is then partly the model's own, possibly wrong, writing, as it always is at inference.
+
+    Args:
+        sequence: ``[b, K, T]`` input tokens (mask id on ``masked`` frames of ``stage`` and above it);
+        masked: bool ``[b, T]``, the frames of the loss; share: in [0, 1].
+    Returns:
+        a new ``[b, K, T]`` sequence; frames of ``masked`` stay masked. Noise is drawn on the CPU
+        from ``generator``, so a run is reproducible on any device.
+    """
+    if share <= 0:
+        return sequence
+    b, _, T = sequence.shape
+    rewrite = span_mask(torch.full((b,), share), T, SPAN_LEN, generator).to(masked.device) & ~masked
+    if not bool(rewrite.any()):
+        return sequence
+    probe = sequence.clone()
+    probe[:, stage][rewrite] = lm.special_token_id
+    logits = stage_logits(lm, probe, conditions, stage).float()  # [b, T, card]
+    noise = torch.rand(logits.shape, generator=generator).to(logits.device)
+    sampled = (logits - torch.log(-torch.log(noise.clamp_min(1e-9)))).argmax(-1)  # Gumbel-max, [b, T]
+    out = sequence.clone()
+    out[:, stage][rewrite] = sampled[rewrite]
+    return out
+
+
 def magnet_loss(
     lm,
     codes: torch.Tensor,
@@ -204,12 +247,14 @@ def magnet_loss(
     stages: torch.Tensor,
     rates: torch.Tensor,
     generator: torch.Generator,
+    rewrite: float = 0.0,
 ) -> tuple[torch.Tensor, dict[int, tuple[float, int]]]:
     """Masked cross-entropy, averaged over the masked tokens of the whole batch.
 
     Args:
         codes: ``[B, K, T]`` tokens; conditions: condition tensors of the batch (B rows);
-        stages: ``[B]`` codebook stage per example; rates: ``[B]`` mask rate per example.
+        stages: ``[B]`` codebook stage per example; rates: ``[B]`` mask rate per example;
+        rewrite: share of the visible frames of the stage rewritten by the model (:func:`self_context`).
     Returns:
         the loss and, per stage present, (summed cross-entropy, number of masked tokens).
     """
@@ -225,7 +270,10 @@ def magnet_loss(
         sequence = target.clone()
         sequence[:, stage][masked] = mask_id
         sequence[:, stage + 1 :] = mask_id
-        logits = stage_logits(lm, sequence, _select(conditions, index.to(device)), stage)  # [b, T, card]
+        selected = _select(conditions, index.to(device))
+        if rewrite > 0:
+            sequence = self_context(lm, sequence, masked, selected, stage, rewrite, generator)
+        logits = stage_logits(lm, sequence, selected, stage)  # [b, T, card]
         ce = F.cross_entropy(logits[masked].float(), target[:, stage][masked], reduction="sum")
         total, count = total + ce, count + int(masked.sum())
         per_stage[stage] = (float(ce.detach()), int(masked.sum()))
@@ -619,6 +667,7 @@ def train(args: argparse.Namespace) -> dict:
             stages,
             mask_rates(args.batch, generator, args.rate_power),
             generator,
+            args.self_context,
         )
         terms = {f"stage{s}": ce / max(n, 1) for s, (ce, n) in per_stage.items()}
         return loss, {"loss": float(loss.detach()), **terms}
@@ -704,6 +753,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         help="mask rates cos(u pi/2) with u = U(0,1) ** P: P > 1 favours high mask rates (1: the paper's)",
     )
     p.add_argument(
+        "--self-context",
+        type=float,
+        default=0.0,
+        help="share of the visible frames rewritten by the model's own samples (0: the paper's training)",
+    )
+    p.add_argument(
         "--positional", default=POSITIONAL, choices=("sin", "rope", "sin_rope"), help="position encoding"
     )
     args = p.parse_args(argv)
@@ -713,6 +768,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         p.error(str(error))
     if not args.rate_power > 0:
         p.error(f"--rate-power must be positive, got {args.rate_power}")
+    if not 0 <= args.self_context <= 1:
+        p.error(f"--self-context must be a share in [0, 1], got {args.self_context}")
     return train(args)
 
 
