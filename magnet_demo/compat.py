@@ -13,6 +13,8 @@ of them at module level, although generation with MAGNeT on a CPU needs none of 
   error if one of those paths is reached.
 - ``spacy``: only the ``whitespace`` tokenizer of the LUT conditioner uses it, and it would download
   a pipeline at run time; the stand-in raises when used.
+- ``av`` (PyAV, a 36 MB wheel with its own FFmpeg): imported by ``audiocraft.data.audio`` to read
+  and write audio files, which magnet-demo does with soundfile; the stand-in raises when used.
 
 Call :func:`import_audiocraft` (idempotent) before importing anything from audiocraft.
 Real modules always win: a stand-in is registered only when the real package cannot be imported.
@@ -83,6 +85,7 @@ _STANDIN_PACKAGES = {
     "torchaudio": (["transforms", "functional"], "prompt loudness, chroma, training losses"),
     "spacy": ([], "the LUT conditioner's 'whitespace' tokenizer"),
     "dora": ([], "training experiment management"),
+    "av": ([], "audiocraft's audio file reading and writing"),
 }
 
 

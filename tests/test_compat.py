@@ -34,3 +34,49 @@ def test_transformers_does_not_see_the_standins():
     from transformers.utils import import_utils
 
     assert import_utils.is_torchaudio_available() == ("torchaudio" not in compat.STANDINS)
+
+
+#: run in a fresh interpreter: makes ``av`` unimportable, then loads a tiny MAGNeT through audiocraft
+_WITHOUT_AV = """
+import importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "av" or name.startswith("av."):
+            raise ModuleNotFoundError("hidden by the test", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+from magnet_demo import compat
+compat.import_audiocraft()
+import av
+from audiocraft.data import audio
+from magnet_demo.models import load_model
+from magnet_demo.tiny import write_tiny_checkpoint
+
+assert "av" in compat.STANDINS and audio.av is av
+try:
+    av.open("clip.wav")
+except compat.MissingDependencyError as error:
+    print("raised:", error)
+model = load_model(str(write_tiny_checkpoint(sys.argv[1])), device="cpu")
+print("loaded", type(model.lm).__name__)
+"""
+
+
+def test_audiocraft_imports_and_a_model_loads_without_pyav(tmp_path):
+    """PyAV is not installed: audiocraft.data.audio imports it, nothing we run uses it."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_AV, str(tmp_path / "tiny")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "raised: av.open (audiocraft's audio file reading and writing) needs the 'av' package"
+        in result.stdout
+    )
+    assert "loaded MagnetLMModel" in result.stdout
