@@ -373,8 +373,6 @@ def test_decoder_only_training_keeps_the_tokens(tmp_path):
     train_codec.main([*common, "--run-dir", str(tmp_path / "run1"), "--out", str(first)])
     trained_on = json.loads((tmp_path / "run1" / "metrics.json").read_text())["device"]
     assert trained_on == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
-    package = torch.load(first / COMPRESSION_FILE, weights_only=False)  # as saved: no map_location
-    assert {t.device.type for t in package["best_state"].values()} == {"cpu"}  # a CPU export, always
     second = tmp_path / "second"
     train_codec.main(
         [

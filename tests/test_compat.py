@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +74,7 @@ def test_audiocraft_imports_and_a_model_loads_without_pyav(tmp_path):
         capture_output=True,
         text=True,
         check=False,
+        cwd=Path(__file__).resolve().parent.parent,  # the repository root, where magnet_demo is
     )
     assert result.returncode == 0, result.stderr
     assert (

@@ -1,7 +1,7 @@
 """Where the trainers run, and at what precision: ``--device`` and ``--precision`` of every trainer.
 
 Shared by the codec, MAGNeT and rescorer trainers and by ``train.all`` (which checks ``--device``
-before its first step). Kept free of audiocraft so the codec trainer can import it cheaply.
+before its first step). The app's own precision rule is :func:`magnet_demo.models.resolve_precision`.
 """
 
 from __future__ import annotations
