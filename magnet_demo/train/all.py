@@ -226,6 +226,8 @@ class Pipeline:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    from magnet_demo.train.device import add_device_argument
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="assets/embedded", help="model folder (codec, MAGNeT, rescorer/)")
     p.add_argument("--data", default=None, help="corpus and tokens folder (default data/)")
@@ -238,10 +240,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--quick", action="store_true", help="micro version of everything")
     p.add_argument("--quick-seconds", type=float, default=QUICK_SECONDS, help="training seconds per step")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="of the codec, MAGNeT and the rescorer: cpu, cuda or auto (corpus, tokens, classifier: CPU)",
+    add_device_argument(  # refused at parsing, not after the corpus and the codec have been trained
+        p, help="of the codec, MAGNeT and the rescorer: cpu, cuda or auto (corpus, tokens, classifier: CPU)"
     )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -249,12 +249,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     unknown = set(only or []) - set(STEPS)
     if unknown:
         p.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
-    from magnet_demo.train.device import resolve_device
-
-    try:  # refused here, not after the corpus and the codec have been trained
-        resolve_device(args.device)
-    except ValueError as error:
-        p.error(str(error))
     seconds = Pipeline(args).run(only)
     log.info("steps run (seconds): %s", seconds)
     return seconds

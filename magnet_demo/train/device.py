@@ -6,6 +6,8 @@ before its first step). The app's own precision rule is :func:`magnet_demo.model
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from magnet_demo.models import resolve_precision
@@ -30,6 +32,26 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name!r}: torch sees no CUDA device on this machine")
     return device
+
+
+def device_name(name: str) -> str:
+    """``--device`` as argparse reads it: the name itself, refused at parse time (before any work)
+    with :func:`resolve_device`'s message when the trainers cannot use it."""
+    try:
+        resolve_device(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return name
+
+
+def add_device_argument(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """Add ``--device`` (default ``auto``) to a trainer's command line, checked by :func:`device_name`."""
+    parser.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        help=help or "cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)",
+    )
 
 
 def training_precision(precision: str, device: torch.device) -> str:

@@ -55,7 +55,7 @@ from magnet_demo.train.adversarial import (
     feature_matching_loss,
     generator_loss,
 )
-from magnet_demo.train.device import resolve_device, training_precision
+from magnet_demo.train.device import add_device_argument, resolve_device, training_precision
 
 log = logging.getLogger("train_codec")
 
@@ -675,17 +675,13 @@ def main(argv: list[str] | None = None) -> None:
         choices=PRECISIONS,
         help="matrix products of the encoder and decoder (auto, the default: bfloat16 autocast on CPUs with AMX or AVX-512 BF16 and on GPUs that support it, else float32; as train_magnet)",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-crops", type=int, default=64, help="crops for the k-means codebook init")
     p.add_argument("--eval-clips", type=int, default=64)
     p.add_argument("--log-every", type=float, default=30.0, help="seconds")
     p.add_argument("--save-every", type=float, default=120.0, help="seconds")
     args = p.parse_args(argv)
-    try:  # refused before any work
-        resolve_device(args.device)
-    except ValueError as error:
-        p.error(str(error))
     if args.minutes is None:
         args.minutes = QUICK_SECONDS / 60 if args.quick else 20.0
     if args.warmup is None:

@@ -71,7 +71,7 @@ from magnet_demo.compat import import_audiocraft
 from magnet_demo.conditioning import build_vocab, conditioner_config
 from magnet_demo.controls import PRECISIONS
 from magnet_demo.models import build_lm, stage_logits
-from magnet_demo.train.device import resolve_device, training_precision
+from magnet_demo.train.device import add_device_argument, resolve_device, training_precision
 
 import_audiocraft()
 from audiocraft.modules.conditioners import ConditioningAttributes  # noqa: E402
@@ -271,8 +271,7 @@ def magnet_loss(
         sequence[:, stage][masked] = mask_id
         sequence[:, stage + 1 :] = mask_id
         selected = _select(conditions, index.to(device))
-        if rewrite > 0:
-            sequence = self_context(lm, sequence, masked, selected, stage, rewrite, generator)
+        sequence = self_context(lm, sequence, masked, selected, stage, rewrite, generator)  # as is for 0
         logits = stage_logits(lm, sequence, selected, stage)  # [b, T, card]
         ce = F.cross_entropy(logits[masked].float(), target[:, stage][masked], reduction="sum")
         total, count = total + ce, count + int(masked.sum())
@@ -597,7 +596,7 @@ def add_training_args(
         choices=PRECISIONS,
         help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, GPUs that support it; else float32)",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=float, default=60.0, help="seconds")
     p.add_argument("--save-every", type=float, default=300.0, help="seconds")
@@ -762,10 +761,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         "--positional", default=POSITIONAL, choices=("sin", "rope", "sin_rope"), help="position encoding"
     )
     args = p.parse_args(argv)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        p.error(str(error))
     if not args.rate_power > 0:
         p.error(f"--rate-power must be positive, got {args.rate_power}")
     if not 0 <= args.self_context <= 1:

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from magnet_demo.conditioning import build_vocab
-from magnet_demo.train.device import resolve_device
 from magnet_demo.train.train_magnet import (
     DEFAULT_SIZE,
     DEFAULT_TEXT,
@@ -145,10 +144,6 @@ def main(argv: list[str] | None = None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_args(p, run_dir="runs/rescorer", out="assets/embedded/rescorer", minutes=25, batch=8)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        p.error(str(error))
     return train(args)
 
 
