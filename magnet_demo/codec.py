@@ -21,7 +21,7 @@ shape:
   what a blurred magnitude cannot give: pitch finer than a bin (15.6 Hz, a semitone near 270 Hz).
 
 On the held-out clips the vocoder phase kept more of what the attribute classifier hears than the
-learned one (README, "Embedded model").
+learned one (docs/embedded_model.md).
 
 Frames are aligned to hops: the signal is padded by (n_fft - hop) / 2 on each side, so frame f is
 centred on samples [f * hop, (f + 1) * hop) and F = ceil(T / hop) exactly (10 s = 500 frames).
@@ -370,7 +370,7 @@ class SpectralCodec(CompressionModel):
         self.phase = phase
         #: Griffin-Lim iterations that refine the output phase at decode time (a run-time setting,
         #: not saved): 0 ships; more lowered the log-mel error but not the classifier's accuracy
-        #: (README, "The embedded model")
+        #: (docs/embedded_model.md)
         self.phase_refinement = 0
         if (n_fft - hop_length) % 2:
             raise ValueError("n_fft - hop_length must be even (frames are centred on hops)")

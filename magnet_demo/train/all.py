@@ -66,7 +66,7 @@ DECODER_ARGS = ["--decoder-only", "--codec-arg", "phase=frequency", "--lr", "5e-
 #: 8,474 steps at 1.7 steps/s) draws its mask rates biased to the first decoding steps
 #: (``--rate-power 2``): generated clips 0.486 -> 0.520 mean accuracy (a gap the size of the
 #: score's seed noise). The same leg with the paper's rates lowered the held-out cross-entropy
-#: but not that accuracy (README).
+#: but not that accuracy (docs/embedded_model.md).
 FURTHER_LEGS: dict[str, tuple[tuple[float, list[str]], ...]] = {
     "decoder": (
         (25.0, ["--lr", "3e-4"]),

@@ -65,7 +65,7 @@ INT16_SCALE = 32768.0
 RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
 #: (n_fft, hop, n_mels) of the ``fine`` loss: a log-mel fine enough in frequency to resolve the
 #: partials of low notes (3.9 Hz bins; 256 mel bands 7-12 Hz apart below 500 Hz, against 14-46 Hz
-#: for RESOLUTIONS). With weight 3 it took the reconstructions from 0.88 to 0.90 of real (README)
+#: for RESOLUTIONS). With weight 3 it took the reconstructions from 0.88 to 0.90 of real (docs/embedded_model.md)
 FINE_RESOLUTION = (4096, 512, 256)
 #: floor of magnitudes before log10, in both the loss and the metric
 LOG_FLOOR = 1e-5
