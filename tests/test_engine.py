@@ -121,6 +121,28 @@ def test_live_change_during_step_k_shows_in_step_k_plus_1(engine, baseline):
     assert not np.array_equal(result.records[K + 1].tokens, baseline.records[K + 1].tokens)
 
 
+def _transformer_batches(engine, **kwargs) -> list[int]:
+    """The batch size of every transformer pass of one run."""
+    batches = []
+    handle = engine.lm.transformer.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    try:
+        _run(engine, **kwargs)
+    finally:
+        handle.remove()
+    return batches
+
+
+def test_cfg_off_steps_skip_the_unconditional_half(engine):
+    """Steps whose coefficient is 1 pass only the prompts' rows (parity: tests/test_parity.py)."""
+    n = sum(STEPS)
+    assert _transformer_batches(engine) == [2 * len(PROMPTS)] * n
+    off = CONFIG.replace(max_cfg_coef=1.0, min_cfg_coef=1.0)
+    assert _transformer_batches(engine, config=off) == [len(PROMPTS)] * n
+    controls = LiveControls.from_config(CONFIG)
+    controls.update(max_cfg_coef=1.0, cfg_schedule="constant")  # CFG off from the first step
+    assert _transformer_batches(engine, controls=controls) == [len(PROMPTS)] * n
+
+
 @pytest.mark.parametrize("k", [1, 3, 6])
 def test_resume_with_same_settings_reproduces_the_run(engine, baseline, k):
     resumed = _run(engine, resume_from=baseline.records[k], seed=999)  # the record's RNG state wins

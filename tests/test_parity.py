@@ -47,6 +47,12 @@ CASES = [
         dict(span_arrangement="stride1", top_p=0.0, top_k=5),
     ),
     ("greedy", dict(use_sampling=False), dict(use_sampling=False)),
+    # CFG off: the engine runs only the conditional half; audiocraft runs both and mixes them
+    (
+        "cfg-off",
+        dict(max_cfg_coef=1.0, min_cfg_coef=1.0),
+        dict(max_cfg_coef=1.0, min_cfg_coef=1.0),
+    ),
 ]
 
 
