@@ -10,12 +10,19 @@ them with the attribute classifier, as the evaluation does. Each setting is a co
 
 With 40 clips a mean accuracy moves by about +/- 0.05 between seeds, with 200 by about +/- 0.03:
 only larger gaps mean much. ``--seeds 0,1,2`` generates every caption once per seed and averages.
+
+``--from-stage N`` compares settings of the upper codebooks *paired*: codebooks 0 .. N-1 are
+decoded once per caption and seed with the first setting (put ``default`` first), and every
+setting continues from that same canvas and generator state (the engine's resume path) from
+codebook N on, so the gaps between settings are free of the lower codebooks' seed noise; the
+first setting reproduces plain generation.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from bench.eval_embedded import _generate, add_run_arguments, model_corpus_parser, model_label, spread_clips
@@ -72,6 +79,42 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def generate_from_stage(
+    engine: Engine,
+    captions: list[str],
+    configs: list[DecodingConfig],
+    from_stage: int,
+    batch: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """Audio ``[N, samples]`` per config; codebooks below ``from_stage`` shared by all configs.
+
+    The shared codebooks are decoded with ``configs[0]``'s settings; every config then resumes
+    from the record that ends codebook ``from_stage - 1`` (same canvas, same generator state).
+    Raises ValueError when a config's step counts below ``from_stage`` differ from the first's.
+    """
+    first = configs[0]
+    if not 1 <= from_stage < len(first.decoding_steps):
+        raise ValueError(f"--from-stage must be in 1..{len(first.decoding_steps) - 1}, got {from_stage}")
+    for config in configs[1:]:
+        if config.decoding_steps[:from_stage] != first.decoding_steps[:from_stage]:
+            raise ValueError(
+                f"decoding_steps {list(config.decoding_steps)} change the shared codebooks below "
+                f"{from_stage} (first setting: {list(first.decoding_steps)})"
+            )
+    out = [[] for _ in configs]
+    for start in range(0, len(captions), batch):
+        prompts, batch_seed = captions[start : start + batch], seed + start
+        shared = next(
+            r
+            for r in engine.steps(prompts, first, seed=batch_seed)
+            if r.stage == from_stage - 1 and r.is_stage_end
+        )
+        for parts, config in zip(out, configs, strict=True):
+            parts.append(engine.decode(prompts, config, seed=batch_seed, resume_from=shared).audio)
+    return [np.concatenate(parts) for parts in out]
+
+
 def mean_accuracy(runs: list[dict[str, float]]) -> dict[str, float]:
     """The per-attribute mean of several :func:`accuracy` dicts (one per seed)."""
     return {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
@@ -83,6 +126,9 @@ def main() -> None:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated settings")
     parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds; scores are averaged")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument(
+        "--from-stage", type=int, default=0, help="share codebooks below this one between settings (paired)"
+    )
     add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,21 +142,27 @@ def main() -> None:
     captions, labels = spread_clips(args.corpus, "train", args.clips)
     print(f"{len(captions)} training captions; model {args.model} ({model.precision})")
 
-    results, per_seed = {}, {}
-    for text, config in configs:
-        per_seed[text] = {}
-        for seed in seeds:
-            clips = prepare_audio(_generate(engine, captions, config, args.batch, seed))
-            per_seed[text][seed] = accuracy(predict(classifier, clips), labels)
+    per_seed = {text: {} for text, _ in configs}
+    for seed in seeds:
+        if args.from_stage:
+            audios = generate_from_stage(
+                engine, captions, [c for _, c in configs], args.from_stage, args.batch, seed
+            )
+        else:
+            audios = (_generate(engine, captions, config, args.batch, seed) for _, config in configs)
+        for (text, _), audio in zip(configs, audios, strict=True):
+            per_seed[text][seed] = accuracy(predict(classifier, prepare_audio(audio)), labels)
             print(f"{text:45s} seed {seed}: {_format(per_seed[text][seed])}", flush=True)
-        results[text] = mean_accuracy(list(per_seed[text].values()))
-        if len(seeds) > 1:
-            print(f"{text:45s} mean:   {_format(results[text])}", flush=True)
+    results = {text: mean_accuracy(list(runs.values())) for text, runs in per_seed.items()}
+    if len(seeds) > 1:
+        for text, scores in results.items():
+            print(f"{text:45s} mean:   {_format(scores)}", flush=True)
     if args.json:
         payload = {
             "model": model_label(args.model),
             "clips": len(captions),
             "seeds": seeds,
+            "from_stage": args.from_stage,
             "accuracy": results,
         }
         if len(seeds) > 1:

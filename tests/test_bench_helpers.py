@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.eval_embedded import evenly_spread, model_label, spread_clips
@@ -59,3 +60,32 @@ def test_spread_clips_takes_captions_and_labels_of_one_split_in_corpus_order(tmp
     (tmp_path / "meta.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert spread_clips(str(tmp_path), "train", 2) == (["clip 0", "clip 5"], [{"drums": 0}, {"drums": 5}])
     assert spread_clips(str(tmp_path), "test", 10)[0] == ["clip 1", "clip 4"]  # no more than the split has
+
+
+def test_generate_from_stage_shares_the_lower_codebooks_and_reproduces_plain_generation(engine):
+    from bench.sampling_sweep import generate_from_stage
+    from magnet_demo.controls import DecodingConfig
+
+    captions = ["calm strings", "loud brass", "fast drums"]
+    base = DecodingConfig(decoding_steps=(3, 2, 2, 2), duration=2.0)
+    cooler = base.replace(temperature=0.5)
+    plain, paired = generate_from_stage(engine, captions, [base, cooler], 1, batch=2, seed=5)
+    expected = [engine.decode(captions[s : s + 2], base, seed=5 + s).audio for s in (0, 2)]
+    assert plain.shape == paired.shape == (3, expected[0].shape[1])
+    np.testing.assert_array_equal(plain, np.concatenate(expected))
+    assert not np.array_equal(plain, paired)  # the cooler codebooks 1-3 changed the sound
+    # the cooler run is plain generation at temperature 0.5 from codebook 1 on, after the same codebook 0
+    shared = next(r for r in engine.steps(captions[:2], base, seed=5) if r.stage == 0 and r.is_stage_end)
+    resumed = engine.decode(captions[:2], cooler, seed=5, resume_from=shared).audio
+    np.testing.assert_array_equal(paired[:2], resumed)
+
+
+def test_generate_from_stage_refuses_settings_that_change_the_shared_codebooks(engine):
+    from bench.sampling_sweep import generate_from_stage
+    from magnet_demo.controls import DecodingConfig
+
+    base = DecodingConfig(decoding_steps=(3, 2, 2, 2), duration=2.0)
+    with pytest.raises(ValueError, match="change the shared codebooks below 1"):
+        generate_from_stage(engine, ["a"], [base, base.replace(decoding_steps=(4, 2, 2, 2))], 1, 1, 0)
+    with pytest.raises(ValueError, match="--from-stage must be in 1..3"):
+        generate_from_stage(engine, ["a"], [base], 4, 1, 0)
