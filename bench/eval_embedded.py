@@ -4,7 +4,8 @@ An attribute classifier trained on real corpus audio (``assets/classifier.pt``) 
 (a) held-out real clips, (b) their codec reconstructions, (c) clips generated from their captions
 by the embedded MAGNeT at its default settings (``LoadedModel.default_config``: audiocraft's, with
 the model's recommended sampling settings), (d) the same with CFG off (coefficient 1). Also: the
-multi-resolution log-mel L1 of the reconstructions, the engine's time for 10 s (median of 5), and
+multi-resolution log-mel L1 of the reconstructions, each set's Fréchet distance to real
+training clips in the classifier's embedding space (``bench.frechet``), the engine's time for 10 s (median of 5), and
 the MAGNeT vs autoregressive (the embedded rescorer, MusicGen-style) generation time for 10 s,
 each in float32 and bfloat16 weights, timed side by side in this one run. Generated clips use the
 app's default precision (``auto``). Writes the figures to ``assets/eval_embedded.json`` and the
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.frechet import REFERENCE_CLIPS, clips_gaussian, distance_to
 from magnet_demo.audio import decode_tokens
 from magnet_demo.controls import PRECISIONS, DecodingConfig
 from magnet_demo.engine import Engine
@@ -165,6 +167,10 @@ def _print_accuracy(results: dict) -> None:
         print(f"  {name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     print(f"reconstruction / real accuracy: {results['recon_over_real']:.3f} (target >= 0.90)")
     print(f"reconstruction log-mel L1:      {results['recon_logmel_l1']:.3f}")
+    print(
+        f"Fréchet distance to {REFERENCE_CLIPS} real training clips (bench.frechet): "
+        + ", ".join(f"{name} {value:.2f}" for name, value in results["frechet"].items())
+    )
 
 
 def model_label(folder: str) -> str:
@@ -179,12 +185,27 @@ def evenly_spread(indices, n: int) -> list:
     return [indices[int(j)] for j in np.linspace(0, len(indices) - 1, n)]
 
 
-def spread_clips(corpus: str, split: str, n: int) -> tuple[list[str], list[dict]]:
-    """Captions and attribute labels of ``n`` clips of ``split`` (``train`` or ``test``), evenly spread."""
-    _audio, meta = load_corpus(corpus)
+def spread_indices(meta: list[dict], split: str, n: int) -> list[int]:
+    """Corpus indices of ``n`` clips of ``split`` (``train`` or ``test``), evenly spread."""
     indices = [i for i, m in enumerate(meta) if m["split"] == split]
-    chosen = evenly_spread(indices, min(n, len(indices)))
+    return evenly_spread(indices, min(n, len(indices)))
+
+
+def spread_clips(corpus: str, split: str, n: int) -> tuple[list[str], list[dict]]:
+    """Captions and attribute labels of the clips of :func:`spread_indices`."""
+    _audio, meta = load_corpus(corpus)
+    chosen = spread_indices(meta, split, n)
     return [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
+
+
+def reference_gaussian(
+    classifier, corpus: str, exclude: set[int] = frozenset(), n: int = REFERENCE_CLIPS
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Fréchet reference (``bench.frechet``): ``n`` evenly spread training clips of ``corpus``,
+    none of the indices in ``exclude`` (the clips being scored)."""
+    audio, meta = load_corpus(corpus)
+    candidates = [i for i, m in enumerate(meta) if m["split"] == "train" and i not in exclude]
+    return clips_gaussian(classifier, audio[evenly_spread(candidates, min(n, len(candidates)))])
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -273,6 +294,8 @@ def main() -> None:
     results: dict = {"clips": len(test), "phase_refinement": args.refine_phase, "accuracy": {}}
     for name, clips in scored:
         results["accuracy"][name] = accuracy(predict(classifier, clips), labels)
+    reference = reference_gaussian(classifier, args.corpus)
+    results["frechet"] = {name: distance_to(reference, classifier, clips) for name, clips in scored}
     # the codec's own metric, on its raw output (as train_codec's evaluation computes it)
     originals = np.asarray(audio[test], dtype=np.float32) / 32768.0
     results["recon_logmel_l1"] = float(

@@ -25,11 +25,20 @@ import json
 import numpy as np
 import torch
 
-from bench.eval_embedded import _generate, add_run_arguments, model_corpus_parser, model_label, spread_clips
+from bench.eval_embedded import (
+    _generate,
+    add_run_arguments,
+    model_corpus_parser,
+    model_label,
+    reference_gaussian,
+    spread_indices,
+)
+from bench.frechet import distance_to
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
 from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
+from magnet_demo.train.corpus import load_corpus
 
 #: audiocraft's defaults, two lower temperatures and two CFG strengths (the sweep of
 #: ``assets/sampling_sweep.json``)
@@ -139,10 +148,16 @@ def main() -> None:
     model = load_model(args.model, device="cpu", precision=args.precision)
     engine = Engine(model)
     classifier = load_classifier(args.classifier)
-    captions, labels = spread_clips(args.corpus, "train", args.clips)
+    corpus_audio, meta = load_corpus(args.corpus)
+    chosen = spread_indices(meta, "train", args.clips)
+    captions, labels = [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
     print(f"{len(captions)} training captions; model {args.model} ({model.precision})")
+    reference = reference_gaussian(classifier, args.corpus, exclude=set(chosen))
+    real_frechet = distance_to(reference, classifier, corpus_audio[chosen])
+    print(f"Fréchet distance of the captions' real clips (the floor): {real_frechet:.2f}")
 
     per_seed = {text: {} for text, _ in configs}
+    frechet = {text: {} for text, _ in configs}
     for seed in seeds:
         if args.from_stage:
             audios = generate_from_stage(
@@ -151,12 +166,18 @@ def main() -> None:
         else:
             audios = (_generate(engine, captions, config, args.batch, seed) for _, config in configs)
         for (text, _), audio in zip(configs, audios, strict=True):
-            per_seed[text][seed] = accuracy(predict(classifier, prepare_audio(audio)), labels)
-            print(f"{text:45s} seed {seed}: {_format(per_seed[text][seed])}", flush=True)
+            clips = prepare_audio(audio)
+            per_seed[text][seed] = accuracy(predict(classifier, clips), labels)
+            frechet[text][seed] = distance_to(reference, classifier, clips)
+            print(
+                f"{text:45s} seed {seed}: {_format(per_seed[text][seed])}  Fréchet {frechet[text][seed]:.2f}",
+                flush=True,
+            )
     results = {text: mean_accuracy(list(runs.values())) for text, runs in per_seed.items()}
+    mean_frechet = {text: float(np.mean(list(runs.values()))) for text, runs in frechet.items()}
     if len(seeds) > 1:
         for text, scores in results.items():
-            print(f"{text:45s} mean:   {_format(scores)}", flush=True)
+            print(f"{text:45s} mean:   {_format(scores)}  Fréchet {mean_frechet[text]:.2f}", flush=True)
     if args.json:
         payload = {
             "model": model_label(args.model),
@@ -164,10 +185,15 @@ def main() -> None:
             "seeds": seeds,
             "from_stage": args.from_stage,
             "accuracy": results,
+            "frechet_real": real_frechet,
+            "frechet": mean_frechet,
         }
         if len(seeds) > 1:
             payload["per_seed"] = {
                 text: {str(k): v for k, v in runs.items()} for text, runs in per_seed.items()
+            }
+            payload["per_seed_frechet"] = {
+                text: {str(k): v for k, v in runs.items()} for text, runs in frechet.items()
             }
         args.json.write_text(json.dumps(payload, indent=2))
 

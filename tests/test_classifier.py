@@ -73,3 +73,18 @@ def test_train_predict_save_load(tmp_path):
     np.testing.assert_array_equal(preds["family"], classifier.predict(model, waves)["family"])
     assert model.training  # predict restores the mode it found
     assert classifier.accuracy(preds, [m["labels"] for m in meta])["mean"] >= 0
+
+
+def test_embeddings_are_what_the_heads_read():
+    torch.manual_seed(0)
+    model = classifier.AttributeClassifier(width=4).eval()
+    audio = np.random.default_rng(0).standard_normal((3, corpus.SAMPLE_RATE * 2)).astype(np.float32) * 0.1
+    joint = classifier.embeddings(model, audio)
+    assert joint.shape == (3, 2 * classifier.EMBED) and joint.dtype == np.float64
+    assert (joint >= 0).all()  # after the ReLU the heads see
+    x = classifier.features(audio)
+    logits = model(x["spec"].float(), x["tempo"], x["chroma"])
+    for name, head in model.heads.items():
+        from_joint = head(torch.from_numpy(joint).float())
+        torch.testing.assert_close(from_joint, logits[name], rtol=1e-5, atol=1e-5)
+    assert not model.training

@@ -151,6 +151,11 @@ class AttributeClassifier(nn.Module):
         self, spec: torch.Tensor, tempo: torch.Tensor, chroma: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """spec [N, 1, P, T], tempo [N, MAX_LAG], chroma [N, 2, 12, W] -> logits per label [N, classes]."""
+        joint = self.dropout(self.embed(spec, tempo, chroma))
+        return {name: head(joint) for name, head in self.heads.items()}
+
+    def embed(self, spec: torch.Tensor, tempo: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+        """The joint embedding the heads read, ``[N, 2 * EMBED]`` (inputs as :meth:`forward`)."""
         x = self.cnn(spec)  # [N, C, P / 8, T']
         x = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1).flatten(1)
         x = F.relu(self.cnn_out(x))
@@ -162,8 +167,7 @@ class AttributeClassifier(nn.Module):
         c = self.chroma_out(summary).reshape(n, 12, -1).amax(dim=1)
         t = F.relu(self.tempo(tempo))
         joint = torch.cat([norm(branch) for norm, branch in zip(self.norms, (x, t, c), strict=True)], dim=1)
-        joint = self.dropout(F.relu(joint))
-        return {name: head(joint) for name, head in self.heads.items()}
+        return F.relu(joint)
 
 
 def _to_float(audio: np.ndarray) -> np.ndarray:
@@ -257,6 +261,26 @@ def _predict_features(model: AttributeClassifier, x: dict[str, torch.Tensor]) ->
         for name in out:
             out[name].append(logits[name].argmax(dim=-1))
     return {name: torch.cat(chunks).numpy() for name, chunks in out.items()}
+
+
+@torch.no_grad()
+def embeddings(model: AttributeClassifier, audio: np.ndarray) -> np.ndarray:
+    """Float32 audio ``[N, samples]`` at 16 kHz (int16 is rescaled) -> joint embeddings ``[N, 2 * EMBED]``
+    float64: what the attribute heads read, so a space where clips that differ in what the
+    classifier hears lie apart (the embedding of ``bench.frechet``)."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = features(_to_float(audio))
+        parts = [
+            model.embed(
+                x["spec"][s : s + BATCH].float(), x["tempo"][s : s + BATCH], x["chroma"][s : s + BATCH]
+            )
+            for s in range(0, len(x["tempo"]), BATCH)
+        ]
+        return torch.cat(parts).double().numpy()
+    finally:
+        model.train(was_training)
 
 
 def prepare_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
