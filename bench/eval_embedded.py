@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.frechet import REFERENCE_CLIPS, clips_gaussian, distance_to
+from bench.frechet import REFERENCE_CLIPS, Reference, clip_embeddings, distance_to, fit_reference
 from magnet_demo.audio import decode_tokens
 from magnet_demo.controls import PRECISIONS, DecodingConfig
 from magnet_demo.engine import Engine
@@ -198,14 +198,16 @@ def spread_clips(corpus: str, split: str, n: int) -> tuple[list[str], list[dict]
     return [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
 
 
-def reference_gaussian(
+def reference_set(
     classifier, corpus: str, exclude: set[int] = frozenset(), n: int = REFERENCE_CLIPS
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Reference:
     """The Fréchet reference (``bench.frechet``): ``n`` evenly spread training clips of ``corpus``,
     none of the indices in ``exclude`` (the clips being scored)."""
     audio, meta = load_corpus(corpus)
     candidates = [i for i, m in enumerate(meta) if m["split"] == "train" and i not in exclude]
-    return clips_gaussian(classifier, audio[evenly_spread(candidates, min(n, len(candidates)))])
+    return fit_reference(
+        clip_embeddings(classifier, audio[evenly_spread(candidates, min(n, len(candidates)))])
+    )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -294,7 +296,7 @@ def main() -> None:
     results: dict = {"clips": len(test), "phase_refinement": args.refine_phase, "accuracy": {}}
     for name, clips in scored:
         results["accuracy"][name] = accuracy(predict(classifier, clips), labels)
-    reference = reference_gaussian(classifier, args.corpus)
+    reference = reference_set(classifier, args.corpus)
     results["frechet"] = {name: distance_to(reference, classifier, clips) for name, clips in scored}
     # the codec's own metric, on its raw output (as train_codec's evaluation computes it)
     originals = np.asarray(audio[test], dtype=np.float32) / 32768.0

@@ -11,6 +11,8 @@ them with the attribute classifier, as the evaluation does. Each setting is a co
 With 40 clips a mean accuracy moves by about +/- 0.05 between seeds, with 200 by about +/- 0.03:
 only larger gaps mean much. ``--seeds 0,1,2`` generates every caption once per seed and averages.
 
+``--time RUNS`` also times 10 s of one prompt at each setting (median of RUNS interleaved rounds).
+
 ``--from-stage N`` compares settings of the upper codebooks *paired*: codebooks 0 .. N-1 are
 decoded once per caption and seed with the first setting (put ``default`` first), and every
 setting continues from that same canvas and generator state (the engine's resume path) from
@@ -21,16 +23,19 @@ first setting reproduces plain generation.
 from __future__ import annotations
 
 import json
+import statistics
+import time
 
 import numpy as np
 import torch
 
 from bench.eval_embedded import (
+    SPEED_PROMPT,
     _generate,
     add_run_arguments,
     model_corpus_parser,
     model_label,
-    reference_gaussian,
+    reference_set,
     spread_indices,
 )
 from bench.frechet import distance_to
@@ -88,6 +93,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _shared_record(engine: Engine, prompts: list[str], config: DecodingConfig, from_stage: int, seed: int):
+    """The record that ends codebook ``from_stage - 1`` of a run of ``config``."""
+    return next(
+        r for r in engine.steps(prompts, config, seed=seed) if r.stage == from_stage - 1 and r.is_stage_end
+    )
+
+
 def generate_from_stage(
     engine: Engine,
     captions: list[str],
@@ -114,14 +126,31 @@ def generate_from_stage(
     out = [[] for _ in configs]
     for start in range(0, len(captions), batch):
         prompts, batch_seed = captions[start : start + batch], seed + start
-        shared = next(
-            r
-            for r in engine.steps(prompts, first, seed=batch_seed)
-            if r.stage == from_stage - 1 and r.is_stage_end
-        )
+        shared = _shared_record(engine, prompts, first, from_stage, batch_seed)
         for parts, config in zip(out, configs, strict=True):
             parts.append(engine.decode(prompts, config, seed=batch_seed, resume_from=shared).audio)
     return [np.concatenate(parts) for parts in out]
+
+
+def time_settings(
+    engine: Engine, configs: list[DecodingConfig], runs: int, from_stage: int = 0
+) -> list[float]:
+    """Median seconds per config for 10 s of one prompt (``SPEED_PROMPT``), text to waveform;
+    ``runs`` rounds with the configs interleaved, after one warm-up round. With ``from_stage``,
+    each run decodes the codebooks below it with ``configs[0]`` and the rest with its own config,
+    as :func:`generate_from_stage` does."""
+    times: list[list[float]] = [[] for _ in configs]
+    for round_ in range(runs + 1):
+        for seconds, config in zip(times, configs, strict=True):
+            start = time.perf_counter()
+            if from_stage:
+                shared = _shared_record(engine, [SPEED_PROMPT], configs[0], from_stage, 0)
+                engine.decode([SPEED_PROMPT], config, seed=0, resume_from=shared)
+            else:
+                engine.decode([SPEED_PROMPT], config, seed=0)
+            if round_:  # round 0 warms up
+                seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def mean_accuracy(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -138,6 +167,9 @@ def main() -> None:
     parser.add_argument(
         "--from-stage", type=int, default=0, help="share codebooks below this one between settings (paired)"
     )
+    parser.add_argument(
+        "--time", type=int, default=0, metavar="RUNS", help="also time 10 s per setting (median of RUNS)"
+    )
     add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -152,7 +184,7 @@ def main() -> None:
     chosen = spread_indices(meta, "train", args.clips)
     captions, labels = [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
     print(f"{len(captions)} training captions; model {args.model} ({model.precision})")
-    reference = reference_gaussian(classifier, args.corpus, exclude=set(chosen))
+    reference = reference_set(classifier, args.corpus, exclude=set(chosen))
     real_frechet = distance_to(reference, classifier, corpus_audio[chosen])
     print(f"Fréchet distance of the captions' real clips (the floor): {real_frechet:.2f}")
 
@@ -173,6 +205,12 @@ def main() -> None:
                 f"{text:45s} seed {seed}: {_format(per_seed[text][seed])}  Fréchet {frechet[text][seed]:.2f}",
                 flush=True,
             )
+    seconds = {}
+    if args.time:
+        medians = time_settings(engine, [c for _, c in configs], args.time, args.from_stage)
+        seconds = {text: median for (text, _), median in zip(configs, medians, strict=True)}
+        for text, median in seconds.items():
+            print(f"{text:45s} 10 s in {median:.2f} s (median of {args.time})", flush=True)
     results = {text: mean_accuracy(list(runs.values())) for text, runs in per_seed.items()}
     mean_frechet = {text: float(np.mean(list(runs.values()))) for text, runs in frechet.items()}
     if len(seeds) > 1:
@@ -188,6 +226,8 @@ def main() -> None:
             "frechet_real": real_frechet,
             "frechet": mean_frechet,
         }
+        if seconds:
+            payload["seconds_10s"] = seconds
         if len(seeds) > 1:
             payload["per_seed"] = {
                 text: {str(k): v for k, v in runs.items()} for text, runs in per_seed.items()

@@ -89,3 +89,28 @@ def test_generate_from_stage_refuses_settings_that_change_the_shared_codebooks(e
         generate_from_stage(engine, ["a"], [base, base.replace(decoding_steps=(4, 2, 2, 2))], 1, 1, 0)
     with pytest.raises(ValueError, match="--from-stage must be in 1..3"):
         generate_from_stage(engine, ["a"], [base], 4, 1, 0)
+
+
+def test_time_settings_gives_one_median_per_setting(engine, monkeypatch):
+    import bench.sampling_sweep as sweep
+    from magnet_demo.controls import DecodingConfig
+
+    monkeypatch.setattr(sweep, "SPEED_PROMPT", "calm strings")
+    base = DecodingConfig(decoding_steps=(3, 2, 2, 2), duration=2.0)
+    configs = [base, base.replace(decoding_steps=(3, 1, 1, 1))]
+    decoded = []
+    monkeypatch.setattr(engine, "decode", _recording(engine.decode, decoded))
+    medians = sweep.time_settings(engine, configs, runs=2, from_stage=1)
+    assert len(medians) == 2 and all(m > 0 for m in medians)
+    # a warm-up round and two timed ones, settings interleaved, each resumed after codebook 0
+    assert [steps for steps, resumed in decoded] == [(3, 2, 2, 2), (3, 1, 1, 1)] * 3
+    assert all(resumed == 3 for _, resumed in decoded)  # resumed after the 3 steps of codebook 0
+
+
+def _recording(decode, calls):
+    def wrapper(prompts, config, **kwargs):
+        resume = kwargs.get("resume_from")
+        calls.append((config.decoding_steps, None if resume is None else resume.global_step + 1))
+        return decode(prompts, config, **kwargs)
+
+    return wrapper

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.frechet import frechet_distance, gaussian
+from bench.frechet import embedding_distance, fit_reference, frechet_distance, gaussian
 
 
 def test_same_gaussian_is_at_distance_zero_and_distance_is_symmetric():
@@ -31,3 +31,16 @@ def test_gaussian_needs_two_embeddings():
         gaussian(np.zeros((1, 4)))
     with pytest.raises(ValueError, match="N >= 2"):
         gaussian(np.zeros(4))
+
+
+def test_reference_axes_keep_the_distance_when_all_are_kept_and_the_spread_when_few_are():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((600, 5)) * np.array([5.0, 3.0, 1.0, 0.1, 0.1])
+    y = rng.standard_normal((300, 5)) + 0.5
+    full = fit_reference(x, dims=5)  # a rotation: the distance does not change
+    assert embedding_distance(full, y) == pytest.approx(frechet_distance(gaussian(y), gaussian(x)))
+    two = fit_reference(x, dims=2)  # the two widest axes are the first two coordinates
+    np.testing.assert_allclose(np.abs(two.basis), np.eye(5)[:, :2], atol=0.05)
+    assert two.cov.shape == (2, 2) and two.mean.shape == (2,)
+    with pytest.raises(ValueError, match="dims must be in 1..5"):
+        fit_reference(x, dims=6)
