@@ -7,8 +7,8 @@ the model's recommended sampling settings), (d) the same with CFG off (coefficie
 multi-resolution log-mel L1 of the reconstructions, each set's Fréchet distance to real training
 clips in the classifier's embedding space (``bench.frechet``), the engine's time for 10 s (median
 of 5), and the MAGNeT vs autoregressive (the embedded rescorer, MusicGen-style) generation time
-for 10 s, each in float32 and bfloat16 weights, timed side by side in this one run. Generated clips use the
-app's default precision (``auto``). Writes the figures to ``assets/eval_embedded.json`` and the
+for 10 s, each in float32 and bfloat16 weights, timed side by side in this one run. Generated
+clips use the app's default precision (``auto``). Writes the figures to ``assets/eval_embedded.json`` and the
 spectrogram picture to ``assets/spectrograms.png`` (``--out``, ``--figure`` to write elsewhere, e.g.
 when scoring a candidate model before shipping it).
 

@@ -8,9 +8,9 @@ each clip; this distance asks "does the set of clips sound like the corpus?", so
 artefacts that leave the labels alone.
 
 The reference is a fixed, evenly spread set of real *training* clips (``REFERENCE_CLIPS``,
-``bench.eval_embedded.reference_set``), never one of the clips being scored; distances are measured
-in its ``REFERENCE_DIMS`` principal axes. A finite set of real clips is not at distance 0 from it: score the
-real clips behind the captions too, as the floor to read the others against.
+``bench.eval_embedded.reference_set``), never one of the clips being scored; distances are
+measured in its ``REFERENCE_DIMS`` principal axes. A finite set of real clips is not at distance 0
+from it: score the real clips behind the captions too, as the floor to read the others against.
 """
 
 from __future__ import annotations
