@@ -8,9 +8,10 @@ multi-resolution log-mel L1 of the reconstructions, each set's Fréchet distance
 clips in the classifier's embedding space (``bench.frechet``), the engine's time for 10 s (median
 of 5), and the MAGNeT vs autoregressive (the embedded rescorer, MusicGen-style) generation time
 for 10 s, each in float32 and bfloat16 weights, timed side by side in this one run. Generated
-clips use the app's default precision (``auto``). Writes the figures to ``assets/eval_embedded.json`` and the
-spectrogram picture to ``assets/spectrograms.png`` (``--out``, ``--figure`` to write elsewhere, e.g.
-when scoring a candidate model before shipping it).
+clips use the app's default precision (``auto``). Writes the figures to
+``assets/eval_embedded.json`` and the spectrogram picture to ``assets/spectrograms.png``
+(``--out``, ``--figure`` to write elsewhere, e.g. when scoring a candidate model before shipping
+it).
 
     .venv/bin/python -m bench.eval_embedded [--clips N] [--batch 8] [--model FOLDER]
 
@@ -199,11 +200,11 @@ def spread_clips(corpus: str, split: str, n: int) -> tuple[list[str], list[dict]
 
 
 def reference_set(
-    classifier, corpus: str, exclude: set[int] = frozenset(), n: int = REFERENCE_CLIPS
+    classifier, audio: np.ndarray, meta: list[dict], exclude: set[int] = frozenset(), n: int = REFERENCE_CLIPS
 ) -> Reference:
-    """The Fréchet reference (``bench.frechet``): ``n`` evenly spread training clips of ``corpus``,
-    none of the indices in ``exclude`` (the clips being scored)."""
-    audio, meta = load_corpus(corpus)
+    """The Fréchet reference (``bench.frechet``): ``n`` evenly spread training clips of a loaded
+    corpus (``load_corpus``: clips ``[N, samples]`` and their metadata), none of the indices in
+    ``exclude`` (the clips being scored)."""
     candidates = [i for i, m in enumerate(meta) if m["split"] == "train" and i not in exclude]
     return fit_reference(
         clip_embeddings(classifier, audio[evenly_spread(candidates, min(n, len(candidates)))])
@@ -296,7 +297,7 @@ def main() -> None:
     results: dict = {"clips": len(test), "phase_refinement": args.refine_phase, "accuracy": {}}
     for name, clips in scored:
         results["accuracy"][name] = accuracy(predict(classifier, clips), labels)
-    reference = reference_set(classifier, args.corpus)
+    reference = reference_set(classifier, audio, meta)
     results["frechet"] = {name: distance_to(reference, classifier, clips) for name, clips in scored}
     # the codec's own metric, on its raw output (as train_codec's evaluation computes it)
     originals = np.asarray(audio[test], dtype=np.float32) / 32768.0

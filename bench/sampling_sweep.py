@@ -184,7 +184,7 @@ def main() -> None:
     chosen = spread_indices(meta, "train", args.clips)
     captions, labels = [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
     print(f"{len(captions)} training captions; model {args.model} ({model.precision})")
-    reference = reference_set(classifier, args.corpus, exclude=set(chosen))
+    reference = reference_set(classifier, corpus_audio, meta, exclude=set(chosen))
     real_frechet = distance_to(reference, classifier, corpus_audio[chosen])
     print(f"Fréchet distance of the captions' real clips (the floor): {real_frechet:.2f}")
 
