@@ -1,9 +1,12 @@
 """Launch the MAGNeT step-by-step demo: parse the arguments, build the page, serve it.
 
-    python app.py --model embedded --port 7860
+    python app.py                      # the embedded model on this machine (or a GPU model, see --model)
+    python app.py --model facebook/magnet-small-10secs --device cuda
 
-On a Hugging Face ZeroGPU Space (the ``spaces`` package importable), the handlers that run models
-are wrapped in ``spaces.GPU``; elsewhere that wrapper is a no-op.
+On a Hugging Face Space the variables it sets are honoured (``GRADIO_SERVER_NAME``,
+``GRADIO_SERVER_PORT``); on a ZeroGPU Space decodings run in ``spaces.GPU`` (see
+:mod:`magnet_demo.hosting` and :mod:`magnet_demo.workers`). audiocraft is installed on first start
+when missing (:mod:`magnet_demo.bootstrap`), since a Space's build only reads requirements.txt.
 """
 
 from __future__ import annotations
@@ -16,24 +19,39 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from magnet_demo.controls import PRECISIONS  # noqa: E402  (light: no torch model code)
+from magnet_demo.hosting import DEVICES, WORKERS  # noqa: E402  (light)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
 DEFAULT_QUEUE_SIZE = 16
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Watch MAGNeT decode music, step by step (Gradio app).")
     parser.add_argument(
-        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for all)"
+        "--host",
+        default=None,
+        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 for all)",
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})"
+        "--port", type=int, default=None, help="port to listen on (default: $GRADIO_SERVER_PORT, else 7860)"
     )
     parser.add_argument(
         "--model",
-        default="embedded",
-        help="model selected when the page opens: 'embedded', a facebook/magnet-* name, or a checkpoint folder",
+        default="auto",
+        help="model selected when the page opens: 'auto' (facebook/magnet-small-10secs on a GPU with the "
+        "Hub at hand, else 'embedded'), 'embedded', a facebook/magnet-* name, or a checkpoint folder",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="where models run (default auto: CUDA when torch sees a GPU, else the CPU)",
+    )
+    parser.add_argument(
+        "--worker",
+        default="auto",
+        choices=WORKERS,
+        help="where decodings run: 'thread' (this process), 'spawn' or 'fork' (a worker process); "
+        "default auto: ZeroGPU's GPU function on a ZeroGPU Space, else 'thread'",
     )
     parser.add_argument(
         "--queue-size",
@@ -59,30 +77,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def gpu_decorator():
-    """``spaces.GPU`` on Hugging Face ZeroGPU Spaces, else None (no wrapping)."""
-    try:
-        import spaces
-    except ImportError:
-        return None
-    return spaces.GPU
+def make_worker(kind: str, models, loader, gpu):
+    """The decoding worker for ``--worker`` (see :mod:`magnet_demo.workers`)."""
+    from magnet_demo import workers
+
+    if kind == "auto":
+        kind = "zerogpu" if gpu is not None else "thread"
+    if kind == "zerogpu":
+        return workers.ZeroGPUWorker(gpu, models)
+    if kind == "thread":
+        return workers.InProcessWorker(models)
+    return workers.ProcessWorker(loader, start_method=kind, max_models=models.max_models)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from magnet_demo.models import load_model
-    from magnet_demo.session import DEFAULT_OUTPUT_ROOT, ModelCache
+    from magnet_demo import hosting
+    from magnet_demo.bootstrap import ensure_audiocraft
+
+    host, port = hosting.server_address(args.host, args.port)
+    gpu = hosting.gpu_decorator()  # before torch sees CUDA, as ZeroGPU requires
+    ensure_audiocraft()
+    from magnet_demo.model_cache import ModelCache
+    from magnet_demo.models import checkpoint_available, load_model
+    from magnet_demo.session import DEFAULT_OUTPUT_ROOT
     from magnet_demo.ui import DemoApp, build_ui
 
+    device = hosting.resolve_device(args.device)
+    choice = hosting.choose_model(args.model, device, checkpoint_available)
+    logging.getLogger("app").info("model %s on %s: %s", choice.name, device, choice.reason)
     output_dir = args.output_dir or DEFAULT_OUTPUT_ROOT
-    models = ModelCache(functools.partial(load_model, precision=args.precision))
-    app = DemoApp(default_model=args.model, output_root=output_dir, models=models, gpu=gpu_decorator())
+    loader = functools.partial(load_model, device=device, precision=args.precision)
+    models = ModelCache(loader)
+    app = DemoApp(
+        default_model=choice.name,
+        output_root=output_dir,
+        models=models,
+        worker=make_worker(args.worker, models, loader, gpu),
+        model_note=f"Opened with **{choice.name}** on {device}: {choice.reason}.",
+    )
     demo = build_ui(app, concurrency_limit=args.concurrency)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     demo.launch(
-        server_name=args.host,
-        server_port=args.port,
+        server_name=host,
+        server_port=port,
         share=args.share,
         allowed_paths=[str(output_dir)],
         show_error=False,

@@ -1,15 +1,12 @@
 """The run/history model behind the UI: loaded models, sessions, runs and the files they leave.
 
-- :class:`ModelCache` loads every model (and rescorer) once per process, whatever the number of
-  users asking for it at the same time.
 - A :class:`Session` (one per browser tab or API client) keeps every :class:`Run` it made, in
   order, with their records; nothing is dropped while the session lives, and every run's WAV and
   trace files stay on disk in the session's folder.
 - A :class:`Run` is one decoding: a fresh one, or a fork that resumes from a step of another run
   (its records start with the parent's records up to that step). It owns its live controls and
-  its cancel event, so Stop and live steering reach exactly that run.
-- :func:`records_in_thread` runs the engine in a worker thread so that drawing and sending a step
-  overlaps with decoding the next one.
+  its stop flag (:mod:`magnet_demo.channel`: they reach a worker in another process too), so
+  Stop and live steering reach exactly that run.
 
 No Gradio here: the UI maps these objects to components.
 """
@@ -18,23 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import secrets
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from magnet_demo import viz
-from magnet_demo.audio import decode_tokens, preview_audio, write_wav
-from magnet_demo.controls import DecodingConfig, LiveControls
-from magnet_demo.engine import MAX_BATCH, Engine
-from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel, load_model
+from magnet_demo.audio import preview_codes, write_wav
+from magnet_demo.channel import SharedControls, StopFlag, remove_channel
+from magnet_demo.controls import DecodingConfig
+from magnet_demo.engine import MAX_BATCH
+from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.records import StepRecord
 
 log = logging.getLogger(__name__)
@@ -47,10 +44,6 @@ MAX_SESSIONS = 256
 PREVIEW_CACHE = 8
 #: largest seed offered by "random"
 MAX_SEED = 2**31 - 1
-#: a model that failed to load is not tried again for this long (offline hub look-ups retry for ~40 s)
-LOAD_FAILURE_TTL_S = 300.0
-#: how often a blocked hand-over checks whether the reader went away (seconds)
-HAND_OVER_POLL_S = 0.1
 #: codebook 1 gets more steps than the others by default (audiocraft: 20, 10, 10, 10)
 FIRST_STAGE_STEPS = 20
 LATER_STAGE_STEPS = 10
@@ -192,75 +185,6 @@ class Settings:
 # models
 
 
-class ModelCache:
-    """Loads each model and rescorer once per process; concurrent requests for one name wait."""
-
-    def __init__(self, loader: Callable[[str], LoadedModel] = load_model):
-        self._loader = loader
-        self._models: dict[str, LoadedModel] = {}
-        self._rescorers: dict[str, object] = {}
-        self._failures: dict[str, tuple[float, ValueError]] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    def _name_lock(self, key: str) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def loaded(self, name: str) -> bool:
-        return name.strip() in self._models
-
-    def get(self, name: str) -> LoadedModel:
-        """The model called ``name`` (ModelLoadError, a ValueError, when it cannot be loaded)."""
-        name = (name or EMBEDDED_NAME).strip()
-        if name in self._models:
-            return self._models[name]
-        with self._name_lock(name):
-            if name in self._models:
-                return self._models[name]
-            failed = self._failures.get(name)
-            if failed is not None and time.monotonic() - failed[0] < LOAD_FAILURE_TTL_S:
-                raise failed[1]
-            started = time.perf_counter()
-            try:
-                self._models[name] = self._loader(name)
-            except ValueError as error:
-                self._failures[name] = (time.monotonic(), error)
-                raise
-            log.info("loaded model %s in %.1f s", name, time.perf_counter() - started)
-            return self._models[name]
-
-    def rescorer_name(self, model_name: str) -> tuple[str | None, str]:
-        """The rescorer offered for a model and why (None when none fits or rescoring is absent)."""
-        try:
-            from magnet_demo.rescoring import rescorer_for
-        except ImportError:
-            return None, "rescoring is not available in this build"
-        try:
-            return rescorer_for(model_name)
-        except Exception as error:  # a broken checkpoint must not break the page
-            return None, f"no rescorer: {error}"
-
-    def rescorer(self, model_name: str, model: LoadedModel):
-        """The loaded rescorer for ``model`` (None when none is offered); ValueError if it fails."""
-        name, _ = self.rescorer_name(model_name)
-        if name is None:
-            return None
-        if name in self._rescorers:
-            return self._rescorers[name]
-        with self._name_lock(f"rescorer:{name}"):
-            if name not in self._rescorers:
-                from magnet_demo.rescoring import pair_rescorer
-
-                try:
-                    self._rescorers[name] = pair_rescorer(model, name)
-                except ValueError:
-                    raise
-                except Exception as error:  # hub download errors and the like
-                    raise ValueError(f"Could not load the rescorer '{name}': {error}") from error
-            return self._rescorers[name]
-
-
 def model_domain(name: str, model: LoadedModel | None = None) -> str:
     """Which example prompts suit a model: 'music', 'sound' or 'embedded'."""
     name = (name or "").strip()
@@ -290,21 +214,21 @@ class Run:
     parent: Run | None = None
     fork_index: int | None = None  # index in parent.records this run resumes after
     notes: tuple[str, ...] = ()
-    controls: LiveControls = field(init=False)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    controls: SharedControls = field(init=False)
+    cancel: StopFlag = field(init=False)
     records: list[StepRecord] = field(default_factory=list)
     status: str = RUNNING
     message: str = ""
     audio: np.ndarray | None = None  # [B, samples]
     files: list[Path] = field(default_factory=list)
     started: float = field(default_factory=time.time)
-    engine: Engine | None = field(default=None, repr=False)
     _plot: viz.SchedulePlot | None = field(default=None, repr=False)
     _previews: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
-        self.controls = LiveControls.from_config(self.config)
+        self.controls = SharedControls(self.channel, self.config.controls())
+        self.cancel = StopFlag(self.channel)
         if self.parent is not None:
             self.records.extend(self.parent.records[: self.fork_index + 1])
 
@@ -321,6 +245,11 @@ class Run:
     @property
     def name(self) -> str:
         return f"run{self.number:02d}"
+
+    @property
+    def channel(self) -> Path:
+        """The folder of this run's live controls and stop flag (removed when the run ends)."""
+        return self.directory / f".{self.name}-channel"
 
     def label(self) -> str:
         """One line for the history menu."""
@@ -384,13 +313,16 @@ class Run:
         record = self.records[-1 if index is None else index]
         return viz.step_image(record, min(sample, len(self.prompts) - 1), frame_rate=self.frame_rate)
 
-    def preview(self, model: LoadedModel, index: int, decode: Callable = preview_audio) -> np.ndarray:
-        """Audio ``[B, samples]`` of step ``index`` (finished codebooks + current proposals); cached."""
+    def preview(self, index: int, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Audio ``[B, samples]`` of step ``index`` (finished codebooks + current proposals), cached.
+
+        ``decode`` turns codes ``[B, K', T]`` into audio (the worker's codec).
+        """
         with self._lock:
             if index in self._previews:
                 self._previews.move_to_end(index)
                 return self._previews[index]
-        audio = decode(model.compression_model, self.records[index])
+        audio = decode(preview_codes(self.records[index]))
         with self._lock:
             self._previews[index] = audio
             while len(self._previews) > PREVIEW_CACHE:
@@ -398,22 +330,27 @@ class Run:
         return audio
 
     # --- the end of a run
-    def finish(self, model: LoadedModel, decode: Callable = decode_tokens) -> None:
-        """Decode the audio (a stopped run: its last step's preview) and write the WAV files."""
-        if not self.records:
+    def finish(self, audio: np.ndarray | None) -> None:
+        """Record how the run ended and write its WAV files from ``audio`` ``[B, samples]`` (the
+        finished tokens' audio, or a stopped run's last preview; None when no step ran)."""
+        remove_channel(self.channel)
+        if not self.records or audio is None:
             self.status = STOPPED
             self.message = "stopped before the first step"
             return
         last = self.records[-1]
-        done = last.is_last
-        self.status = FINISHED if done else STOPPED
-        if not done:
+        self.status = FINISHED if last.is_last else STOPPED
+        if not last.is_last:
             self.message = f"stopped after step {last.global_step + 1} of {last.total_steps}"
-        codes = last.tokens if done else last.tokens[:, : last.stage + 1]
-        self.audio = decode(model.compression_model, np.asarray(codes, dtype=np.int64))
+        self.audio = np.asarray(audio)
         for b, wav in enumerate(self.audio):
             suffix = "" if len(self.audio) == 1 else f"-sample{b + 1}"
             self.files.append(write_wav(self.directory / f"{self.name}{suffix}.wav", wav, self.sample_rate))
+
+    def fail(self, message: str) -> None:
+        """The run ended with an error; its records so far stay viewable."""
+        remove_channel(self.channel)
+        self.status, self.message = FAILED, message
 
     def write_trace(self) -> Path | None:
         """Save the records as ``.npz`` (None when the trace module is missing)."""
@@ -517,86 +454,3 @@ class SessionStore:
         """Drop a session's runs from memory (its files stay on disk)."""
         with self._lock:
             self._sessions.pop(key or "local", None)
-
-
-# ---------------------------------------------------------------------------------------------
-# decoding in a worker thread
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-_DONE = object()
-
-
-def records_in_thread(
-    steps: Callable[[], Iterator[StepRecord]], cancel: threading.Event
-) -> Iterator[StepRecord]:
-    """Iterate ``steps()`` in a worker thread; yields its records, re-raises its errors.
-
-    The engine decodes step k + 1 while the caller draws and sends step k, and never runs
-    further ahead than that (a one-slot hand-over), so a live change made while step k is on
-    screen applies to step k + 2 at the latest. If the caller stops iterating (the page went
-    away), ``cancel`` is set and the worker ends.
-    """
-    channel: queue.Queue = queue.Queue(maxsize=1)
-    abandoned = threading.Event()
-
-    def hand_over(item) -> bool:
-        while not abandoned.is_set():
-            try:
-                channel.put(item, timeout=HAND_OVER_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        try:
-            for record in steps():
-                if not hand_over(record):
-                    return
-        except BaseException as error:  # handed to the caller's thread
-            hand_over(_Failure(error))
-        hand_over(_DONE)
-
-    thread = threading.Thread(target=work, name="magnet-decode", daemon=True)
-    thread.start()
-    finished = False
-    try:
-        while True:
-            item = channel.get()
-            if item is _DONE:
-                finished = True
-                return
-            if isinstance(item, _Failure):
-                finished = True
-                raise item.error
-            yield item
-    finally:
-        abandoned.set()  # the worker never blocks on a reader that is gone
-        if not finished:
-            cancel.set()
-
-
-def start_engine(model: LoadedModel, run: Run, rescorer=None) -> Iterator[StepRecord]:
-    """The records of ``run`` (decoded in a worker thread), resuming after its fork point.
-
-    The engine is kept as ``run.engine``, so that a rescorer can be attached while it runs.
-    """
-    engine = run.engine = Engine(model, rescorer)
-    resume = None if run.parent is None else run.parent.records[run.fork_index]
-
-    def steps():
-        return engine.steps(
-            run.prompts,
-            run.config,
-            seed=run.seed,
-            controls=run.controls,
-            resume_from=resume,
-            cancel=run.cancel,
-        )
-
-    return records_in_thread(steps, run.cancel)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -22,14 +22,13 @@ import numpy as np
 from magnet_demo import viz
 from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from magnet_demo.engine import MAX_BATCH
+from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, SETTINGS_FIELDS, LoadedModel
 from magnet_demo.schedules import CFG_SCHEDULES, CFGSchedule
 from magnet_demo.session import (
     DEFAULT_OUTPUT_ROOT,
-    FAILED,
     MAX_SEED,
     RUNNING,
-    ModelCache,
     Run,
     Session,
     SessionStore,
@@ -37,10 +36,10 @@ from magnet_demo.session import (
     default_steps,
     model_domain,
     parse_numbers,
-    start_engine,
     steps_text,
 )
 from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
+from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, InProcessWorker
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,19 @@ RESCORING_HELP = (
 )
 
 
+class _NeverStop:
+    """The stop flag of a job nobody stops (a step's audio)."""
+
+    def set(self) -> None:
+        pass
+
+    def is_set(self) -> bool:
+        return False
+
+
+_NEVER_STOP = _NeverStop()
+
+
 def load_examples(path: Path = EXAMPLES_PATH) -> dict[str, list[str]]:
     """Example prompts by model domain ('embedded', 'music', 'sound'); empty lists if missing."""
     try:
@@ -91,7 +103,8 @@ class DemoApp:
         default_model: model selected when the page opens.
         output_root: where sessions write their WAV, trace and GIF files.
         models: a shared :class:`ModelCache` (one load per model name).
-        gpu: decorator for handlers that run models (``spaces.GPU`` on ZeroGPU Spaces).
+        worker: where decodings run (:mod:`magnet_demo.workers`; default: in this process).
+        model_note: a line on how the model was chosen, shown under the model menu.
     """
 
     def __init__(
@@ -99,13 +112,15 @@ class DemoApp:
         default_model: str = EMBEDDED_NAME,
         output_root: str | Path = DEFAULT_OUTPUT_ROOT,
         models: ModelCache | None = None,
-        gpu: Callable | None = None,
+        worker=None,
         examples: dict[str, list[str]] | None = None,
+        model_note: str = "",
     ):
         self.default_model = default_model
         self.models = models or ModelCache()
+        self.worker = worker or InProcessWorker(self.models)
+        self.model_note = model_note
         self.sessions = SessionStore(output_root)
-        self.gpu = gpu or (lambda fn: fn)
         self.examples = load_examples() if examples is None else examples
         #: name -> component, set by :func:`build_ui`; handlers address partial updates with it
         self.components: dict[str, gr.components.Component] = {}
@@ -291,25 +306,29 @@ class DemoApp:
             index = len(run.records) - 1
         return min(max(index, 0), len(run.records) - 1)
 
-    def _rescorer_for(self, run: Run, model: LoadedModel) -> tuple[object | None, str]:
-        """A loaded rescorer when the run starts with a weight above 0 (else None), and a note."""
-        if run.config.rescore_weight <= 0:
-            return None, ""
-        try:
-            rescorer = self.models.rescorer(run.model_name, model)
-        except ValueError as error:
-            return None, f"rescoring off: {error}"
-        return (
-            rescorer,
-            "" if rescorer is not None else "rescoring off: no rescorer reads this model's tokens",
+    def _rescoring_note(self, run: Run) -> str:
+        """Why a run that starts with a rescoring weight above 0 will not rescore ('' if it will)."""
+        if run.config.rescore_weight <= 0 or self.models.rescorer_name(run.model_name)[0] is not None:
+            return ""
+        return "rescoring off: no rescorer reads this model's tokens"
+
+    def _job(self, run: Run) -> DecodeJob:
+        """What the worker needs to decode ``run`` (plain data)."""
+        return DecodeJob(
+            model=run.model_name,
+            prompts=run.prompts,
+            config=run.config,
+            seed=run.seed,
+            resume_from=None if run.parent is None else run.parent.records[run.fork_index],
+            rescorer=self.models.rescorer_name(run.model_name)[0] is not None,
         )
 
     def _stream(self, session: Session, run: Run, model: LoadedModel, previous: Run | None, sample: int):
         """Decode ``run`` and yield page updates: start, one per step, audio, files."""
         sample = self._sample(run, sample)
         comp = self.components
-        rescorer, rescorer_note = self._rescorer_for(run, model)
-        notes = [*run.notes, *([rescorer_note] if rescorer_note else [])]
+        rescoring_note = self._rescoring_note(run)
+        notes = [*run.notes, *([rescoring_note] if rescoring_note else [])]
         origin = "" if run.parent is None else f" (from run #{run.parent.number}, step {run.fork_index + 1})"
         first = {
             comp["status"]: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
@@ -325,20 +344,29 @@ class DemoApp:
             first[comp["live"]] = run.step_image(None, sample)
             first[comp["schedule"]] = run.schedule_image()
         yield first
+        audio = None
         try:
-            for record in start_engine(model, run, rescorer):
-                run.records.append(record)
+            for item in self.worker.run(self._job(run), run.controls, run.cancel):
+                if isinstance(item, FinalAudio):
+                    audio = item.audio
+                    continue
+                run.records.append(item)
                 yield {
-                    comp["status"]: self._step_status(run, record),
+                    comp["status"]: self._step_status(run, item),
                     comp["live"]: run.step_image(None, sample),
                     comp["schedule"]: run.schedule_image(),
                     comp["step_info"]: run.record_summary(),
                 }
-            run.finish(model)
+            run.finish(audio)
         except Exception as error:  # shown in the page; the queue goes on serving others
-            run.status, run.message = FAILED, f"{type(error).__name__}: {error}"
+            run.fail(str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
             log.exception("run %s of session %s failed", run.number, session.key)
-            raise gr.Error(f"Run #{run.number} failed: {error}", title="Decoding failed") from None
+            kept = len(run.records) - run.first_new_index
+            raise gr.Error(
+                f"Run #{run.number} failed after {kept} of its steps: {error} Its steps so far stay "
+                "in the history: scrub them or re-decode from one.",
+                title="Decoding failed",
+            ) from None
         yield {
             comp["status"]: self._run_status(run) + " · writing the trace and the animation…",
             comp["audio"]: self._audio_update(run, sample, "This run: "),
@@ -359,6 +387,13 @@ class DemoApp:
             comp["downloads"]: session.files(),
             comp["step_info"]: run.summary(),
         }
+
+    def decode_audio(self, model_name: str, codes: np.ndarray) -> np.ndarray:
+        """Audio ``[B, samples]`` of codes ``[B, K', T]``, decoded by the worker (ValueError if it cannot)."""
+        items = list(self.worker.run(AudioJob(model_name, codes), None, _NEVER_STOP))
+        if not items:
+            raise ValueError("the worker returned no audio")
+        return items[-1].audio
 
     @staticmethod
     def _sample(run: Run | None, sample: int | float | None) -> int:
@@ -448,19 +483,9 @@ class DemoApp:
         except ValueError as error:
             return f"⚠️ {error}"
         note = ""
-        if values.rescore_weight > 0 and run.engine is not None and run.engine.rescorer is None:
-            note = self._attach_rescorer(run)
+        if values.rescore_weight > 0 and self.models.rescorer_name(run.model_name)[0] is None:
+            note = " Rescoring stays off: no rescorer reads this model's tokens."
         return f"Applied to run #{run.number} from its next step." + note
-
-    def _attach_rescorer(self, run: Run) -> str:
-        try:
-            rescorer = self.models.rescorer(run.model_name, self.models.get(run.model_name))
-        except ValueError as error:
-            return f" Rescoring stays off: {error}"
-        if rescorer is None:
-            return " Rescoring stays off: no rescorer reads this model's tokens."
-        run.engine.rescorer = rescorer
-        return " Rescorer attached."
 
     # ----------------------------------------------------------------- inspecting runs
     def inspect(self, run_number: int, step: int, sample_shown: int = 1, request: gr.Request = None):
@@ -472,10 +497,9 @@ class DemoApp:
         sample = self._sample(run, sample_shown)
         record = run.records[index]
         try:
-            model = self.models.get(run.model_name)
-            audio = run.preview(model, index)[sample]
+            audio = run.preview(index, lambda codes: self.decode_audio(run.model_name, codes))[sample]
             sound = (run.sample_rate, _pcm(audio))
-        except ValueError as error:
+        except (ValueError, RuntimeError) as error:
             sound, error_note = None, f" (cannot decode: {error})"
         else:
             error_note = ""
@@ -698,7 +722,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
         demo.load(app.model_changed, [model, duration], model_outputs, **private)
 
         run_event = generate_btn.click(
-            app.gpu(app.generate),
+            app.generate,
             [*settings, sample_shown],
             main_outputs,
             api_name="generate",
@@ -706,14 +730,14 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
             concurrency_id="decode",
         )
         fork_event = fork_btn.click(
-            app.gpu(app.fork),
+            app.fork,
             [runs, scrub, *settings, sample_shown],
             main_outputs,
             api_name="fork",
             concurrency_limit=concurrency_limit,
             concurrency_id="decode",
         )
-        inspect_fn = app.gpu(app.inspect)
+        inspect_fn = app.inspect
         for event in (run_event, fork_event):
             event.then(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private)
         stop_btn.click(app.stop, None, steer_note, api_name="stop", queue=False)
