@@ -49,14 +49,17 @@ from audiocraft.modules.transformer import set_efficient_attention_backend  # no
 #: models; its music models use the defaults of :class:`DecodingConfig` (``set_generation_params``)
 SOUND_SETTINGS = {"temperature": 3.5, "top_p": 0.8, "max_cfg_coef": 20.0}
 #: the released checkpoints (audiocraft's MAGNeT.get_pretrained docstring); duration in seconds,
-#: settings: recommended sampling settings where they differ from the defaults
+#: settings: recommended sampling settings where they differ from the defaults; t5 and codec: the
+#: Hub repos their packages name (text encoder, and for music the pretrained EnCodec)
+_MUSIC = {"domain": "music", "t5": ("t5-base",), "codec": ("facebook/encodec_32khz",)}
+_SOUND = {"domain": "sound", "t5": ("t5-base",), "settings": SOUND_SETTINGS}
 HUB_MODELS = {
-    "facebook/magnet-small-10secs": {"duration": 10, "domain": "music"},
-    "facebook/magnet-medium-10secs": {"duration": 10, "domain": "music"},
-    "facebook/magnet-small-30secs": {"duration": 30, "domain": "music"},
-    "facebook/magnet-medium-30secs": {"duration": 30, "domain": "music"},
-    "facebook/audio-magnet-small": {"duration": 10, "domain": "sound", "settings": SOUND_SETTINGS},
-    "facebook/audio-magnet-medium": {"duration": 10, "domain": "sound", "settings": SOUND_SETTINGS},
+    "facebook/magnet-small-10secs": {"duration": 10, **_MUSIC},
+    "facebook/magnet-medium-10secs": {"duration": 10, **_MUSIC},
+    "facebook/magnet-small-30secs": {"duration": 30, **_MUSIC},
+    "facebook/magnet-medium-30secs": {"duration": 30, **_MUSIC},
+    "facebook/audio-magnet-small": {"duration": 10, **_SOUND},
+    "facebook/audio-magnet-medium": {"duration": 10, **_SOUND},
 }
 #: optional file of a checkpoint folder: its recommended sampling settings, a JSON object of
 #: :class:`DecodingConfig` fields (e.g. ``{"temperature": 2.0}``)
@@ -265,26 +268,55 @@ def build_compression_model(cfg: dict[str, Any] | DictConfig, device: str = "cpu
 # loading
 
 
-def _offline_message(name: str, error: Exception) -> str:
-    return (
-        f"Could not load '{name}': it is not a local folder and its weights could not be fetched from "
-        f"the Hugging Face Hub ({type(error).__name__}). Either connect this machine to the internet "
-        f"once so that the weights are cached (they land in ~/.cache/huggingface, or AUDIOCRAFT_CACHE_DIR), "
-        f"or download the folder '{name}' elsewhere (files {LM_FILE} and {COMPRESSION_FILE}) and pass its "
-        f"path. The embedded model ('{EMBEDDED_NAME}') always works offline."
-    )
-
-
 #: the Hub's address, probed (3 s) before a download so that an offline machine fails at once
 HUB_HOST = "huggingface.co"
 HUB_PROBE_TIMEOUT_S = 3.0
+#: files that show a Hub repo of a text encoder or codec is cached (any one of each tuple)
+CACHED_MARKERS = (("config.json",), ("tokenizer.json", "spiece.model"))
+CODEC_MARKERS = (("config.json",), ("model.safetensors", "pytorch_model.bin"))
 
 
-def _cached_file(repo: str, filename: str) -> str | None:
-    """Path of ``filename`` of ``repo`` in the Hub cache audiocraft downloads to, or None."""
+@dataclass(frozen=True)
+class HubPiece:
+    """A Hub repo a model needs: its checkpoint, or a part its config names (T5, EnCodec)."""
+
+    repo: str
+    what: str
+    markers: tuple[tuple[str, ...], ...]
+    checkpoint: bool = False  # audiocraft's files (they land in AUDIOCRAFT_CACHE_DIR when set)
+
+    @property
+    def cache_dir(self) -> str:
+        import huggingface_hub.constants
+
+        if self.checkpoint and loaders.get_audiocraft_cache_dir():
+            return str(loaders.get_audiocraft_cache_dir())
+        return str(huggingface_hub.constants.HF_HUB_CACHE)
+
+    def cached(self) -> bool:
+        return all(any(_cached_file(self.repo, f, self.cache_dir) for f in group) for group in self.markers)
+
+
+def checkpoint_piece(repo: str) -> HubPiece:
+    return HubPiece(
+        repo, f"{LM_FILE}, {COMPRESSION_FILE}", ((LM_FILE,), (COMPRESSION_FILE,)), checkpoint=True
+    )
+
+
+def t5_piece(repo: str) -> HubPiece:
+    return HubPiece(repo, "the T5 text encoder and its tokenizer", CACHED_MARKERS)
+
+
+def codec_piece(repo: str) -> HubPiece:
+    return HubPiece(repo, "the EnCodec codec", CODEC_MARKERS)
+
+
+def _cached_file(repo: str, filename: str, cache_dir: str | None = None) -> str | None:
+    """Path of ``filename`` of ``repo`` in a Hub cache (default: where audiocraft downloads), or None."""
     from huggingface_hub import try_to_load_from_cache
 
-    path = try_to_load_from_cache(repo, filename, cache_dir=loaders.get_audiocraft_cache_dir())
+    cache_dir = cache_dir or loaders.get_audiocraft_cache_dir()
+    path = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
     return path if isinstance(path, str) and os.path.isfile(path) else None
 
 
@@ -302,13 +334,81 @@ def _hub_reachable() -> bool:
         return False
 
 
+def _missing_message(name: str, missing: list[HubPiece], why: str) -> str:
+    pieces = "; ".join(f"{p.repo} ({p.what}) into {p.cache_dir}" for p in missing)
+    return (
+        f"Could not load '{name}': {why}. It needs these Hugging Face repos, not all cached on this "
+        f"machine: {pieces}. Connect this machine to the internet once (they are then cached), or "
+        f"download them elsewhere (`hf download REPO`) into those folders. The embedded model "
+        f"('{EMBEDDED_NAME}') always works offline."
+    )
+
+
+def known_pieces(name: str) -> list[HubPiece]:
+    """What a released checkpoint needs before its files are read (:data:`HUB_MODELS`' ``needs``)."""
+    info = HUB_MODELS.get(name, {})
+    return [
+        checkpoint_piece(name),
+        *(t5_piece(r) for r in info.get("t5", ())),
+        *(codec_piece(r) for r in info.get("codec", ())),
+    ]
+
+
+def package_pieces(lm_cfg: DictConfig, comp_pkg: dict[str, Any] | None) -> list[HubPiece]:
+    """The Hub repos a checkpoint's packages name: T5 text encoders, a pretrained codec."""
+    pieces = []
+    for key, spec in (lm_cfg.get("conditioners") or {}).items():
+        if key != "args" and spec.get("model") == "t5":
+            pieces.append(t5_piece(str(spec.t5.name)))
+    pretrained = (comp_pkg or {}).get("pretrained")
+    if pretrained and not os.path.exists(pretrained) and not str(pretrained).startswith("dac_"):
+        pieces.append(codec_piece(str(pretrained)))
+    return pieces
+
+
+def checkpoint_available(name: str) -> bool:
+    """True when a checkpoint and the repos it needs are cached, or the Hub can be reached."""
+    if name not in HUB_MODELS and "/" not in name:
+        return True
+    return all(p.cached() for p in known_pieces(name)) or _hub_reachable()
+
+
+@contextmanager
+def hub_access(name: str, pieces: list[HubPiece]) -> Iterator[None]:
+    """The Hub as loading ``pieces`` needs it: offline when all are cached (no request at all: the
+    Hub client would otherwise retry optional files for a minute on a machine without network);
+    ModelLoadError naming every missing one when they are not and the Hub cannot be reached. Any
+    error of the load inside becomes a ModelLoadError that names them too."""
+    import huggingface_hub.constants
+
+    missing = [p for p in pieces if not p.cached()]
+    if missing and not _hub_reachable():
+        raise ModelLoadError(_missing_message(name, missing, f"{HUB_HOST} cannot be reached"))
+    saved = huggingface_hub.constants.HF_HUB_OFFLINE
+    if not missing:
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as error:  # transformers' OSError for a missing file, hub errors, ...
+        if not pieces:
+            raise
+        raise ModelLoadError(
+            _missing_message(
+                name, pieces, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            )
+        ) from error
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = saved
+
+
 def _checkpoint_file(name: str, kind: str, filename: str) -> str:
     """Path of ``filename`` of a folder or hub name, downloading a hub file if needed.
 
-    A hub file already in the cache is read from there without any network request (the Hub
-    client would otherwise retry for ~40 s on an offline machine); an uncached one on a machine
-    that cannot reach the Hub fails at once with a message that says what to do. Downloads go where
-    audiocraft's own loaders put them (its cache folder, same library tag).
+    A hub file already in the cache is read from there without any network request; an uncached
+    one on a machine that cannot reach the Hub fails at once with a message that names every repo
+    the model needs. Downloads go where audiocraft's own loaders put them.
     """
     if kind != "hub":
         return os.path.join(name, filename)
@@ -316,7 +416,8 @@ def _checkpoint_file(name: str, kind: str, filename: str) -> str:
     if cached:
         return cached
     if not _hub_reachable():
-        raise ModelLoadError(_offline_message(name, ConnectionError(f"{HUB_HOST} cannot be reached")))
+        missing = [p for p in known_pieces(name) if not p.cached()]
+        raise ModelLoadError(_missing_message(name, missing, f"{HUB_HOST} cannot be reached"))
     import audiocraft
     from huggingface_hub import hf_hub_download
 
@@ -329,7 +430,7 @@ def _checkpoint_file(name: str, kind: str, filename: str) -> str:
             library_version=audiocraft.__version__,
         )
     except Exception as error:  # hub errors come in many types (offline, gated, not found)
-        raise ModelLoadError(_offline_message(name, error)) from error
+        raise ModelLoadError(_missing_message(name, known_pieces(name), type(error).__name__)) from error
 
 
 def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -430,27 +531,24 @@ def load_model(
     location, kind = resolve_name(name)
     settings = recommended_settings(location, kind)
     lm_pkg, comp_pkg = _read_packages(location, kind)
-    lm_cfg = OmegaConf.create(lm_pkg["xp.cfg"])
-    if lm_cfg.get("lm_model") != "transformer_lm_magnet":
-        raise ModelLoadError(f"'{name}' is not a MAGNeT checkpoint (lm_model: {lm_cfg.get('lm_model')}).")
-    custom: list[str] = []
-    if "pretrained" in comp_pkg:
-        compression_model = CompressionModel.get_pretrained(comp_pkg["pretrained"], device=device)
-    else:
-        comp_cfg = OmegaConf.create(comp_pkg["xp.cfg"])
-        if comp_cfg.compression_model == SPECTRAL_CODEC:
-            custom.append("codec")
-        compression_model = build_compression_model(comp_cfg, device)
-        compression_model.load_state_dict(comp_pkg["best_state"])
-    compression_model.eval()
-    lm_cfg.transformer_lm.compression_model_framerate = int(compression_model.frame_rate)
-    if any(
-        spec.model not in AUDIOCRAFT_CONDITIONERS
-        for key, spec in lm_cfg.conditioners.items()
-        if key != "args"
-    ):
-        custom.append("conditioner")
-    lm = build_lm_for(lm_pkg["best_state"], lm_cfg, device)
+    try:
+        lm_cfg = OmegaConf.create(lm_pkg["xp.cfg"])
+        if lm_cfg.get("lm_model") != "transformer_lm_magnet":
+            raise ModelLoadError(f"'{name}' is not a MAGNeT checkpoint (lm_model: {lm_cfg.get('lm_model')}).")
+        with hub_access(name, package_pieces(lm_cfg, comp_pkg)):
+            compression_model, custom = _build_codec(comp_pkg, device)
+            lm_cfg.transformer_lm.compression_model_framerate = int(compression_model.frame_rate)
+            if any(
+                spec.model not in AUDIOCRAFT_CONDITIONERS
+                for key, spec in lm_cfg.conditioners.items()
+                if key != "args"
+            ):
+                custom.append("conditioner")
+            lm = build_lm_for(lm_pkg["best_state"], lm_cfg, device)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # a package without xp.cfg, weights of other shapes, a foreign config
+        raise ModelLoadError(_unreadable_message(name, error)) from error
     lm.to(getattr(torch, precision)).eval()
     return LoadedModel(
         name=name,
@@ -464,11 +562,33 @@ def load_model(
     )
 
 
+def _unreadable_message(name: str, error: Exception) -> str:
+    detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return f"'{name}' is not a checkpoint this app can read ({type(error).__name__}: {detail})."
+
+
+def _build_codec(comp_pkg: dict[str, Any], device: str) -> tuple[CompressionModel, list[str]]:
+    """The codec of a compression package (a pretrained name, or a config with weights), and
+    ``["codec"]`` when it is our own spectral codec."""
+    custom: list[str] = []
+    if "pretrained" in comp_pkg:
+        codec = CompressionModel.get_pretrained(comp_pkg["pretrained"], device=device)
+    else:
+        comp_cfg = OmegaConf.create(comp_pkg["xp.cfg"])
+        if comp_cfg.compression_model == SPECTRAL_CODEC:
+            custom.append("codec")
+        codec = build_compression_model(comp_cfg, device)
+        codec.load_state_dict(comp_pkg["best_state"])
+    return codec.eval(), custom
+
+
 def load_lm(location: str, device: str = "cpu") -> LMModel:
     """Load just the language model of a folder or hub name (e.g. an autoregressive rescorer),
     read like :func:`load_model`'s (cache first, memory-mapped, no random initialisation)."""
     lm_pkg = load_package(_checkpoint_file(location, "folder" if os.path.isdir(location) else "hub", LM_FILE))
-    return build_lm_for(lm_pkg["best_state"], OmegaConf.create(lm_pkg["xp.cfg"]), device).eval()
+    cfg = OmegaConf.create(lm_pkg["xp.cfg"])
+    with hub_access(location, package_pieces(cfg, None)):
+        return build_lm_for(lm_pkg["best_state"], cfg, device).eval()
 
 
 # --------------------------------------------------------------------------------------------
