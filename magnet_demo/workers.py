@@ -277,6 +277,11 @@ class ZeroGPUWorker:
         self._run_on_gpu = gpu(duration=gpu_seconds)(_gpu_job)
 
     def run(self, job, controls, stop) -> Iterator:
+        models = process_models()
+        if isinstance(job, DecodeJob) and job.rescorer and job.config.rescore_weight > 0:
+            # loaded here, the server's process, so that the forked GPU process finds it (a load
+            # inside would be lost with that process at the end of the run)
+            models.rescorer(job.model, models.get(job.model))
         return items_in_thread(lambda: raise_failures(self._run_on_gpu(job, controls, stop)), stop)
 
 

@@ -39,9 +39,10 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to keep CUDA packages out.
 "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
 "${pip[@]}" -r requirements.txt
-# audiocraft's own pins (torch 2.1, xformers, torchaudio < 2.1.2, av 11, spacy, ...) cannot be met
-# beside torch 2.13; magnet_demo/compat.py covers what it imports but we do not need.
-"${pip[@]}" --no-deps -r requirements-audiocraft.txt
+# audiocraft 1.3.0 with --no-deps: its own pins (torch 2.1, xformers, torchaudio < 2.1.2, av 11,
+# spacy, ...) cannot be met beside torch 2.13; magnet_demo/compat.py covers what it imports but we
+# do not need. The same step app.py takes on a Space (magnet_demo/bootstrap.py).
+.venv/bin/python -m magnet_demo.bootstrap
 if [ $DEV = 1 ]; then
   "${pip[@]}" -r requirements-dev.txt
 fi
