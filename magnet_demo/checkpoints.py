@@ -155,14 +155,17 @@ def save_package(state_dict: dict[str, torch.Tensor], cfg: dict[str, Any], path:
 def load_package(path: str | Path, mmap: bool = True) -> dict[str, Any]:
     """Read one checkpoint file; ``xp.cfg`` stays a YAML string as in the real checkpoints.
 
+    Only tensors and plain values are read (``weights_only``): audiocraft's packages hold nothing
+    else, and a file that needs code to unpickle raises ``pickle.UnpicklingError``, unrun.
+
     With ``mmap`` the tensors stay in the file's pages (memory-mapped) instead of being read into
     memory: loading them into a model then holds one copy of the weights, not two (the model's and
     the package's). Files in torch's legacy format, which cannot be mapped, are read as usual.
     """
     if mmap:
         try:
-            return torch.load(Path(path), map_location="cpu", weights_only=False, mmap=True)
+            return torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as error:
             if "mmap" not in str(error):
                 raise
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+    return torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -26,6 +26,43 @@ DEFAULT_MIN_CFG = 1.0
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+#: the caps a public server puts on one request (app.py's flags; shown next to their controls)
+DEFAULT_MAX_STEPS = 400
+MAX_PROMPT_CHARS = 500
+MAX_CFG_POINTS = 32
+MAX_FORK_DEPTH = 16
+MAX_CFG_COEF = 50.0
+MAX_TEMPERATURE = 20.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for on this server.
+
+    Attributes:
+        max_steps: decoding steps of a run, all codebooks together (a fork counts its parent's).
+        prompt_chars: characters of a prompt.
+        cfg_points: points of a CFG curve.
+        fork_depth: forks of forks of ... a run.
+        max_cfg, max_temperature: the largest CFG coefficient and temperature accepted.
+    """
+
+    max_steps: int = DEFAULT_MAX_STEPS
+    prompt_chars: int = MAX_PROMPT_CHARS
+    cfg_points: int = MAX_CFG_POINTS
+    fork_depth: int = MAX_FORK_DEPTH
+    max_cfg: float = MAX_CFG_COEF
+    max_temperature: float = MAX_TEMPERATURE
+
+    def check_steps(self, steps: tuple[int, ...]) -> None:
+        total = sum(steps)
+        if total > self.max_steps:
+            raise ValueError(
+                f"Decoding steps: {total} steps in all; this server allows at most {self.max_steps} per "
+                f"run (audiocraft's default is {sum(DEFAULT_DECODING_STEPS)})."
+            )
+
+
 def _check_number(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}.")

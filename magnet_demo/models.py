@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -439,6 +440,11 @@ def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]
     lm_file, comp_file = (_checkpoint_file(name, kind, f) for f in (LM_FILE, COMPRESSION_FILE))
     try:
         return load_package(lm_file), load_package(comp_file)
+    except pickle.UnpicklingError as error:
+        raise ModelLoadError(
+            f"Refused the checkpoint of '{name}': a file holds objects that need code to unpickle "
+            "(only tensors and plain values are read)."
+        ) from error
     except Exception as error:  # a truncated, foreign or unreadable file
         raise ModelLoadError(f"Could not read the checkpoint of '{name}': {error}") from error
 

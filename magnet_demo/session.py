@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from magnet_demo import viz
 from magnet_demo.audio import preview_codes, write_wav
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
 from magnet_demo.controls import DecodingConfig
-from magnet_demo.engine import MAX_BATCH
+from magnet_demo.form import whole
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.records import StepRecord
 
@@ -39,146 +38,15 @@ log = logging.getLogger(__name__)
 #: where sessions write their files unless told otherwise
 DEFAULT_OUTPUT_ROOT = Path(tempfile.gettempdir()) / "magnet-demo"
 #: sessions kept in memory (least recently used ones are forgotten first; their files stay)
-MAX_SESSIONS = 256
+MAX_SESSIONS = 64
+#: runs a session keeps in memory (older ones are forgotten)
+MAX_RUNS_PER_SESSION = 20
+#: runs whose files the server keeps on disk, all sessions together (``--keep-runs``)
+DEFAULT_KEEP_RUNS = 50
 #: previews (decoded audio of a step) kept per run
 PREVIEW_CACHE = 8
-#: largest seed offered by "random"
-MAX_SEED = 2**31 - 1
-#: codebook 1 gets more steps than the others by default (audiocraft: 20, 10, 10, 10)
-FIRST_STAGE_STEPS = 20
-LATER_STAGE_STEPS = 10
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
-
-
-# ---------------------------------------------------------------------------------------------
-# settings
-
-
-def parse_numbers(text: str, what: str, kind: type = float) -> tuple:
-    """``"20, 10 10"`` -> ``(20, 10, 10)``; ValueError naming ``what`` when a value is not a number."""
-    values = []
-    for item in str(text).replace(",", " ").split():
-        try:
-            values.append(kind(item))
-        except ValueError:
-            noun = "whole number" if kind is int else "number"
-            raise ValueError(f"{what}: '{item}' is not a {noun}.") from None
-    return tuple(values)
-
-
-def default_steps(num_codebooks: int) -> tuple[int, ...]:
-    """audiocraft's default step counts, for any number of codebooks."""
-    return (FIRST_STAGE_STEPS,) + (LATER_STAGE_STEPS,) * (num_codebooks - 1)
-
-
-def steps_text(steps: tuple[int, ...]) -> str:
-    return ", ".join(str(n) for n in steps)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a person set in the page, before validation (see :meth:`config`)."""
-
-    prompt: str
-    model: str = EMBEDDED_NAME
-    duration: float = 10.0
-    decoding_steps: str = steps_text(default_steps(4))
-    span_arrangement: str = "nonoverlap"
-    span_scoring: str = "max"
-    temperature: float = 3.0
-    top_p: float = 0.9
-    top_k: int = 0
-    max_cfg_coef: float = 10.0
-    min_cfg_coef: float = 1.0
-    cfg_schedule: str = "linear"
-    cfg_curve: str = ""
-    rescore_weight: float = 0.0
-    seed: int = 0
-    random_seed: bool = False
-    samples: int = 1
-
-    def prompts(self) -> tuple[str, ...]:
-        """The prompt repeated once per sample; ValueError when empty or too many samples."""
-        prompt = (self.prompt or "").strip()
-        if not prompt:
-            raise ValueError("The prompt is empty: describe the music or sound you want.")
-        samples = int(self.samples)
-        if not 1 <= samples <= MAX_BATCH:
-            raise ValueError(f"Number of samples must be between 1 and {MAX_BATCH}, got {samples}.")
-        return (prompt,) * samples
-
-    def pick_seed(self) -> int:
-        if self.random_seed:
-            return secrets.randbelow(MAX_SEED)
-        try:
-            seed = int(self.seed)
-        except (TypeError, ValueError):
-            raise ValueError(f"Seed must be a whole number, got {self.seed!r}.") from None
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"Seed must be between 0 and {MAX_SEED}, got {seed}.")
-        return seed
-
-    def config(self, model: LoadedModel) -> DecodingConfig:
-        """The validated DecodingConfig for ``model``; ValueError with a readable message."""
-        steps = parse_numbers(self.decoding_steps, "Decoding steps", int)
-        if len(steps) != model.num_codebooks:
-            raise ValueError(
-                f"Decoding steps: give one step count per codebook; this model has {model.num_codebooks} "
-                f"codebooks (e.g. '{steps_text(default_steps(model.num_codebooks))}'), got {len(steps)}."
-            )
-        config = DecodingConfig(
-            decoding_steps=steps,
-            duration=float(self.duration),
-            temperature=float(self.temperature),
-            top_p=float(self.top_p),
-            top_k=int(self.top_k),
-            max_cfg_coef=float(self.max_cfg_coef),
-            min_cfg_coef=float(self.min_cfg_coef),
-            cfg_schedule=self.cfg_schedule,
-            cfg_curve=parse_numbers(self.cfg_curve, "CFG curve") if self.cfg_schedule == "curve" else (),
-            span_scoring=self.span_scoring,
-            span_arrangement=self.span_arrangement,
-            rescore_weight=float(self.rescore_weight),
-        )
-        config.check_model(model.num_codebooks, model.max_duration, model.lm.card)
-        return config
-
-    def fork_config(self, parent: DecodingConfig, record: StepRecord) -> tuple[DecodingConfig, list[str]]:
-        """Settings for re-decoding after ``record`` of a run made with ``parent``.
-
-        The canvas fixes the duration and span arrangement, and the stages already decoded fix
-        their step counts; everything else comes from these settings. Returns the config and
-        notes on what was kept from the parent.
-        """
-        notes = []
-        steps = parent.decoding_steps
-        try:
-            wanted = parse_numbers(self.decoding_steps, "Decoding steps", int)
-        except ValueError:
-            wanted = steps
-        done = record.stage + 1
-        if len(wanted) == len(steps) and wanted[:done] != steps[:done]:
-            notes.append(f"kept the decoding steps of codebooks 1-{done} ({steps_text(steps[:done])})")
-        if len(wanted) == len(steps):
-            steps = steps[:done] + tuple(wanted[done:])
-        if float(self.duration) != parent.duration:
-            notes.append(f"kept the duration ({parent.duration:g} s)")
-        if self.span_arrangement != parent.span_arrangement:
-            notes.append(f"kept the span arrangement ({parent.span_arrangement})")
-        config = parent.replace(
-            decoding_steps=steps,
-            temperature=float(self.temperature),
-            top_p=float(self.top_p),
-            top_k=int(self.top_k),
-            max_cfg_coef=float(self.max_cfg_coef),
-            min_cfg_coef=float(self.min_cfg_coef),
-            cfg_schedule=self.cfg_schedule,
-            cfg_curve=parse_numbers(self.cfg_curve, "CFG curve") if self.cfg_schedule == "curve" else (),
-            span_scoring=self.span_scoring,
-            rescore_weight=float(self.rescore_weight),
-        )
-        return config, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +89,7 @@ class Run:
     message: str = ""
     audio: np.ndarray | None = None  # [B, samples]
     files: list[Path] = field(default_factory=list)
+    files_deleted: bool = False
     started: float = field(default_factory=time.time)
     _plot: viz.SchedulePlot | None = field(default=None, repr=False)
     _previews: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -236,6 +105,11 @@ class Run:
     @property
     def total_steps(self) -> int:
         return sum(self.config.decoding_steps)
+
+    @property
+    def fork_depth(self) -> int:
+        """0 for a fresh run, 1 for a fork of one, and so on."""
+        return 0 if self.parent is None else self.parent.fork_depth + 1
 
     @property
     def first_new_index(self) -> int:
@@ -347,6 +221,13 @@ class Run:
             suffix = "" if len(self.audio) == 1 else f"-sample{b + 1}"
             self.files.append(write_wav(self.directory / f"{self.name}{suffix}.wav", wav, self.sample_rate))
 
+    def delete_files(self) -> None:
+        """Delete this run's files (the server's budget); records, audio, settings and seed stay."""
+        for path in self.files:
+            path.unlink(missing_ok=True)
+        self.files = []
+        self.files_deleted = True
+
     def fail(self, message: str) -> None:
         """The run ended with an error; its records so far stay viewable."""
         remove_channel(self.channel)
@@ -388,30 +269,45 @@ class Run:
 
 
 class Session:
-    """The runs of one person (browser tab or API client), in order; files in ``directory``."""
+    """The runs of one person (browser tab or API client), in order; files in ``directory``.
 
-    def __init__(self, key: str, directory: Path):
+    At most ``max_runs`` runs stay in memory (older ones are forgotten; a fork keeps its parent).
+    """
+
+    def __init__(self, key: str, directory: Path, max_runs: int = MAX_RUNS_PER_SESSION):
         self.key = key
         self.directory = directory
+        self.max_runs = max_runs
         self.runs: list[Run] = []
+        self._made = 0
         self._lock = threading.Lock()
 
     def new_run(self, **kwargs) -> Run:
         with self._lock:
-            run = Run(number=len(self.runs) + 1, directory=self.directory, **kwargs)
+            self._made += 1
+            run = Run(number=self._made, directory=self.directory, **kwargs)
             self.runs.append(run)
+            del self.runs[: max(0, len(self.runs) - self.max_runs)]
         return run
 
-    def run(self, number: int | str | None) -> Run | None:
-        """Run ``number`` (1-based), or the latest one when ``number`` is None or unknown."""
-        try:
-            index = int(number) - 1
-        except (TypeError, ValueError):
-            index = -1
+    def run(self, number: object = None) -> Run | None:
+        """Run ``number`` (1-based), the latest one when ``number`` is None; None without runs.
+
+        Raises ValueError with a readable message for a number this session does not hold.
+        """
         runs = self.runs
-        if not runs:
-            return None
-        return runs[index] if 0 <= index < len(runs) else runs[-1]
+        if not runs or number is None or number == "":
+            return runs[-1] if runs else None
+        wanted = whole(number, "Run number", 1, 10**9)
+        for run in runs:
+            if run.number == wanted:
+                return run
+        if wanted <= self._made:
+            raise ValueError(
+                f"Run #{wanted} is no longer kept: this session keeps its last {self.max_runs} runs."
+            )
+        held = f"runs #{runs[0].number}-#{runs[-1].number}" if runs else "no runs yet"
+        raise ValueError(f"This session has no run #{wanted} ({held}).")
 
     @property
     def active(self) -> Run | None:
@@ -427,12 +323,44 @@ class Session:
         return [(run.label(), run.number) for run in reversed(self.runs)]
 
 
+class FileBudget:
+    """The files of at most ``keep_runs`` finished runs, server-wide: the oldest run's go first.
+
+    A run whose files were deleted keeps its records, audio, settings and seed in its session
+    (``run.files_deleted``), and says so.
+    """
+
+    def __init__(self, keep_runs: int = DEFAULT_KEEP_RUNS):
+        if keep_runs < 1:
+            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}.")
+        self.keep_runs = keep_runs
+        self._runs: deque[Run] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, run: Run) -> list[Run]:
+        """Count ``run``'s files; delete those of the oldest runs beyond the budget (returned)."""
+        with self._lock:
+            self._runs.append(run)
+            evicted = []
+            while len(self._runs) > self.keep_runs:
+                evicted.append(self._runs.popleft())
+        for old in evicted:
+            old.delete_files()
+        return evicted
+
+
 class SessionStore:
     """Sessions by key (Gradio's session hash), least recently used forgotten beyond a limit."""
 
-    def __init__(self, root: str | Path = DEFAULT_OUTPUT_ROOT, capacity: int = MAX_SESSIONS):
+    def __init__(
+        self,
+        root: str | Path = DEFAULT_OUTPUT_ROOT,
+        capacity: int = MAX_SESSIONS,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
+    ):
         self.root = Path(root)
         self.capacity = capacity
+        self.budget = FileBudget(keep_runs)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -451,6 +379,6 @@ class SessionStore:
             return session
 
     def forget(self, key: str | None) -> None:
-        """Drop a session's runs from memory (its files stay on disk)."""
+        """Drop a session's runs from memory (their files stay until the budget deletes them)."""
         with self._lock:
             self._sessions.pop(key or "local", None)

@@ -20,24 +20,31 @@ import gradio as gr
 import numpy as np
 
 from magnet_demo import viz
-from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Limits
 from magnet_demo.engine import MAX_BATCH
+from magnet_demo.form import (
+    MAX_SEED,
+    Settings,
+    check_cfg_range,
+    default_steps,
+    number,
+    parse_numbers,
+    steps_text,
+    whole,
+)
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, SETTINGS_FIELDS, LoadedModel
 from magnet_demo.schedules import CFG_SCHEDULES, CFGSchedule
 from magnet_demo.session import (
+    DEFAULT_KEEP_RUNS,
     DEFAULT_OUTPUT_ROOT,
-    MAX_SEED,
     RUNNING,
     Run,
     Session,
     SessionStore,
-    Settings,
-    default_steps,
     model_domain,
-    parse_numbers,
-    steps_text,
 )
+from magnet_demo.sources import AUTO_NAME, ModelSources
 from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
 from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, InProcessWorker
 
@@ -105,6 +112,9 @@ class DemoApp:
         models: a shared :class:`ModelCache` (one load per model name).
         worker: where decodings run (:mod:`magnet_demo.workers`; default: in this process).
         model_note: a line on how the model was chosen, shown under the model menu.
+        limits: the caps on one request (steps, prompt length, CFG points, fork depth).
+        sources: which model names visitors may load (default: the embedded and released ones).
+        keep_runs: runs whose files the server keeps on disk (the oldest are deleted first).
     """
 
     def __init__(
@@ -115,12 +125,17 @@ class DemoApp:
         worker=None,
         examples: dict[str, list[str]] | None = None,
         model_note: str = "",
+        limits: Limits | None = None,
+        sources: ModelSources | None = None,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
     ):
         self.default_model = default_model
         self.models = models or ModelCache()
         self.worker = worker or InProcessWorker(self.models)
         self.model_note = model_note
-        self.sessions = SessionStore(output_root)
+        self.limits = limits or Limits()
+        self.sources = sources or ModelSources(extra=(default_model,))
+        self.sessions = SessionStore(output_root, keep_runs=keep_runs)
         self.examples = load_examples() if examples is None else examples
         #: name -> component, set by :func:`build_ui`; handlers address partial updates with it
         self.components: dict[str, gr.components.Component] = {}
@@ -135,12 +150,25 @@ class DemoApp:
             choices.insert(0, self.default_model)
         return choices
 
-    def load(self, name: str) -> LoadedModel:
-        """The model, or gr.Error with the loader's readable message."""
+    def model_name(self, name: object) -> str:
+        """The name a visitor chose, resolved ('auto' is this page's default) and allowed by the
+        server's :class:`ModelSources`; ValueError (refused unread) otherwise."""
+        name = self.sources.check(name)
+        return self.default_model if name == AUTO_NAME else name
+
+    def load(self, name: object) -> LoadedModel:
+        """The model, or gr.Error with a readable message (refused, or the loader's)."""
         try:
-            return self.models.get(name)
+            return self.models.get(self.model_name(name))
         except ValueError as error:
             raise gr.Error(str(error), title="Model not available") from None
+
+    def run_of(self, session: Session, number: object) -> Run | None:
+        """Run ``number`` of ``session`` (None: the latest), or gr.Error for one it does not hold."""
+        try:
+            return session.run(number)
+        except ValueError as error:
+            raise gr.Error(str(error), title="No such run") from None
 
     def examples_for(self, name: str, model: LoadedModel | None = None) -> list[list[str]]:
         return [[text] for text in self.examples.get(model_domain(name, model), [])]
@@ -152,10 +180,11 @@ class DemoApp:
 
         A model that cannot be loaded leaves the settings alone and says why in the info box.
         """
-        name = (model_name or "").strip() or EMBEDDED_NAME
         try:
+            name = self.model_name(model_name)
             model = self.models.get(name)
         except ValueError as error:
+            name = str(model_name)[:60]
             gr.Warning(str(error))
             return (
                 f"⚠️ **{name}** cannot be used: {error}",
@@ -183,7 +212,7 @@ class DemoApp:
             steps_text(default_steps(model.num_codebooks)),
             gr.update(
                 maximum=model.max_duration,
-                value=min(float(duration or model.max_duration), model.max_duration),
+                value=min(self._duration_or(duration, model.max_duration), model.max_duration),
             ),
             gr.Dataset(samples=self.examples_for(name, model)),
             gr.update(info=weight_info),
@@ -216,16 +245,16 @@ class DemoApp:
         """Decode a new run; yields one update per step, then the audio and the files."""
         settings = self._settings(locals())
         session = self.session(request)
+        loaded = self.load(settings.model)
         try:
-            prompts = settings.prompts()
-            loaded = self.load(settings.model)
-            config = settings.config(loaded)
+            prompts = settings.prompts(self.limits)
+            config = settings.config(loaded, self.limits)
             seed_used = settings.pick_seed()
         except ValueError as error:
             raise gr.Error(str(error), title="Check the settings") from None
         previous = session.run(None)
         run = session.new_run(
-            model_name=settings.model.strip() or EMBEDDED_NAME,
+            model_name=self.model_name(settings.model),
             prompts=prompts,
             config=config,
             seed=seed_used,
@@ -265,7 +294,7 @@ class DemoApp:
         """
         settings = self._settings(locals())
         session = self.session(request)
-        parent = session.run(run_number)
+        parent = self.run_of(session, run_number)
         if parent is None or not parent.records:
             raise gr.Error("Nothing to fork yet: generate a run first, then pick a step.")
         if parent.status == RUNNING:
@@ -274,9 +303,15 @@ class DemoApp:
         record = parent.records[index]
         if record.is_last:
             raise gr.Error("That is the last step: nothing is left to re-decode. Pick an earlier step.")
+        if parent.fork_depth >= self.limits.fork_depth:
+            raise gr.Error(
+                f"Run #{parent.number} is already a fork {parent.fork_depth} levels deep; this server "
+                f"allows {self.limits.fork_depth}. Re-decode from one of its ancestors instead.",
+                title="Check the settings",
+            )
         loaded = self.load(parent.model_name)
         try:
-            config, notes = settings.fork_config(parent.config, record)
+            config, notes = settings.fork_config(parent.config, record, self.limits, loaded.lm.card)
         except ValueError as error:
             raise gr.Error(str(error), title="Check the settings") from None
         run = session.new_run(
@@ -298,13 +333,28 @@ class DemoApp:
         return Settings(**{key: value for key, value in values.items() if key in fields})
 
     @staticmethod
-    def _index(run: Run, step: int | float | None) -> int:
-        """0-based record index of a 1-based step, clamped to the steps decoded so far."""
+    def _index(run: Run, step: object) -> int:
+        """0-based record index of a 1-based step (None: the last); gr.Error for a step not decoded."""
+        if step is None or step == "":
+            return len(run.records) - 1
         try:
-            index = int(step) - 1
-        except (TypeError, ValueError):
-            index = len(run.records) - 1
-        return min(max(index, 0), len(run.records) - 1)
+            wanted = whole(step, "Step", 1, 10**9)
+        except ValueError as error:
+            raise gr.Error(str(error), title="No such step") from None
+        if wanted > len(run.records):
+            raise gr.Error(
+                f"Step {wanted} of run #{run.number} is not decoded: it has {len(run.records)} steps"
+                f"{' so far' if run.status == RUNNING else ''}.",
+                title="No such step",
+            )
+        return wanted - 1
+
+    @staticmethod
+    def _duration_or(value: object, default: float) -> float:
+        try:
+            return number(value, "Duration", 0) if value not in (None, "") else default
+        except ValueError:
+            return default
 
     def _rescoring_note(self, run: Run) -> str:
         """Why a run that starts with a rescoring weight above 0 will not rescore ('' if it will)."""
@@ -382,6 +432,7 @@ class DemoApp:
             except Exception as error:  # a missing extra must not hide the audio
                 log.exception("writing a file of run %s failed", run.number)
                 extras.append(f"{type(error).__name__}: {error}")
+        self.sessions.budget.add(run)
         yield {
             comp["status"]: self._run_status(run) + (" · " + "; ".join(extras) if extras else ""),
             comp["downloads"]: session.files(),
@@ -396,15 +447,14 @@ class DemoApp:
         return items[-1].audio
 
     @staticmethod
-    def _sample(run: Run | None, sample: int | float | None) -> int:
-        """0-based sample index from the 1-based 'sample shown' control, clamped."""
-        if run is None:
-            return 0
+    def _sample(run: Run | None, sample: object) -> int:
+        """0-based sample index from the 1-based 'sample shown' control (a run with fewer samples
+        shows its last; the labels say which); gr.Error for a value that is not a sample number."""
         try:
-            value = int(sample) - 1
-        except (TypeError, ValueError):
-            value = 0
-        return min(max(value, 0), len(run.prompts) - 1)
+            value = whole(1 if sample in (None, "") else sample, "Sample shown", 1, MAX_BATCH) - 1
+        except ValueError as error:
+            raise gr.Error(str(error), title="Check the settings") from None
+        return 0 if run is None else min(value, len(run.prompts) - 1)
 
     @staticmethod
     def _step_status(run: Run, record) -> str:
@@ -415,8 +465,7 @@ class DemoApp:
             f"masked · CFG {record.cfg_coef:.2f} · temperature {record.temperature:.2f} · {record.elapsed:.1f} s"
         )
 
-    @staticmethod
-    def _run_status(run: Run) -> str:
+    def _run_status(self, run: Run) -> str:
         steps = len(run.records) - run.first_new_index
         elapsed = run.records[-1].elapsed if len(run.records) > run.first_new_index else 0.0
         per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""
@@ -425,7 +474,14 @@ class DemoApp:
             "stopped": f"{run.message}; listen to what it had, or re-decode from any of its steps",
             "failed": f"failed: {run.message}",
         }.get(run.status, run.status)
-        return f"**Run #{run.number}** {text} · seed {run.seed}"
+        deleted = ""
+        if run.files_deleted:
+            deleted = (
+                " · its files were deleted (this server keeps the files of its last "
+                f"{self.sessions.budget.keep_runs} runs); its audio stays on this page, and the "
+                "same model, settings and seed (Step details) make it again"
+            )
+        return f"**Run #{run.number}** {text} · seed {run.seed}{deleted}"
 
     @staticmethod
     def _audio_update(run: Run | None, sample: int, prefix: str):
@@ -464,21 +520,32 @@ class DemoApp:
     ) -> str:
         """Apply the live controls to the running decoding (from its next step)."""
         run = self.session(request).active
+        limits = self.limits
         try:
-            curve = parse_numbers(cfg_curve, "CFG curve") if cfg_schedule == "curve" else ()
-            CFGSchedule(cfg_schedule, float(max_cfg_coef), float(min_cfg_coef), curve)
+            curve = (
+                parse_numbers(cfg_curve, "CFG curve", max_items=limits.cfg_points)
+                if cfg_schedule == "curve"
+                else ()
+            )
+            max_cfg_coef = number(max_cfg_coef, "CFG max", 0, limits.max_cfg)
+            min_cfg_coef = number(min_cfg_coef, "CFG min", 0, limits.max_cfg)
+            if cfg_schedule == "linear":
+                check_cfg_range(max_cfg_coef, min_cfg_coef)
+            temperature = number(temperature, "Temperature", 0, limits.max_temperature)
+            rescore_weight = number(rescore_weight, "Rescoring weight", 0, 1)
+            CFGSchedule(cfg_schedule, max_cfg_coef, min_cfg_coef, curve)
         except ValueError as error:
             return f"⚠️ {error}"
         if run is None:
             return "Live controls: used by the next run."
         try:
             values = run.controls.update(
-                max_cfg_coef=float(max_cfg_coef),
-                min_cfg_coef=float(min_cfg_coef),
+                max_cfg_coef=max_cfg_coef,
+                min_cfg_coef=min_cfg_coef,
                 cfg_schedule=cfg_schedule,
                 cfg_curve=curve,
-                temperature=float(temperature),
-                rescore_weight=float(rescore_weight),
+                temperature=temperature,
+                rescore_weight=rescore_weight,
             )
         except ValueError as error:
             return f"⚠️ {error}"
@@ -490,7 +557,7 @@ class DemoApp:
     # ----------------------------------------------------------------- inspecting runs
     def inspect(self, run_number: int, step: int, sample_shown: int = 1, request: gr.Request = None):
         """A step of a run: (image, schedule plot, audio of that step, description)."""
-        run = self.session(request).run(run_number)
+        run = self.run_of(self.session(request), run_number)
         if run is None or not run.records:
             return None, None, None, "No step to show yet: generate a run first."
         index = self._index(run, step)
@@ -515,7 +582,7 @@ class DemoApp:
     def show_run(self, run_number: int, sample_shown: int = 1, request: gr.Request = None) -> dict:
         """Put a run of the history back on screen (main view) with its audio."""
         session = self.session(request)
-        run = session.run(run_number)
+        run = self.run_of(session, run_number)
         comp = self.components
         if run is None or not run.records:
             return {comp["status"]: "No run yet."}
@@ -568,6 +635,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     label="Model",
                     info="The embedded model, a Hugging Face MAGNeT, or a local checkpoint folder.",
                 )
+                gr.Markdown(app.model_note, elem_id="model-note")
                 model_info = gr.Markdown("")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from gradio_client import Client
 
+from magnet_demo.sources import ModelSources
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 from magnet_demo.ui import DemoApp, build_ui, launch_local
 
@@ -35,7 +36,12 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def app(tiny_model, tmp_path_factory) -> DemoApp:
-    demo_app = DemoApp(default_model=tiny_model, output_root=tmp_path_factory.mktemp("outputs"))
+    roots = (str(tmp_path_factory.getbasetemp()),)  # the tests' checkpoint folders are offered
+    demo_app = DemoApp(
+        default_model=tiny_model,
+        output_root=tmp_path_factory.mktemp("outputs"),
+        sources=ModelSources(roots=roots),
+    )
     build_ui(demo_app)
     return demo_app
 
@@ -110,7 +116,7 @@ def test_generate_streams_one_update_per_step_then_audio_and_files(app, tiny_mod
         ({"cfg_schedule": "curve", "cfg_curve": "5"}, "at least 2 points"),
         ({"samples": 9}, "between 1 and 8"),
         ({"model": "facebook/magnet-small-10secs"}, "Could not load 'facebook/magnet-small-10secs'"),
-        ({"model": "/no/such/folder"}, "Unknown model"),
+        ({"model": "/no/such/folder"}, "is not a model this server offers"),
     ],
 )
 def test_bad_settings_give_readable_errors(app, tiny_model, changes, message):
@@ -122,7 +128,7 @@ def test_bad_settings_give_readable_errors(app, tiny_model, changes, message):
 
 def test_model_picker_reports_instead_of_raising(app, tiny_model):
     info, steps, *_ = app.model_changed("/no/such/folder")
-    assert "cannot be used" in info and "Unknown model" in info
+    assert "cannot be used" in info and "is not a model this server offers" in info
     info, steps, duration, examples, weight, *sampling = app.model_changed(tiny_model, 10.0)
     assert "4 codebooks" in info and steps == "20, 10, 10, 10"
     assert duration["maximum"] == 12.0
@@ -269,3 +275,38 @@ def test_launched_app_streams_every_step_to_gradio_client(tiny_model, tmp_path):
         assert client.predict(api_name="/stop") == "Nothing is decoding."
     finally:
         demo.close()
+
+
+class DyingWorker:
+    """A worker whose process ends after two steps (what ProcessWorker raises then)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def run(self, job, controls, stop):
+        from magnet_demo.workers import WorkerDied
+
+        for count, item in enumerate(self.inner.run(job, controls, stop)):
+            if count == 2:
+                stop.set()
+                raise WorkerDied("The decoding worker stopped unexpectedly (exit code -9) after 2 steps.")
+            yield item
+
+
+def test_a_worker_that_dies_leaves_a_readable_error_and_the_steps_so_far(app, tiny_model):
+    key = FakeRequest("dying")
+    healthy = app.worker
+    app.worker = DyingWorker(healthy)
+    try:
+        with pytest.raises(
+            gr.Error, match="failed after 2 of its steps: The decoding worker stopped unexpectedly"
+        ):
+            list(app.generate(**settings(tiny_model), request=key))
+    finally:
+        app.worker = healthy
+    failed = app.sessions.get("dying").runs[-1]
+    assert failed.status == "failed" and len(failed.records) == 2
+    image, _, sound, text = app.inspect(failed.number, 2, request=key)  # still viewable and audible
+    assert image is not None and sound is not None and "step 2 of 2" in text
+    list(app.generate(**settings(tiny_model), request=key))  # the next run is served
+    assert app.sessions.get("dying").runs[-1].status == "finished"

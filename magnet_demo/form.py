@@ -1,0 +1,210 @@
+"""What a visitor sent, checked: every value of the page or the named API turned into a validated
+:class:`~magnet_demo.controls.DecodingConfig`, or a ValueError whose message says what is wrong.
+
+Every value may arrive as anything a client can send (a string for a number, NaN, a huge
+integer, a list): nothing here trusts its type, nothing is clamped or truncated silently, and
+the caps of :class:`~magnet_demo.controls.Limits` bound the work one request can ask for.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+from magnet_demo.controls import (
+    DEFAULT_DECODING_STEPS,
+    DEFAULT_MAX_CFG,
+    DEFAULT_MIN_CFG,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    DecodingConfig,
+    Limits,
+)
+from magnet_demo.engine import MAX_BATCH
+from magnet_demo.models import EMBEDDED_NAME, LoadedModel
+from magnet_demo.records import StepRecord
+
+#: largest seed offered by "random" and accepted
+MAX_SEED = 2**31 - 1
+#: codebook 1 gets more steps than the others by default (audiocraft: 20, 10, 10, 10)
+FIRST_STAGE_STEPS = DEFAULT_DECODING_STEPS[0]
+LATER_STAGE_STEPS = DEFAULT_DECODING_STEPS[1]
+#: characters of a wrong value quoted back in a message
+QUOTED_CHARS = 40
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= QUOTED_CHARS else text[: QUOTED_CHARS - 1] + "…"
+
+
+def number(value: object, what: str, low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a finite float within [low, high]; ValueError naming ``what`` otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{what} must be a number, got {_quote(value)}.")
+    try:
+        result = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be a number, got {_quote(value)}.") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{what} must be a finite number, got {_quote(value)}.")
+    if (low is not None and result < low) or (high is not None and result > high):
+        bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else ""
+        bounds = bounds or (f"at least {low:g}" if low is not None else f"at most {high:g}")
+        raise ValueError(f"{what} must be {bounds}, got {_quote(value)}.")
+    return result
+
+
+def whole(value: object, what: str, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int within [low, high] (2.0 and "2" are fine, 2.7 is refused)."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lstrip("+-").isdigit() and len(value) > 30:
+            raise ValueError(f"{what} must be a whole number between {low} and {high}, got {_quote(value)}.")
+    result = number(value, what, low, high)
+    if result != int(result):
+        raise ValueError(f"{what} must be a whole number, got {_quote(value)}.")
+    return int(result)
+
+
+def text(value: object, what: str, max_chars: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, got {type(value).__name__}.")
+    if len(value) > max_chars:
+        raise ValueError(f"{what} is {len(value)} characters long; at most {max_chars} are accepted.")
+    return value
+
+
+def parse_numbers(value: object, what: str, kind: type = float, max_items: int | None = None) -> tuple:
+    """``"20, 10 10"`` -> ``(20, 10, 10)``; ValueError naming ``what`` when a value is not a number."""
+    items = text(value, what, max_chars=4000).replace(",", " ").split()
+    if max_items is not None and len(items) > max_items:
+        raise ValueError(f"{what}: {len(items)} values given; at most {max_items} are accepted.")
+    check, noun = (whole, "whole number") if kind is int else (number, "number")
+    values = []
+    for item in items:
+        try:
+            values.append(check(item, what))
+        except ValueError:
+            raise ValueError(f"{what}: '{item[:QUOTED_CHARS]}' is not a {noun}.") from None
+    return tuple(values)
+
+
+def default_steps(num_codebooks: int) -> tuple[int, ...]:
+    """audiocraft's default step counts, for any number of codebooks."""
+    return (FIRST_STAGE_STEPS,) + (LATER_STAGE_STEPS,) * (num_codebooks - 1)
+
+
+def steps_text(steps: tuple[int, ...]) -> str:
+    return ", ".join(str(n) for n in steps)
+
+
+def check_cfg_range(max_cfg: float, min_cfg: float) -> None:
+    if min_cfg > max_cfg:
+        raise ValueError(
+            f"CFG min ({min_cfg:g}) is above CFG max ({max_cfg:g}): guidance anneals from max (fully "
+            "masked) down to min; set them equal for a constant coefficient."
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a person set in the page, before validation (see :meth:`config`)."""
+
+    prompt: str
+    model: str = EMBEDDED_NAME
+    duration: float = 10.0
+    decoding_steps: str = steps_text(DEFAULT_DECODING_STEPS)
+    span_arrangement: str = "nonoverlap"
+    span_scoring: str = "max"
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = 0
+    max_cfg_coef: float = DEFAULT_MAX_CFG
+    min_cfg_coef: float = DEFAULT_MIN_CFG
+    cfg_schedule: str = "linear"
+    cfg_curve: str = ""
+    rescore_weight: float = 0.0
+    seed: int = 0
+    random_seed: bool = False
+    samples: int = 1
+
+    def prompts(self, limits: Limits) -> tuple[str, ...]:
+        """The prompt repeated once per sample; ValueError when empty, too long or too many samples."""
+        prompt = text(self.prompt, "The prompt", limits.prompt_chars).strip()
+        if not prompt:
+            raise ValueError("The prompt is empty: describe the music or sound you want.")
+        return (prompt,) * whole(self.samples, "Number of samples", 1, MAX_BATCH)
+
+    def pick_seed(self) -> int:
+        if self.random_seed is True:
+            return secrets.randbelow(MAX_SEED)
+        return whole(self.seed, "Seed", 0, MAX_SEED)
+
+    def sampling(self, limits: Limits, card: int) -> dict:
+        """The sampling and guidance fields, checked (shared by new runs and forks)."""
+        max_cfg = number(self.max_cfg_coef, "CFG max", 0, limits.max_cfg)
+        min_cfg = number(self.min_cfg_coef, "CFG min", 0, limits.max_cfg)
+        if self.cfg_schedule == "linear":
+            check_cfg_range(max_cfg, min_cfg)
+        curve = ()
+        if self.cfg_schedule == "curve":
+            curve = parse_numbers(self.cfg_curve, "CFG curve", max_items=limits.cfg_points)
+        return dict(
+            temperature=number(self.temperature, "Temperature", 0, limits.max_temperature),
+            top_p=number(self.top_p, "Top-p", 0, 1),
+            top_k=whole(self.top_k, "Top-k", 0, card),
+            max_cfg_coef=max_cfg,
+            min_cfg_coef=min_cfg,
+            cfg_schedule=text(self.cfg_schedule, "CFG schedule", 40),
+            cfg_curve=curve,
+            span_scoring=text(self.span_scoring, "Span scoring", 40),
+            rescore_weight=number(self.rescore_weight, "Rescoring weight", 0, 1),
+        )
+
+    def steps(self, limits: Limits, num_codebooks: int) -> tuple[int, ...]:
+        steps = parse_numbers(self.decoding_steps, "Decoding steps", int, max_items=num_codebooks + 8)
+        if len(steps) != num_codebooks:
+            raise ValueError(
+                f"Decoding steps: give one step count per codebook; this model has {num_codebooks} "
+                f"codebooks (e.g. '{steps_text(default_steps(num_codebooks))}'), got {len(steps)}."
+            )
+        limits.check_steps(steps)
+        return steps
+
+    def config(self, model: LoadedModel, limits: Limits) -> DecodingConfig:
+        """The validated DecodingConfig for ``model``; ValueError with a readable message."""
+        config = DecodingConfig(
+            decoding_steps=self.steps(limits, model.num_codebooks),
+            duration=number(self.duration, "Duration", 0),
+            span_arrangement=text(self.span_arrangement, "Span arrangement", 40),
+            **self.sampling(limits, model.lm.card),
+        )
+        config.check_model(model.num_codebooks, model.max_duration, model.lm.card)
+        return config
+
+    def fork_config(
+        self, parent: DecodingConfig, record: StepRecord, limits: Limits, card: int
+    ) -> tuple[DecodingConfig, list[str]]:
+        """Settings for re-decoding after ``record`` of a run made with ``parent``.
+
+        The canvas fixes the duration and span arrangement, and the stages already decoded fix
+        their step counts; everything else comes from these settings. Returns the config and
+        notes on what was kept from the parent.
+        """
+        notes = []
+        steps = parent.decoding_steps
+        wanted = self.steps(limits, len(steps))
+        done = record.stage + 1
+        if wanted[:done] != steps[:done]:
+            notes.append(f"kept the decoding steps of codebooks 1-{done} ({steps_text(steps[:done])})")
+        steps = steps[:done] + tuple(wanted[done:])
+        limits.check_steps(steps)
+        if number(self.duration, "Duration", 0) != parent.duration:
+            notes.append(f"kept the duration ({parent.duration:g} s)")
+        if self.span_arrangement != parent.span_arrangement:
+            notes.append(f"kept the span arrangement ({parent.span_arrangement})")
+        return parent.replace(decoding_steps=steps, **self.sampling(limits, card)), notes
