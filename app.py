@@ -21,6 +21,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from magnet_demo.controls import PRECISIONS  # noqa: E402  (light: no torch model code)
 from magnet_demo.hosting import DEVICES, WORKERS  # noqa: E402  (light)
 
+DEFAULT_MAX_STEPS = 400  # = magnet_demo.controls.DEFAULT_MAX_STEPS (a test checks)
+DEFAULT_KEEP_RUNS = 50  # = magnet_demo.session.DEFAULT_KEEP_RUNS
+DEFAULT_MAX_MODELS = 2  # = magnet_demo.model_cache.DEFAULT_MAX_MODELS
+
 DEFAULT_QUEUE_SIZE = 16
 
 
@@ -69,12 +73,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--share", action="store_true", help="also open a public *.gradio.live link (off by default)"
     )
     parser.add_argument(
+        "--model-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose checkpoint folders visitors may load (repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        help="let visitors load any Hub repo or folder (a trusted single-user machine only)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULT_MAX_STEPS,
+        help=f"most decoding steps in one run, all codebooks together (default {DEFAULT_MAX_STEPS})",
+    )
+    parser.add_argument(
+        "--keep-runs",
+        type=int,
+        default=DEFAULT_KEEP_RUNS,
+        help=f"runs whose files the server keeps, oldest deleted first (default {DEFAULT_KEEP_RUNS})",
+    )
+    parser.add_argument(
+        "--max-models",
+        type=int,
+        default=DEFAULT_MAX_MODELS,
+        help=f"models kept loaded, least recently used evicted (default {DEFAULT_MAX_MODELS})",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=PRECISIONS,
         help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("max_steps", "keep_runs", "max_models", "queue_size", "concurrency"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    return args
 
 
 def make_worker(kind: str, models, loader, gpu):
@@ -99,9 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     host, port = hosting.server_address(args.host, args.port)
     gpu = hosting.gpu_decorator()  # before torch sees CUDA, as ZeroGPU requires
     ensure_audiocraft()
+    from magnet_demo.controls import Limits
     from magnet_demo.model_cache import ModelCache
     from magnet_demo.models import checkpoint_available, load_model
     from magnet_demo.session import DEFAULT_OUTPUT_ROOT
+    from magnet_demo.sources import ModelSources
     from magnet_demo.ui import DemoApp, build_ui
 
     device = hosting.resolve_device(args.device)
@@ -109,13 +149,25 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("app").info("model %s on %s: %s", choice.name, device, choice.reason)
     output_dir = args.output_dir or DEFAULT_OUTPUT_ROOT
     loader = functools.partial(load_model, device=device, precision=args.precision)
-    models = ModelCache(loader)
+    models = ModelCache(loader, max_models=args.max_models)
+    sources = ModelSources(
+        roots=tuple(os.path.abspath(root) for root in args.model_root),
+        allow_any=args.allow_any_model,
+        extra=(choice.name,),
+    )
+    if args.allow_any_model:
+        logging.getLogger("app").warning(
+            "--allow-any-model: visitors may load any Hub repo or folder; use it on a trusted machine only"
+        )
     app = DemoApp(
         default_model=choice.name,
         output_root=output_dir,
         models=models,
         worker=make_worker(args.worker, models, loader, gpu),
         model_note=f"Opened with **{choice.name}** on {device}: {choice.reason}.",
+        limits=Limits(max_steps=args.max_steps),
+        sources=sources,
+        keep_runs=args.keep_runs,
     )
     demo = build_ui(app, concurrency_limit=args.concurrency)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)

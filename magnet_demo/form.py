@@ -39,6 +39,10 @@ def _quote(value: object) -> str:
     return text if len(text) <= QUOTED_CHARS else text[: QUOTED_CHARS - 1] + "…"
 
 
+def _show(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
 def number(value: object, what: str, low: float | None = None, high: float | None = None) -> float:
     """``value`` as a finite float within [low, high]; ValueError naming ``what`` otherwise."""
     if isinstance(value, bool) or value is None:
@@ -50,8 +54,8 @@ def number(value: object, what: str, low: float | None = None, high: float | Non
     if not math.isfinite(result):
         raise ValueError(f"{what} must be a finite number, got {_quote(value)}.")
     if (low is not None and result < low) or (high is not None and result > high):
-        bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else ""
-        bounds = bounds or (f"at least {low:g}" if low is not None else f"at most {high:g}")
+        bounds = f"between {_show(low)} and {_show(high)}" if low is not None and high is not None else ""
+        bounds = bounds or (f"at least {_show(low)}" if low is not None else f"at most {_show(high)}")
         raise ValueError(f"{what} must be {bounds}, got {_quote(value)}.")
     return result
 

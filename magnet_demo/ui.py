@@ -58,6 +58,8 @@ DURATION_STEP = 0.5
 MAX_CFG_SLIDER = 30.0
 SPECTROGRAM_HEIGHT = 240
 MAX_TEMPERATURE_SLIDER = 10.0
+#: Gradio's own cache (step images, audio): every 5 minutes, files older than 15 minutes are deleted
+DELETE_CACHE = (300, 900)
 #: 16-bit PCM full scale, for audio handed to Gradio as numbers
 PCM_SCALE = 32767
 
@@ -617,11 +619,18 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
     ``concurrency_limit`` decodings run at once (others wait in the queue); stop, steering and
     inspecting never wait behind a decoding.
     """
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    limits = app.limits
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the music or sound…")
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    lines=2,
+                    placeholder="Describe the music or sound…",
+                    max_length=limits.prompt_chars,
+                    info=f"At most {limits.prompt_chars} characters.",
+                )
                 examples = gr.Dataset(
                     components=[prompt],
                     samples=app.examples_for(app.default_model),
@@ -664,6 +673,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     cfg_curve = gr.Textbox(
                         "10, 6, 3, 1",
                         label="CFG curve (schedule 'curve': coefficients from fully masked to done)",
+                        info=f"At most {limits.cfg_points} points.",
                     )
                     temperature = gr.Slider(
                         0,
@@ -680,6 +690,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     decoding_steps = gr.Textbox(
                         steps_text(default_steps(4)),
                         label="Decoding steps per codebook (one number per codebook)",
+                        info=f"At most {limits.max_steps} steps in all on this server.",
                     )
                     span_arrangement = gr.Radio(
                         list(SPAN_ARRANGEMENTS), value="nonoverlap", label="Span arrangement"
@@ -733,10 +744,15 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                         preview = gr.Audio(
                             label="Listen to this step", interactive=False, elem_id="step-audio"
                         )
-                        fork_btn = gr.Button("Re-decode from this step", elem_id="fork")
+                        fork_btn = gr.Button(
+                            f"Re-decode from this step (forks up to {limits.fork_depth} deep)", elem_id="fork"
+                        )
                 with gr.Accordion("Runs and downloads (this session)", open=True):
                     runs = gr.Dropdown(
-                        [], label="Run", info="Every run of this session; pick one to show it."
+                        [],
+                        label="Run",
+                        info="Every run of this session; pick one to show it.",
+                        allow_custom_value=True,  # a number the session lacks gets our own message
                     )
                     downloads = gr.File(
                         label="WAV, trace (.npz) and GIF of every run",
@@ -780,13 +796,16 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
             samples,
         ]
         inspect_outputs = [inspect_image, inspect_schedule, preview, inspect_text]
-        private = {"api_visibility": "private"}
+        # Handlers get the raw values (preprocess=False) and check them all themselves (form.py):
+        # Gradio's own check of a string sent to a number is a generic "the app raised an exception".
+        raw = {"preprocess": False}
+        private = {"api_visibility": "private", **raw}
 
-        examples.click(lambda values: values[0], examples, prompt, **private)
+        examples.click(lambda values: values[0], examples, prompt, api_visibility="private")
         # one component per SETTINGS_FIELDS entry, in its order
         sampling = [temperature, top_p, top_k, max_cfg, min_cfg, span_scoring]
         model_outputs = [model_info, decoding_steps, duration, examples, rescore_weight, *sampling]
-        model.change(app.model_changed, [model, duration], model_outputs, api_name="model_info")
+        model.change(app.model_changed, [model, duration], model_outputs, api_name="model_info", **raw)
         demo.load(app.model_changed, [model, duration], model_outputs, **private)
 
         run_event = generate_btn.click(
@@ -794,6 +813,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
             [*settings, sample_shown],
             main_outputs,
             api_name="generate",
+            **raw,
             concurrency_limit=concurrency_limit,
             concurrency_id="decode",
         )
@@ -802,6 +822,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
             [runs, scrub, *settings, sample_shown],
             main_outputs,
             api_name="fork",
+            **raw,
             concurrency_limit=concurrency_limit,
             concurrency_id="decode",
         )
@@ -811,14 +832,14 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
         stop_btn.click(app.stop, None, steer_note, api_name="stop", queue=False)
 
         live_inputs = [max_cfg, min_cfg, cfg_schedule, cfg_curve, temperature, rescore_weight]
-        cfg_schedule.change(app.steer, live_inputs, steer_note, queue=False, api_name="steer")
+        cfg_schedule.change(app.steer, live_inputs, steer_note, queue=False, api_name="steer", **raw)
         for control in (max_cfg, min_cfg, temperature, rescore_weight):
             control.release(app.steer, live_inputs, steer_note, queue=False, **private)
         cfg_curve.submit(app.steer, live_inputs, steer_note, queue=False, **private)
         cfg_curve.blur(app.steer, live_inputs, steer_note, queue=False, **private)
 
-        scrub.release(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, api_name="step")
-        runs.input(app.show_run, [runs, sample_shown], main_outputs, api_name="show_run").then(
+        scrub.release(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, api_name="step", **raw)
+        runs.input(app.show_run, [runs, sample_shown], main_outputs, api_name="show_run", **raw).then(
             inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private
         )
         sample_shown.release(app.show_run, [runs, sample_shown], main_outputs, **private).then(

@@ -66,3 +66,25 @@ def test_worker_choice():
     assert isinstance(app.make_worker("auto", models, None, fake_gpu), ZeroGPUWorker)
     spawned = app.make_worker("spawn", models, None, None)
     assert isinstance(spawned, ProcessWorker) and spawned.description == "in a worker process (spawn)"
+
+
+def test_the_flags_defaults_are_the_modules_defaults():
+    from magnet_demo.controls import DEFAULT_MAX_STEPS
+    from magnet_demo.model_cache import DEFAULT_MAX_MODELS
+    from magnet_demo.session import DEFAULT_KEEP_RUNS
+
+    args = app.parse_args([])
+    assert (args.max_steps, args.keep_runs, args.max_models) == (
+        DEFAULT_MAX_STEPS,
+        DEFAULT_KEEP_RUNS,
+        DEFAULT_MAX_MODELS,
+    )
+    assert (args.model_root, args.allow_any_model) == ([], False)
+    assert app.parse_args(["--model-root", "/a", "--model-root", "/b"]).model_root == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("flag", ["--max-steps", "--keep-runs", "--max-models", "--queue-size"])
+def test_limits_below_one_are_refused(flag, capsys):
+    with pytest.raises(SystemExit):
+        app.parse_args([flag, "0"])
+    assert "must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,148 @@
+"""A public server: garbage sent to every named endpoint through ``gradio_client`` gets a readable
+message, the next valid request succeeds, and refused model names touch neither disk nor network."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import huggingface_hub.constants
+import pytest
+from gradio_client import Client
+from test_ui import TOTAL, settings  # noqa: E402  (tests/ is on sys.path)
+
+from magnet_demo.sources import ModelSources
+from magnet_demo.tiny import write_tiny_checkpoint
+from magnet_demo.ui import DemoApp, launch_local
+
+pytestmark = pytest.mark.slow
+
+#: what a readable refusal is not
+UNREADABLE = (
+    "Traceback",
+    "upstream Gradio app has raised an exception",
+    "Error(",
+    "KeyError",
+    "could not convert",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    root = tmp_path_factory.mktemp("models")
+    model = str(write_tiny_checkpoint(root / "tiny"))
+    app = DemoApp(
+        default_model=model,
+        output_root=tmp_path_factory.mktemp("out"),
+        sources=ModelSources(roots=(str(root),)),
+    )
+    demo, url = launch_local(app)
+    yield app, model, url
+    demo.close()
+
+
+def _refused(client: Client, api_name: str, match: str, **kwargs) -> str:
+    started = time.perf_counter()
+    with pytest.raises(Exception) as error:
+        client.predict(**kwargs, api_name=api_name)
+    message = str(error.value)
+    assert match in message, message
+    assert not any(bad in message for bad in UNREADABLE), message
+    assert time.perf_counter() - started < 5
+    return message
+
+
+GENERATE_GARBAGE = [
+    (dict(seed="abc"), "Seed must be a number, got 'abc'"),
+    (dict(seed=-1), "Seed must be between 0 and 2147483647, got -1"),  # Gradio's own message: readable
+    (dict(seed=10**30), "Seed must be between 0 and 2147483647, got 1000000000000000000000000000000"),
+    (dict(seed="nan"), "Seed must be a finite number, got 'nan'"),
+    (dict(decoding_steps="1000000,1,1,1"), "1000003 steps in all; this server allows at most 400"),
+    (dict(decoding_steps="9" * 400), "Decoding steps: '"),
+    (dict(decoding_steps="4, two, 2, 2"), "Decoding steps: 'two' is not a whole number"),
+    (dict(duration="long"), "Duration must be a number, got 'long'"),
+    (dict(duration="inf"), "Duration must be a finite number, got 'inf'"),
+    (dict(temperature="hot"), "must be a number, got 'hot'"),
+    (dict(temperature="-inf"), "must be a finite number, got '-inf'"),
+    (dict(top_p=2), "Top-p must be between 0 and 1, got 2"),
+    (dict(top_k=2.7), "Top-k must be a whole number, got 2.7"),
+    (dict(max_cfg_coef=1.0, min_cfg_coef=5.0), "CFG min (5) is above CFG max (1)"),
+    (dict(cfg_schedule="curve", cfg_curve=" ".join(["1"] * 33)), "33 values given; at most 32"),
+    (dict(rescore_weight="x"), "must be a number, got 'x'"),
+    (dict(samples=1000), "Number of samples must be between 1 and 8, got 1000"),
+    (dict(prompt="x" * 501), "501 characters long; at most 500"),
+    (dict(span_arrangement="diagonal"), "Unknown span_arrangement 'diagonal'"),
+    (dict(model="someone/any-model"), "is not a model this server offers"),
+    (dict(model="/etc"), "is not a model this server offers"),
+    (dict(model="../../etc"), "is not a model this server offers"),
+]
+
+
+@pytest.mark.parametrize("changes, match", GENERATE_GARBAGE, ids=[str(c)[:40] for c, _ in GENERATE_GARBAGE])
+def test_generate_refuses_garbage_readably(server, changes, match):
+    app, model, url = server
+    client = Client(url, verbose=False, download_files=False)
+    _refused(client, "/generate", match, **settings(model, **changes))
+
+
+def test_every_other_endpoint_refuses_garbage_and_the_server_goes_on(server):
+    app, model, url = server
+    client = Client(url, verbose=False, download_files=False)
+    fork = dict(run_number=1, step=2, **settings(model))
+    _refused(client, "/fork", "Nothing to fork yet", **fork)  # a fresh session has no runs
+    client.predict(**settings(model), api_name="/generate")
+    _refused(client, "/fork", "This session has no run #7 (runs #1-#1)", **{**fork, "run_number": 7})
+    _refused(client, "/fork", "Run number must be a number, got 'abc'", **{**fork, "run_number": "abc"})
+    _refused(
+        client, "/fork", f"Step 99 of run #1 is not decoded: it has {TOTAL} steps", **{**fork, "step": 99}
+    )
+    _refused(client, "/fork", "Step must be a whole number", **{**fork, "step": 1.5})
+    _refused(client, "/fork", "Temperature must be a number, got 'hot'", **{**fork, "temperature": "hot"})
+    _refused(client, "/step", "Step must be a number, got 'x'", run_number=1, step="x", sample_shown=1)
+    _refused(client, "/step", "This session has no run #3", run_number=3, step=1, sample_shown=1)
+    _refused(
+        client, "/step", "Sample shown must be between 1 and 8, got 99", run_number=1, step=1, sample_shown=99
+    )
+    _refused(client, "/show_run", "Run number must be a finite number", run_number="nan", sample_shown=1)
+    steer = dict(
+        max_cfg_coef=10, min_cfg_coef=1, cfg_schedule="linear", cfg_curve="", temperature=3, rescore_weight=0
+    )
+    for changes, match in [
+        (dict(max_cfg_coef="big"), "CFG max must be a number, got 'big'"),
+        (dict(temperature="inf"), "Temperature must be a finite number, got 'inf'"),
+        (dict(rescore_weight=2), "Rescoring weight must be between 0 and 1, got 2"),
+        (dict(cfg_schedule="zigzag"), "Unknown CFG schedule 'zigzag'"),
+        (dict(max_cfg_coef=1, min_cfg_coef=5), "CFG min (5) is above CFG max (1)"),
+    ]:
+        reply = client.predict(**{**steer, **changes}, api_name="/steer")
+        assert reply.startswith(f"⚠️ {match}"), reply
+    # a duration the model menu cannot read is left as it was, not an error
+    assert "4 codebooks" in client.predict(model_name="auto", duration="x", api_name="/model_info")[0]
+    info = client.predict(model_name="/etc", duration=5, api_name="/model_info")
+    assert "is not a model this server offers" in info[0]
+    assert client.predict(api_name="/stop") == "Nothing is decoding."
+    # and the next valid request is served
+    outputs = client.predict(**settings(model, seed=3), api_name="/generate")
+    assert "finished" in outputs[0]
+
+
+def test_refused_models_touch_neither_disk_nor_network(server, monkeypatch):
+    app = server[0]
+    touched = []
+    for module, name in ((socket, "getaddrinfo"), (socket, "create_connection")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: touched.append(_n))
+    import os
+
+    for name in ("isdir", "isfile", "exists"):
+        monkeypatch.setattr(os.path, name, lambda *a, _n=name, **k: touched.append(_n))
+    messages = []
+    for model in ("someone/any-model", "/etc", "/no/such/folder", "x" * 5000):
+        started = time.perf_counter()
+        with pytest.raises(ValueError) as error:
+            app.model_name(model)
+        assert time.perf_counter() - started < 1
+        messages.append(str(error.value).replace(model[:59], "NAME", 1))
+    assert touched == []
+    assert messages[1] == messages[2].replace("NAME", "NAME")  # /etc and a missing folder: one message
+    assert messages[1].split("'", 2)[2] == messages[2].split("'", 2)[2]
