@@ -434,6 +434,10 @@ def _checkpoint_file(name: str, kind: str, filename: str) -> str:
         raise ModelLoadError(_missing_message(name, known_pieces(name), type(error).__name__)) from error
 
 
+#: how torch's ``weights_only`` loader says a file names code to run (a class or function to rebuild)
+WEIGHTS_ONLY_REFUSAL = "Unsupported global"
+
+
 def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The LM and codec packages of a folder or hub name, memory-mapped (:func:`load_package`):
     the model built from them then holds the only in-memory copy of the weights."""
@@ -441,6 +445,8 @@ def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]
     try:
         return load_package(lm_file), load_package(comp_file)
     except pickle.UnpicklingError as error:
+        if WEIGHTS_ONLY_REFUSAL.lower() not in str(error).lower():  # not a pickle at all
+            raise ModelLoadError(f"Could not read the checkpoint of '{name}': {error}") from error
         raise ModelLoadError(
             f"Refused the checkpoint of '{name}': a file holds objects that need code to unpickle "
             "(only tensors and plain values are read)."

@@ -419,6 +419,9 @@ class DemoApp:
                 "in the history: scrub them or re-decode from one.",
                 title="Decoding failed",
             ) from None
+        except GeneratorExit:  # the visitor went away: the worker was told to stop
+            run.fail("the page or client went away during the run")
+            raise
         yield {
             comp["status"]: self._run_status(run) + " · writing the trace and the animation…",
             comp["audio"]: self._audio_update(run, sample, "This run: "),

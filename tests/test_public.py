@@ -146,3 +146,30 @@ def test_refused_models_touch_neither_disk_nor_network(server, monkeypatch):
     assert touched == []
     assert messages[1] == messages[2].replace("NAME", "NAME")  # /etc and a missing folder: one message
     assert messages[1].split("'", 2)[2] == messages[2].split("'", 2)[2]
+
+
+def test_a_full_queue_says_busy_and_the_server_recovers(tmp_path):
+    model = str(write_tiny_checkpoint(tmp_path / "tiny"))
+    app = DemoApp(default_model=model, output_root=tmp_path / "out")
+    demo, url = launch_local(app, queue_size=1)
+    try:
+        long_run = settings(model, duration=12.0, decoding_steps="60, 20, 20, 20")
+        jobs = [
+            Client(url, verbose=False, download_files=False).submit(**long_run, api_name="/generate")
+            for _ in range(4)
+        ]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=300)
+                outcomes.append("served")
+            except Exception as error:
+                outcomes.append(str(error))
+        assert outcomes.count("served") >= 1
+        assert any("Queue is full! Please try again." in o for o in outcomes), outcomes
+        after = Client(url, verbose=False, download_files=False).predict(
+            **settings(model), api_name="/generate"
+        )
+        assert "finished" in after[0]
+    finally:
+        demo.close()
