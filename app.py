@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     from magnet_demo.bootstrap import ensure_audiocraft
 
     host, port = hosting.server_address(args.host, args.port)
+    hosting.limit_malloc_arenas()  # many request threads, one process: keep freed memory reusable
     gpu = hosting.gpu_decorator()  # before torch sees CUDA, as ZeroGPU requires
     ensure_audiocraft()
     from magnet_demo.controls import Limits

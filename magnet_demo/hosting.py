@@ -20,6 +20,12 @@ DEVICES = ("auto", "cpu", "cuda")
 #: where decodings run (``--worker``); 'auto' = ZeroGPU's GPU function on ZeroGPU, else 'thread'
 WORKERS = ("auto", "thread", "spawn", "fork")
 TRUE_VALUES = ("1", "t", "true", "yes")
+#: glibc malloc arenas for the server. By default glibc makes up to 8 per core, one per thread that
+#: allocates at once; Gradio runs every request in a thread pool, so memory freed after a run stays
+#: spread over many arenas and the server's resident memory grows with the number of clients.
+MALLOC_ARENAS = 2
+#: mallopt's parameter number for the arena cap (glibc's malloc.h)
+M_ARENA_MAX = -8
 
 
 def on_spaces(env: dict | None = None) -> bool:
@@ -96,3 +102,14 @@ def choose_model(requested: str, device: str, hub_available: Callable[[str], boo
             f"a GPU is here but the Hugging Face Hub cannot be reached and {GPU_MODEL} is not cached",
         )
     return ModelChoice(GPU_MODEL, f"a GPU is here ({device}) and {GPU_MODEL} can be loaded")
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``); False where libc is not glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False

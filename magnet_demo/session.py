@@ -91,7 +91,6 @@ class Run:
     files: list[Path] = field(default_factory=list)
     files_deleted: bool = False
     started: float = field(default_factory=time.time)
-    _plot: viz.SchedulePlot | None = field(default=None, repr=False)
     _previews: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -175,13 +174,11 @@ class Run:
     # --- pictures and sound
     def schedule_image(self, index: int | None = None) -> np.ndarray:
         """The schedules plot with the cursor at record ``index`` (default: the last one)."""
-        with self._lock:
-            if self._plot is None:
-                self._plot = viz.SchedulePlot(self.config.decoding_steps, self.config.anneal_temp)
+        plot = _schedule_plot(self)
         records = list(self.records)
         if not records:
-            return self._plot.render([], controls=self.controls.snapshot())
-        return self._plot.render(records, len(records) - 1 if index is None else index)
+            return plot.render([], controls=self.controls.snapshot())
+        return plot.render(records, len(records) - 1 if index is None else index)
 
     def step_image(self, index: int | None = None, sample: int = 0) -> np.ndarray:
         record = self.records[-1 if index is None else index]
@@ -266,6 +263,24 @@ class Run:
         )
         self.files.append(path)
         return path
+
+
+#: schedule plots kept, all runs together (each holds a figure and cached backgrounds: a few MB)
+MAX_SCHEDULE_PLOTS = 4
+_schedule_plots: OrderedDict[Run, viz.SchedulePlot] = OrderedDict()
+_schedule_plots_lock = threading.Lock()
+
+
+def _schedule_plot(run: Run) -> viz.SchedulePlot:
+    """``run``'s schedules plot, made again when it was not among the last ones drawn."""
+    with _schedule_plots_lock:
+        plot = _schedule_plots.pop(run, None)
+        if plot is None:
+            plot = viz.SchedulePlot(run.config.decoding_steps, run.config.anneal_temp)
+        _schedule_plots[run] = plot
+        while len(_schedule_plots) > MAX_SCHEDULE_PLOTS:
+            _schedule_plots.popitem(last=False)
+        return plot
 
 
 class Session:

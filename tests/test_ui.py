@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from gradio_client import Client
 
+from bench.space_emulation import GENERATE
 from magnet_demo.sources import ModelSources
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 from magnet_demo.ui import DemoApp, build_ui, launch_local
@@ -53,28 +54,14 @@ def offline(monkeypatch):
 
 
 def settings(model_name: str, **changes) -> dict:
-    values = dict(
+    """Every input of /generate (bench.space_emulation's request, 3-2-2-2 steps of 2 s)."""
+    ours = dict(
         prompt="an upbeat, happy pop track with piano and drums",
         model=model_name,
-        duration=2.0,
         decoding_steps=STEPS,
-        span_arrangement="nonoverlap",
-        span_scoring="max",
-        temperature=3.0,
-        top_p=0.9,
-        top_k=0,
-        max_cfg_coef=10.0,
-        min_cfg_coef=1.0,
-        cfg_schedule="linear",
-        cfg_curve="",
-        rescore_weight=0.0,
         seed=7,
-        random_seed=False,
-        samples=1,
-        sample_shown=1,
     )
-    values.update(changes)
-    return values
+    return {**GENERATE, **ours, **changes}
 
 
 def step_updates(app: DemoApp, updates: list[dict]) -> list[dict]:
@@ -310,3 +297,19 @@ def test_a_worker_that_dies_leaves_a_readable_error_and_the_steps_so_far(app, ti
     assert image is not None and sound is not None and "step 2 of 2" in text
     list(app.generate(**settings(tiny_model), request=key))  # the next run is served
     assert app.sessions.get("dying").runs[-1].status == "finished"
+
+
+def test_a_run_whose_files_the_budget_deleted_says_so(tiny_model, tmp_path):
+    app = DemoApp(
+        default_model=tiny_model, output_root=tmp_path, keep_runs=1, model_note="Opened with **x**: why."
+    )
+    build_ui(app)
+    key = FakeRequest("budget")
+    for seed in (1, 2):
+        list(app.generate(**settings(tiny_model, seed=seed), request=key))
+    first, second = app.sessions.get("budget").runs
+    assert first.files_deleted and not any(p.exists() for p in first.files) and second.files
+    status = app.show_run(1, request=key)[app.components["status"]]
+    assert "its files were deleted (this server keeps the files of its last 1 runs)" in status
+    assert "seed 1" in status  # with the settings in Step details, what makes it again
+    assert app.session(key).files() == [str(p) for p in second.files]
