@@ -218,13 +218,31 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
 
+#: renders the corpus the embedded model was trained on (the same seeded 5,000 clips as train.all)
+CORPUS_COMMAND = ".venv/bin/python -m magnet_demo.train.corpus --out data/corpus  # about 3 minutes"
+
+
+def rendered_corpus(path: str) -> str:
+    """``--corpus``: a folder holding a rendered corpus, or a message saying how to build one."""
+    if not (Path(path) / "meta.jsonl").is_file():
+        raise argparse.ArgumentTypeError(
+            f"no rendered corpus in {path} (it is not in git); build it first with: {CORPUS_COMMAND}"
+        )
+    return path
+
+
 def model_corpus_parser(description: str) -> argparse.ArgumentParser:
     """A command line with the model folder, the corpus and the attribute classifier to score with."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=str(EMBEDDED_DIR))
-    parser.add_argument("--corpus", default="data/corpus")
+    parser.add_argument(
+        "--corpus",
+        default="data/corpus",
+        type=rendered_corpus,
+        help="the rendered corpus (default data/corpus; see CORPUS_COMMAND to build it)",
+    )
     parser.add_argument("--classifier", default=str(ASSETS / "classifier.pt"))
     return parser
 
