@@ -23,6 +23,7 @@ exception's class name): a ValueError comes back as a ValueError with its messag
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import multiprocessing
 import queue
@@ -205,7 +206,10 @@ def items_in_thread(items: Callable[[], Iterator], stop) -> Iterator:
             hand_over(_Raised(error))
         hand_over(_DONE)
 
-    threading.Thread(target=work, name="magnet-decode", daemon=True).start()
+    # the caller's context variables go along: on ZeroGPU, spaces.GPU reads Gradio's request (whose
+    # quota a run spends) from them
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(work,), name="magnet-decode", daemon=True).start()
     finished = False
     try:
         while True:

@@ -236,3 +236,13 @@ def test_zerogpu_worker_runs_the_job_in_a_forked_gpu_function(tiny_folder, tmp_p
     bad = DecodeJob(model=str(tiny_folder), prompts=("a",), config=CONFIG.replace(duration=60.0), seed=0)
     with pytest.raises(ValueError, match="longer than this model supports"):  # the message crosses too
         list(worker.run(bad, controls, StopFlag(tmp_path / "bad")))
+
+
+def test_the_decoding_thread_sees_the_callers_context(tmp_path):
+    import contextvars
+
+    from magnet_demo.workers import items_in_thread
+
+    request = contextvars.ContextVar("request", default=None)
+    request.set("visitor 7")  # what Gradio sets and spaces.GPU reads to charge a visitor's quota
+    assert list(items_in_thread(lambda: iter([request.get()]), StopFlag(tmp_path))) == ["visitor 7"]
