@@ -32,8 +32,8 @@ MIB = 2**20
 BAD_REQUESTS = [
     ("/generate", {"seed": "abc"}, "Seed must be a number"),
     ("/generate", {"decoding_steps": "1000000,1,1,1"}, "this server allows at most"),
-    ("/generate", {"model": "someone/any-model"}, "is not a model this server offers"),
-    ("/generate", {"model": "/etc"}, "is not a model this server offers"),
+    ("/generate", {"model": "someone/any-model"}, "This server does not offer that model"),
+    ("/generate", {"model": "/etc"}, "This server does not offer that model"),
 ]
 
 

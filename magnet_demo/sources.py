@@ -17,8 +17,6 @@ from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, ModelLoadError
 AUTO_NAME = "auto"
 #: longest model name or path considered (longer ones are refused unread)
 MAX_NAME_CHARS = 300
-#: characters of a refused name quoted back
-QUOTED_CHARS = 60
 
 
 def _inside(path: str, root: str) -> bool:
@@ -39,11 +37,12 @@ class ModelSources:
     allow_any: bool = False
     extra: tuple[str, ...] = ()
 
-    def refusal(self, name: str) -> str:
-        shown = name if len(name) <= QUOTED_CHARS else name[: QUOTED_CHARS - 1] + "…"
+    def refusal(self) -> str:
+        """The one message for every refused name: it does not even quote the name back, so two
+        refusals (a folder that exists, one that does not) read the same."""
         folders = " or a checkpoint folder under " + ", ".join(self.roots) if self.roots else ""
         return (
-            f"'{shown}' is not a model this server offers. Choose '{EMBEDDED_NAME}', one of "
+            f"This server does not offer that model. Choose '{EMBEDDED_NAME}', one of "
             f"{', '.join(HUB_MODELS)}{folders}."
         )
 
@@ -53,7 +52,7 @@ class ModelSources:
             raise ModelLoadError(f"A model name must be text, got {type(name).__name__}.")
         name = name.strip() or EMBEDDED_NAME
         if len(name) > MAX_NAME_CHARS or "\x00" in name:
-            raise ModelLoadError(self.refusal(name.replace("\x00", "")))
+            raise ModelLoadError(self.refusal())
         if self.allow_any or name in (EMBEDDED_NAME, AUTO_NAME, *HUB_MODELS, *self.extra):
             return name
         if self.roots and os.path.isabs(name):
@@ -67,4 +66,4 @@ class ModelSources:
                     and _inside(os.path.realpath(path), os.path.realpath(root))
                 ):
                     return path
-        raise ModelLoadError(self.refusal(name))
+        raise ModelLoadError(self.refusal())

@@ -38,7 +38,7 @@ def test_sources_offer_the_released_names_and_folders_under_the_roots_only(tmp_p
         str(root / "escape"),
         "mine",
     ):
-        with pytest.raises(ModelLoadError, match="is not a model this server offers"):
+        with pytest.raises(ModelLoadError, match="This server does not offer that model"):
             sources.check(refused)
     with pytest.raises(ModelLoadError, match="must be text"):
         sources.check(["embedded"])

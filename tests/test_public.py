@@ -73,9 +73,9 @@ GENERATE_GARBAGE = [
     (dict(samples=1000), "Number of samples must be between 1 and 8, got 1000"),
     (dict(prompt="x" * 501), "501 characters long; at most 500"),
     (dict(span_arrangement="diagonal"), "Unknown span_arrangement 'diagonal'"),
-    (dict(model="someone/any-model"), "is not a model this server offers"),
-    (dict(model="/etc"), "is not a model this server offers"),
-    (dict(model="../../etc"), "is not a model this server offers"),
+    (dict(model="someone/any-model"), "This server does not offer that model"),
+    (dict(model="/etc"), "This server does not offer that model"),
+    (dict(model="../../etc"), "This server does not offer that model"),
 ]
 
 
@@ -120,7 +120,7 @@ def test_every_other_endpoint_refuses_garbage_and_the_server_goes_on(server):
     # a duration the model menu cannot read is left as it was, not an error
     assert "4 codebooks" in client.predict(model_name="auto", duration="x", api_name="/model_info")[0]
     info = client.predict(model_name="/etc", duration=5, api_name="/model_info")
-    assert "is not a model this server offers" in info[0]
+    assert "This server does not offer that model" in info[0]
     assert client.predict(api_name="/stop") == "Nothing is decoding."
     # and the next valid request is served
     outputs = client.predict(**settings(model, seed=3), api_name="/generate")
@@ -142,10 +142,10 @@ def test_refused_models_touch_neither_disk_nor_network(server, monkeypatch):
         with pytest.raises(ValueError) as error:
             app.model_name(model)
         assert time.perf_counter() - started < 1
-        messages.append(str(error.value).replace(model[:59], "NAME", 1))
+        messages.append(str(error.value))
     assert touched == []
-    assert messages[1] == messages[2].replace("NAME", "NAME")  # /etc and a missing folder: one message
-    assert messages[1].split("'", 2)[2] == messages[2].split("'", 2)[2]
+    assert len(set(messages)) == 1  # /etc, a missing folder, a Hub repo: one message, nothing told
+    assert messages[0].startswith("This server does not offer that model.")
 
 
 def test_a_full_queue_says_busy_and_the_server_recovers(tmp_path):

@@ -103,7 +103,7 @@ def test_generate_streams_one_update_per_step_then_audio_and_files(app, tiny_mod
         ({"cfg_schedule": "curve", "cfg_curve": "5"}, "at least 2 points"),
         ({"samples": 9}, "between 1 and 8"),
         ({"model": "facebook/magnet-small-10secs"}, "Could not load 'facebook/magnet-small-10secs'"),
-        ({"model": "/no/such/folder"}, "is not a model this server offers"),
+        ({"model": "/no/such/folder"}, "This server does not offer that model"),
     ],
 )
 def test_bad_settings_give_readable_errors(app, tiny_model, changes, message):
@@ -115,7 +115,7 @@ def test_bad_settings_give_readable_errors(app, tiny_model, changes, message):
 
 def test_model_picker_reports_instead_of_raising(app, tiny_model):
     info, steps, *_ = app.model_changed("/no/such/folder")
-    assert "cannot be used" in info and "is not a model this server offers" in info
+    assert "cannot be used" in info and "This server does not offer that model" in info
     info, steps, duration, examples, weight, *sampling = app.model_changed(tiny_model, 10.0)
     assert "4 codebooks" in info and steps == "20, 10, 10, 10"
     assert duration["maximum"] == 12.0
