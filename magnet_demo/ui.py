@@ -422,14 +422,15 @@ class DemoApp:
         except GeneratorExit:  # the visitor went away: the worker was told to stop
             run.fail("the page or client went away during the run")
             raise
-        yield {
-            comp["status"]: self._run_status(run) + " · writing the trace and the animation…",
+        yield {  # the audio first; the spectrogram, trace and animation follow
+            comp["status"]: self._run_status(run)
+            + " · drawing the spectrogram, writing the trace and the animation…",
             comp["audio"]: self._audio_update(run, sample, "This run: "),
-            comp["spectrogram"]: self._spectrogram(run, sample),
             comp["runs"]: gr.update(choices=session.choices(), value=run.number),
             comp["scrub"]: gr.update(value=len(run.records)),
             comp["step_info"]: run.summary(),
         }
+        yield {comp["spectrogram"]: self._spectrogram(run, sample)}
         extras = []
         for writer in (run.write_trace, lambda: run.write_gif(sample)):
             try:
@@ -648,7 +649,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     info="The embedded model, a Hugging Face MAGNeT, or a local checkpoint folder.",
                 )
                 gr.Markdown(app.model_note, elem_id="model-note")
-                model_info = gr.Markdown("")
+                model_info = gr.Markdown("", label="Model information")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -688,7 +689,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     rescore_weight = gr.Slider(
                         0, 1, 0, step=0.05, label="Rescoring weight w", info=RESCORING_HELP
                     )
-                    steer_note = gr.Markdown("")
+                    steer_note = gr.Markdown("", label="Live controls reply")
                 with gr.Accordion("Decoding", open=False):
                     decoding_steps = gr.Textbox(
                         steps_text(default_steps(4)),
@@ -705,22 +706,18 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                             0, precision=0, minimum=0, label="Top-k (0 = off; used when top-p is 0)"
                         )
             with gr.Column(scale=2, min_width=480):
-                status = gr.Markdown("Ready.", elem_id="status")
+                status = gr.Markdown("Ready.", label="Status", elem_id="status")
                 live = gr.Image(
-                    label="Decoding (latest step)",
+                    label="Token canvas",
                     show_label=False,
                     format="png",
                     interactive=False,
                     elem_id="live-canvas",
                 )
-                schedule = gr.Image(
-                    label="Schedules: planned vs used", show_label=False, format="png", interactive=False
-                )
+                schedule = gr.Image(label="Schedules", show_label=False, format="png", interactive=False)
                 with gr.Row():
                     audio = gr.Audio(label="This run", interactive=False, elem_id="final-audio")
-                    compare = gr.Audio(
-                        label="A/B: no earlier run", interactive=False, elem_id="compare-audio"
-                    )
+                    compare = gr.Audio(label="A/B audio", interactive=False, elem_id="compare-audio")
                 spectrogram = gr.Image(
                     label="Spectrogram",
                     show_label=False,
@@ -732,7 +729,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                     with gr.Row():
                         scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id="scrub")
                         sample_shown = gr.Slider(1, MAX_BATCH, 1, step=1, label="Sample shown")
-                    inspect_text = gr.Markdown("", elem_id="inspect-text")
+                    inspect_text = gr.Markdown("", label="Step description", elem_id="inspect-text")
                     inspect_image = gr.Image(
                         label="Step",
                         show_label=False,
@@ -763,7 +760,7 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                         interactive=False,
                     )
                 with gr.Accordion("Step details (JSON)", open=False):
-                    step_info = gr.JSON(label="Latest step / run")
+                    step_info = gr.JSON(label="Details")
 
         app.components = {
             "status": status,
