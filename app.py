@@ -139,11 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     gpu = hosting.gpu_decorator()  # before torch sees CUDA, as ZeroGPU requires
     ensure_audiocraft()
     from magnet_demo.controls import Limits
+    from magnet_demo.layout import build_ui
     from magnet_demo.model_cache import ModelCache
     from magnet_demo.models import checkpoint_available, load_model
     from magnet_demo.session import DEFAULT_OUTPUT_ROOT
     from magnet_demo.sources import ModelSources
-    from magnet_demo.ui import DemoApp, build_ui
+    from magnet_demo.ui import DemoApp
 
     device = hosting.resolve_device(args.device)
     choice = hosting.choose_model(args.model, device, checkpoint_available)

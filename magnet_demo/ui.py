@@ -1,7 +1,7 @@
 """The Gradio page: watch MAGNeT decode, steer it live, scrub back, fork, listen and download.
 
 :class:`DemoApp` holds the handlers (plain methods, callable without a browser: the tests call
-them directly) and :func:`build_ui` lays out the page and wires the events. Data flows one way:
+them directly); :mod:`magnet_demo.layout` lays out the page and wires the events. Data flows one way:
 settings -> :mod:`magnet_demo.session` (runs, engine) -> :mod:`magnet_demo.viz` / audio -> here.
 
 Named API endpoints (``gradio_client``): ``/generate`` and ``/fork`` stream one update per decoding
@@ -15,15 +15,15 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
 
 from magnet_demo import viz
-from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Limits
+from magnet_demo.controls import Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import (
-    MAX_SEED,
     Settings,
     check_cfg_range,
     default_steps,
@@ -34,7 +34,7 @@ from magnet_demo.form import (
 )
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, SETTINGS_FIELDS, LoadedModel
-from magnet_demo.schedules import CFG_SCHEDULES, CFGSchedule
+from magnet_demo.schedules import CFGSchedule
 from magnet_demo.session import (
     DEFAULT_KEEP_RUNS,
     DEFAULT_OUTPUT_ROOT,
@@ -45,21 +45,15 @@ from magnet_demo.session import (
     model_domain,
 )
 from magnet_demo.sources import AUTO_NAME, ModelSources
-from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
 from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, InProcessWorker
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from magnet_demo.layout import MainView
+
 EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
 TITLE = "MAGNeT, step by step"
-MAX_DURATION_DEFAULT = 10.0
-MIN_DURATION = 1.0
-DURATION_STEP = 0.5
-MAX_CFG_SLIDER = 30.0
-SPECTROGRAM_HEIGHT = 240
-MAX_TEMPERATURE_SLIDER = 10.0
-#: Gradio's own cache (step images, audio): every 5 minutes, files older than 15 minutes are deleted
-DELETE_CACHE = (300, 900)
 #: 16-bit PCM full scale, for audio handed to Gradio as numbers
 PCM_SCALE = 32767
 
@@ -139,8 +133,8 @@ class DemoApp:
         self.sources = sources or ModelSources(extra=(default_model,))
         self.sessions = SessionStore(output_root, keep_runs=keep_runs)
         self.examples = load_examples() if examples is None else examples
-        #: name -> component, set by :func:`build_ui`; handlers address partial updates with it
-        self.components: dict[str, gr.components.Component] = {}
+        #: the components run handlers update, handed over by :func:`magnet_demo.layout.build_ui`
+        self.components: MainView | None = None
 
     # ----------------------------------------------------------------- helpers
     def session(self, request: gr.Request | None) -> Session:
@@ -176,7 +170,7 @@ class DemoApp:
         return [[text] for text in self.examples.get(model_domain(name, model), [])]
 
     # ----------------------------------------------------------------- model picker
-    def model_changed(self, model_name: str, duration: float = MAX_DURATION_DEFAULT):
+    def model_changed(self, model_name: str, duration: float | None = None):
         """Load the chosen model; returns (info, steps, duration, examples, rescoring info, then one
         update per field of :data:`SETTINGS_FIELDS`: the model's recommended sampling settings).
 
@@ -383,18 +377,18 @@ class DemoApp:
         notes = [*run.notes, *([rescoring_note] if rescoring_note else [])]
         origin = "" if run.parent is None else f" (from run #{run.parent.number}, step {run.fork_index + 1})"
         first = {
-            comp["status"]: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
-            comp["scrub"]: gr.update(maximum=run.total_steps, value=run.total_steps),
-            comp["runs"]: gr.update(choices=session.choices(), value=run.number),
-            comp["audio"]: gr.update(value=None, label=f"This run: run #{run.number} (decoding…)"),
-            comp["spectrogram"]: None,
-            comp["seed"]: run.seed,
-            comp["compare"]: self._audio_update(previous, sample, "A/B: "),
-            comp["step_info"]: run.summary(),
+            comp.status: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
+            comp.scrub: gr.update(maximum=run.total_steps, value=run.total_steps),
+            comp.runs: gr.update(choices=session.choices(), value=run.number),
+            comp.audio: gr.update(value=None, label=f"This run: run #{run.number} (decoding…)"),
+            comp.spectrogram: None,
+            comp.seed: run.seed,
+            comp.compare: self._audio_update(previous, sample, "A/B: "),
+            comp.step_info: run.summary(),
         }
         if run.records:  # a fork starts from its parent's step
-            first[comp["live"]] = run.step_image(None, sample)
-            first[comp["schedule"]] = run.schedule_image()
+            first[comp.live] = run.step_image(None, sample)
+            first[comp.schedule] = run.schedule_image()
         yield first
         audio = None
         try:
@@ -404,10 +398,10 @@ class DemoApp:
                     continue
                 run.records.append(item)
                 yield {
-                    comp["status"]: self._step_status(run, item),
-                    comp["live"]: run.step_image(None, sample),
-                    comp["schedule"]: run.schedule_image(),
-                    comp["step_info"]: run.record_summary(),
+                    comp.status: self._step_status(run, item),
+                    comp.live: run.step_image(None, sample),
+                    comp.schedule: run.schedule_image(),
+                    comp.step_info: run.record_summary(),
                 }
             run.finish(audio)
         except Exception as error:  # shown in the page; the queue goes on serving others
@@ -423,14 +417,14 @@ class DemoApp:
             run.fail("the page or client went away during the run")
             raise
         yield {  # the audio first; the spectrogram, trace and animation follow
-            comp["status"]: self._run_status(run)
+            comp.status: self._run_status(run)
             + " · drawing the spectrogram, writing the trace and the animation…",
-            comp["audio"]: self._audio_update(run, sample, "This run: "),
-            comp["runs"]: gr.update(choices=session.choices(), value=run.number),
-            comp["scrub"]: gr.update(value=len(run.records)),
-            comp["step_info"]: run.summary(),
+            comp.audio: self._audio_update(run, sample, "This run: "),
+            comp.runs: gr.update(choices=session.choices(), value=run.number),
+            comp.scrub: gr.update(value=len(run.records)),
+            comp.step_info: run.summary(),
         }
-        yield {comp["spectrogram"]: self._spectrogram(run, sample)}
+        yield {comp.spectrogram: self._spectrogram(run, sample)}
         extras = []
         for writer in (run.write_trace, lambda: run.write_gif(sample)):
             try:
@@ -440,9 +434,9 @@ class DemoApp:
                 extras.append(f"{type(error).__name__}: {error}")
         self.sessions.budget.add(run)
         yield {
-            comp["status"]: self._run_status(run) + (" · " + "; ".join(extras) if extras else ""),
-            comp["downloads"]: session.files(),
-            comp["step_info"]: run.summary(),
+            comp.status: self._run_status(run) + (" · " + "; ".join(extras) if extras else ""),
+            comp.downloads: session.files(),
+            comp.step_info: run.summary(),
         }
 
     def decode_audio(self, model_name: str, codes: np.ndarray) -> np.ndarray:
@@ -591,281 +585,23 @@ class DemoApp:
         run = self.run_of(session, run_number)
         comp = self.components
         if run is None or not run.records:
-            return {comp["status"]: "No run yet."}
+            return {comp.status: "No run yet."}
         sample = self._sample(run, sample_shown)
         previous = run.parent or next((r for r in reversed(session.runs) if r.number < run.number), None)
         return {
-            comp["status"]: self._run_status(run)
+            comp.status: self._run_status(run)
             if run.status != RUNNING
             else f"**Run #{run.number}** is decoding…",
-            comp["live"]: run.step_image(None, sample),
-            comp["schedule"]: run.schedule_image(),
-            comp["step_info"]: run.summary(),
-            comp["audio"]: self._audio_update(run, sample, "This run: "),
-            comp["compare"]: self._audio_update(previous, sample, "A/B: "),
-            comp["spectrogram"]: self._spectrogram(run, sample),
-            comp["downloads"]: session.files(),
-            comp["scrub"]: gr.update(maximum=run.total_steps, value=len(run.records)),
+            comp.live: run.step_image(None, sample),
+            comp.schedule: run.schedule_image(),
+            comp.step_info: run.summary(),
+            comp.audio: self._audio_update(run, sample, "This run: "),
+            comp.compare: self._audio_update(previous, sample, "A/B: "),
+            comp.spectrogram: self._spectrogram(run, sample),
+            comp.downloads: session.files(),
+            comp.scrub: gr.update(maximum=run.total_steps, value=len(run.records)),
         }
 
     def forget(self, request: gr.Request = None) -> None:
         """The page was closed: drop its runs from memory (files stay on disk)."""
         self.sessions.forget(getattr(request, "session_hash", None))
-
-
-# ---------------------------------------------------------------------------------------------
-# layout
-
-
-def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
-    """Lay out the page and wire the events of ``app``'s handlers.
-
-    ``concurrency_limit`` decodings run at once (others wait in the queue); stop, steering and
-    inspecting never wait behind a decoding.
-    """
-    limits = app.limits
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(INTRO)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=320):
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    lines=2,
-                    placeholder="Describe the music or sound…",
-                    max_length=limits.prompt_chars,
-                    info=f"At most {limits.prompt_chars} characters.",
-                )
-                examples = gr.Dataset(
-                    components=[prompt],
-                    samples=app.examples_for(app.default_model),
-                    label="Examples for this model (click one)",
-                    samples_per_page=6,
-                )
-                model = gr.Dropdown(
-                    app.model_choices(),
-                    value=app.default_model,
-                    allow_custom_value=True,
-                    label="Model",
-                    info="The embedded model, a Hugging Face MAGNeT, or a local checkpoint folder.",
-                )
-                gr.Markdown(app.model_note, elem_id="model-note")
-                model_info = gr.Markdown("", label="Model information")
-                with gr.Row():
-                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                with gr.Row():
-                    duration = gr.Slider(
-                        MIN_DURATION,
-                        MAX_DURATION_DEFAULT,
-                        MAX_DURATION_DEFAULT,
-                        step=DURATION_STEP,
-                        label="Duration (s)",
-                    )
-                    samples = gr.Slider(1, MAX_BATCH, 1, step=1, label="Samples")
-                with gr.Row():
-                    seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-                    random_seed = gr.Checkbox(True, label="Random seed")
-                with gr.Accordion("Live controls (apply from the next step)", open=True):
-                    with gr.Row():
-                        max_cfg = gr.Slider(
-                            0, MAX_CFG_SLIDER, DEFAULT_MAX_CFG, step=0.5, label="CFG max (fully masked)"
-                        )
-                        min_cfg = gr.Slider(
-                            0, MAX_CFG_SLIDER, DEFAULT_MIN_CFG, step=0.5, label="CFG min (last steps)"
-                        )
-                    cfg_schedule = gr.Radio(list(CFG_SCHEDULES), value="linear", label="CFG schedule")
-                    cfg_curve = gr.Textbox(
-                        "10, 6, 3, 1",
-                        label="CFG curve (schedule 'curve': coefficients from fully masked to done)",
-                        info=f"At most {limits.cfg_points} points.",
-                    )
-                    temperature = gr.Slider(
-                        0,
-                        MAX_TEMPERATURE_SLIDER,
-                        DEFAULT_TEMPERATURE,
-                        step=0.1,
-                        label="Temperature (annealed within each codebook)",
-                    )
-                    rescore_weight = gr.Slider(
-                        0, 1, 0, step=0.05, label="Rescoring weight w", info=RESCORING_HELP
-                    )
-                    steer_note = gr.Markdown("", label="Live controls reply")
-                with gr.Accordion("Decoding", open=False):
-                    decoding_steps = gr.Textbox(
-                        steps_text(default_steps(4)),
-                        label="Decoding steps per codebook (one number per codebook)",
-                        info=f"At most {limits.max_steps} steps in all on this server.",
-                    )
-                    span_arrangement = gr.Radio(
-                        list(SPAN_ARRANGEMENTS), value="nonoverlap", label="Span arrangement"
-                    )
-                    span_scoring = gr.Radio(list(SPAN_SCORINGS), value="max", label="Span scoring")
-                    with gr.Row():
-                        top_p = gr.Slider(0, 1, DEFAULT_TOP_P, step=0.05, label="Top-p (0 = off)")
-                        top_k = gr.Number(
-                            0, precision=0, minimum=0, label="Top-k (0 = off; used when top-p is 0)"
-                        )
-            with gr.Column(scale=2, min_width=480):
-                status = gr.Markdown("Ready.", label="Status", elem_id="status")
-                live = gr.Image(
-                    label="Token canvas",
-                    show_label=False,
-                    format="png",
-                    interactive=False,
-                    elem_id="live-canvas",
-                )
-                schedule = gr.Image(label="Schedules", show_label=False, format="png", interactive=False)
-                with gr.Row():
-                    audio = gr.Audio(label="This run", interactive=False, elem_id="final-audio")
-                    compare = gr.Audio(label="A/B audio", interactive=False, elem_id="compare-audio")
-                spectrogram = gr.Image(
-                    label="Spectrogram",
-                    show_label=False,
-                    format="png",
-                    interactive=False,
-                    height=SPECTROGRAM_HEIGHT,
-                )
-                with gr.Accordion("Inspect a step: scrub, listen, re-decode from it", open=True):
-                    with gr.Row():
-                        scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id="scrub")
-                        sample_shown = gr.Slider(1, MAX_BATCH, 1, step=1, label="Sample shown")
-                    inspect_text = gr.Markdown("", label="Step description", elem_id="inspect-text")
-                    inspect_image = gr.Image(
-                        label="Step",
-                        show_label=False,
-                        format="png",
-                        interactive=False,
-                        elem_id="inspect-canvas",
-                    )
-                    inspect_schedule = gr.Image(
-                        label="Schedules at this step", show_label=False, format="png", interactive=False
-                    )
-                    with gr.Row():
-                        preview = gr.Audio(
-                            label="Listen to this step", interactive=False, elem_id="step-audio"
-                        )
-                        fork_btn = gr.Button(
-                            f"Re-decode from this step (forks up to {limits.fork_depth} deep)", elem_id="fork"
-                        )
-                with gr.Accordion("Runs and downloads (this session)", open=True):
-                    runs = gr.Dropdown(
-                        [],
-                        label="Run",
-                        info="Every run of this session; pick one to show it.",
-                        allow_custom_value=True,  # a number the session lacks gets our own message
-                    )
-                    downloads = gr.File(
-                        label="WAV, trace (.npz) and GIF of every run",
-                        file_count="multiple",
-                        interactive=False,
-                    )
-                with gr.Accordion("Step details (JSON)", open=False):
-                    step_info = gr.JSON(label="Details")
-
-        app.components = {
-            "status": status,
-            "live": live,
-            "schedule": schedule,
-            "step_info": step_info,
-            "audio": audio,
-            "compare": compare,
-            "spectrogram": spectrogram,
-            "downloads": downloads,
-            "runs": runs,
-            "scrub": scrub,
-            "seed": seed,
-        }
-        main_outputs = list(app.components.values())
-        settings = [
-            prompt,
-            model,
-            duration,
-            decoding_steps,
-            span_arrangement,
-            span_scoring,
-            temperature,
-            top_p,
-            top_k,
-            max_cfg,
-            min_cfg,
-            cfg_schedule,
-            cfg_curve,
-            rescore_weight,
-            seed,
-            random_seed,
-            samples,
-        ]
-        inspect_outputs = [inspect_image, inspect_schedule, preview, inspect_text]
-        # Handlers get the raw values (preprocess=False) and check them all themselves (form.py):
-        # Gradio's own check of a string sent to a number is a generic "the app raised an exception".
-        raw = {"preprocess": False}
-        private = {"api_visibility": "private", **raw}
-
-        examples.click(lambda values: values[0], examples, prompt, api_visibility="private")
-        # one component per SETTINGS_FIELDS entry, in its order
-        sampling = [temperature, top_p, top_k, max_cfg, min_cfg, span_scoring]
-        model_outputs = [model_info, decoding_steps, duration, examples, rescore_weight, *sampling]
-        model.change(app.model_changed, [model, duration], model_outputs, api_name="model_info", **raw)
-        demo.load(app.model_changed, [model, duration], model_outputs, **private)
-
-        run_event = generate_btn.click(
-            app.generate,
-            [*settings, sample_shown],
-            main_outputs,
-            api_name="generate",
-            **raw,
-            concurrency_limit=concurrency_limit,
-            concurrency_id="decode",
-        )
-        fork_event = fork_btn.click(
-            app.fork,
-            [runs, scrub, *settings, sample_shown],
-            main_outputs,
-            api_name="fork",
-            **raw,
-            concurrency_limit=concurrency_limit,
-            concurrency_id="decode",
-        )
-        inspect_fn = app.inspect
-        for event in (run_event, fork_event):
-            event.then(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private)
-        stop_btn.click(app.stop, None, steer_note, api_name="stop", queue=False)
-
-        live_inputs = [max_cfg, min_cfg, cfg_schedule, cfg_curve, temperature, rescore_weight]
-        cfg_schedule.change(app.steer, live_inputs, steer_note, queue=False, api_name="steer", **raw)
-        for control in (max_cfg, min_cfg, temperature, rescore_weight):
-            control.release(app.steer, live_inputs, steer_note, queue=False, **private)
-        cfg_curve.submit(app.steer, live_inputs, steer_note, queue=False, **private)
-        cfg_curve.blur(app.steer, live_inputs, steer_note, queue=False, **private)
-
-        scrub.release(inspect_fn, [runs, scrub, sample_shown], inspect_outputs, api_name="step", **raw)
-        runs.input(app.show_run, [runs, sample_shown], main_outputs, api_name="show_run", **raw).then(
-            inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private
-        )
-        sample_shown.release(app.show_run, [runs, sample_shown], main_outputs, **private).then(
-            inspect_fn, [runs, scrub, sample_shown], inspect_outputs, **private
-        )
-        demo.unload(app.forget)
-    return demo
-
-
-def launch_local(app: DemoApp, *, queue_size: int = 8) -> tuple[gr.Blocks, str]:
-    """Serve ``app`` on a free localhost port in the background (tests, screenshots).
-
-    Returns the running Blocks (call ``.close()`` when done) and its URL.
-    """
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = build_ui(app)
-    demo.queue(max_size=queue_size)
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[str(app.sessions.root)],
-    )
-    return demo, f"http://127.0.0.1:{port}/"

@@ -15,8 +15,9 @@ from urllib.parse import urlparse
 import huggingface_hub.constants
 import pytest
 
+from magnet_demo.layout import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp, launch_local
+from magnet_demo.ui import DemoApp
 
 pytestmark = pytest.mark.browser
 

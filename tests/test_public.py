@@ -11,9 +11,10 @@ import pytest
 from gradio_client import Client
 from test_ui import TOTAL, settings  # noqa: E402  (tests/ is on sys.path)
 
+from magnet_demo.layout import launch_local
 from magnet_demo.sources import ModelSources
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp, launch_local
+from magnet_demo.ui import DemoApp
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import pytest
 from gradio_client import Client
 
 from bench.space_emulation import GENERATE
+from magnet_demo.layout import MainView, build_ui, launch_local
 from magnet_demo.sources import ModelSources
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
-from magnet_demo.ui import DemoApp, build_ui, launch_local
+from magnet_demo.ui import DemoApp
 
 STEPS = "3, 2, 2, 2"
 TOTAL = 9
@@ -65,13 +66,13 @@ def settings(model_name: str, **changes) -> dict:
 
 
 def step_updates(app: DemoApp, updates: list[dict]) -> list[dict]:
-    info = app.components["step_info"]
+    info = app.components.step_info
     return [u[info] for u in updates if "global_step" in (u.get(info) or {})]
 
 
 def final_audio(app: DemoApp, updates: list[dict]) -> dict:
     """The audio update that carries sound (the run-start update only relabels the player)."""
-    player = app.components["audio"]
+    player = app.components.audio
     return next(u[player] for u in updates if (u.get(player) or {}).get("value") is not None)
 
 
@@ -79,17 +80,17 @@ def test_generate_streams_one_update_per_step_then_audio_and_files(app, tiny_mod
     updates = list(app.generate(**settings(tiny_model), request=FakeRequest("generate")))
     steps = step_updates(app, updates)
     assert [s["global_step"] for s in steps] == list(range(TOTAL))
-    assert isinstance(updates[1][app.components["live"]], np.ndarray)
-    assert updates[1][app.components["schedule"]].shape[2] == 3
+    assert isinstance(updates[1][app.components.live], np.ndarray)
+    assert updates[1][app.components.schedule].shape[2] == 3
     audio = final_audio(app, updates)
     sample_rate, samples = audio["value"]
     assert sample_rate == 32000 and samples.dtype == np.int16
     assert samples.size == 99 * 640  # nonoverlap trims 100 frames to 33 spans of 3; 640 samples a frame
-    files = updates[-1][app.components["downloads"]]
+    files = updates[-1][app.components.downloads]
     assert sorted(f.rsplit("/", 1)[-1] for f in files) == ["run01-trace.npz", "run01.gif", "run01.wav"]
     run = app.sessions.get("generate").runs[0]
     assert run.status == "finished" and len(run.records) == TOTAL
-    assert "finished" in updates[-1][app.components["status"]]
+    assert "finished" in updates[-1][app.components.status]
 
 
 @pytest.mark.parametrize(
@@ -211,7 +212,7 @@ def test_inspect_any_step_and_show_a_run(app, tiny_model):
     assert image.shape == last_image.shape and not np.array_equal(image, last_image)
     assert not np.array_equal(audio, last_audio)
     shown = app.show_run(1, 1, key)
-    assert shown[app.components["scrub"]]["value"] == TOTAL
+    assert shown[app.components.scrub]["value"] == TOTAL
 
 
 def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
@@ -245,7 +246,7 @@ def test_launched_app_streams_every_step_to_gradio_client(tiny_model, tmp_path):
     demo, url = launch_local(app)
     try:
         client = Client(url, verbose=False, download_files=False)
-        info = list(app.components).index("step_info")
+        info = MainView.position("step_info")
         started = time.perf_counter()
         job = client.submit(**settings(tiny_model), api_name="/generate")
         outputs = list(job)
@@ -309,7 +310,7 @@ def test_a_run_whose_files_the_budget_deleted_says_so(tiny_model, tmp_path):
         list(app.generate(**settings(tiny_model, seed=seed), request=key))
     first, second = app.sessions.get("budget").runs
     assert first.files_deleted and not any(p.exists() for p in first.files) and second.files
-    status = app.show_run(1, request=key)[app.components["status"]]
+    status = app.show_run(1, request=key)[app.components.status]
     assert "its files were deleted (this server keeps the files of its last 1 runs)" in status
     assert "seed 1" in status  # with the settings in Step details, what makes it again
     assert app.session(key).files() == [str(p) for p in second.files]
