@@ -21,6 +21,11 @@ DEFAULT_TEMPERATURE = 3.0
 DEFAULT_TOP_P = 0.9
 DEFAULT_MAX_CFG = 10.0
 DEFAULT_MIN_CFG = 1.0
+DEFAULT_DURATION = 10.0
+DEFAULT_SPAN_SCORING = "max"
+DEFAULT_SPAN_ARRANGEMENT = "nonoverlap"
+#: what the page's CFG curve box starts with (used when the schedule is 'curve')
+DEFAULT_CFG_CURVE_TEXT = "10, 6, 3, 1"
 #: precisions of the language model's weights (:func:`magnet_demo.models.load_model`); "auto" =
 #: bfloat16 on a CPU that multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16), else float32
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -98,7 +103,7 @@ class DecodingConfig:
     """
 
     decoding_steps: tuple[int, ...] = DEFAULT_DECODING_STEPS
-    duration: float = 10.0
+    duration: float = DEFAULT_DURATION
     use_sampling: bool = True
     temperature: float = DEFAULT_TEMPERATURE
     top_k: int = 0
@@ -108,8 +113,8 @@ class DecodingConfig:
     cfg_schedule: str = CFG_LINEAR
     cfg_curve: tuple[float, ...] = ()
     anneal_temp: bool = True
-    span_scoring: str = "max"
-    span_arrangement: str = "nonoverlap"
+    span_scoring: str = DEFAULT_SPAN_SCORING
+    span_arrangement: str = DEFAULT_SPAN_ARRANGEMENT
     rescore_weight: float = 0.0
 
     def __post_init__(self):

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 
 from magnet_demo.controls import (
     DEFAULT_DECODING_STEPS,
+    DEFAULT_DURATION,
     DEFAULT_MAX_CFG,
     DEFAULT_MIN_CFG,
+    DEFAULT_SPAN_ARRANGEMENT,
+    DEFAULT_SPAN_SCORING,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DecodingConfig,
@@ -24,6 +27,7 @@ from magnet_demo.controls import (
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.models import EMBEDDED_NAME, LoadedModel
 from magnet_demo.records import StepRecord
+from magnet_demo.schedules import CFG_LINEAR
 
 #: largest seed offered by "random" and accepted
 MAX_SEED = 2**31 - 1
@@ -120,16 +124,16 @@ class Settings:
 
     prompt: str
     model: str = EMBEDDED_NAME
-    duration: float = 10.0
+    duration: float = DEFAULT_DURATION
     decoding_steps: str = steps_text(DEFAULT_DECODING_STEPS)
-    span_arrangement: str = "nonoverlap"
-    span_scoring: str = "max"
+    span_arrangement: str = DEFAULT_SPAN_ARRANGEMENT
+    span_scoring: str = DEFAULT_SPAN_SCORING
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     top_k: int = 0
     max_cfg_coef: float = DEFAULT_MAX_CFG
     min_cfg_coef: float = DEFAULT_MIN_CFG
-    cfg_schedule: str = "linear"
+    cfg_schedule: str = CFG_LINEAR
     cfg_curve: str = ""
     rescore_weight: float = 0.0
     seed: int = 0
@@ -152,7 +156,7 @@ class Settings:
         """The sampling and guidance fields, checked (shared by new runs and forks)."""
         max_cfg = number(self.max_cfg_coef, "CFG max", 0, limits.max_cfg)
         min_cfg = number(self.min_cfg_coef, "CFG min", 0, limits.max_cfg)
-        if self.cfg_schedule == "linear":
+        if self.cfg_schedule == CFG_LINEAR:
             check_cfg_range(max_cfg, min_cfg)
         curve = ()
         if self.cfg_schedule == "curve":

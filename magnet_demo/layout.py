@@ -14,14 +14,23 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from magnet_demo.controls import DEFAULT_MAX_CFG, DEFAULT_MIN_CFG, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Limits
+from magnet_demo.controls import (
+    DEFAULT_CFG_CURVE_TEXT,
+    DEFAULT_DURATION,
+    DEFAULT_MAX_CFG,
+    DEFAULT_MIN_CFG,
+    DEFAULT_SPAN_ARRANGEMENT,
+    DEFAULT_SPAN_SCORING,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    Limits,
+)
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import MAX_SEED, default_steps, steps_text
-from magnet_demo.schedules import CFG_SCHEDULES
+from magnet_demo.schedules import CFG_LINEAR, CFG_SCHEDULES
 from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
 from magnet_demo.ui import INTRO, RESCORING_HELP, TITLE, DemoApp
 
-MAX_DURATION_DEFAULT = 10.0
 MIN_DURATION = 1.0
 DURATION_STEP = 0.5
 MAX_CFG_SLIDER = 30.0
@@ -161,7 +170,7 @@ def _prompt_and_model(app: DemoApp, limits: Limits) -> dict:
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
     with gr.Row():
         duration = gr.Slider(
-            MIN_DURATION, MAX_DURATION_DEFAULT, MAX_DURATION_DEFAULT, step=DURATION_STEP, label="Duration (s)"
+            MIN_DURATION, DEFAULT_DURATION, DEFAULT_DURATION, step=DURATION_STEP, label="Duration (s)"
         )
         samples = gr.Slider(1, MAX_BATCH, 1, step=1, label="Samples")
     with gr.Row():
@@ -178,9 +187,9 @@ def _live_controls(limits: Limits) -> dict:
         with gr.Row():
             max_cfg = gr.Slider(0, MAX_CFG_SLIDER, DEFAULT_MAX_CFG, step=0.5, label="CFG max (fully masked)")
             min_cfg = gr.Slider(0, MAX_CFG_SLIDER, DEFAULT_MIN_CFG, step=0.5, label="CFG min (last steps)")
-        cfg_schedule = gr.Radio(list(CFG_SCHEDULES), value="linear", label="CFG schedule")
+        cfg_schedule = gr.Radio(list(CFG_SCHEDULES), value=CFG_LINEAR, label="CFG schedule")
         cfg_curve = gr.Textbox(
-            "10, 6, 3, 1",
+            DEFAULT_CFG_CURVE_TEXT,
             label="CFG curve (schedule 'curve': coefficients from fully masked to done)",
             info=f"At most {limits.cfg_points} points.",
         )
@@ -206,8 +215,10 @@ def _decoding_settings(limits: Limits) -> dict:
             label="Decoding steps per codebook (one number per codebook)",
             info=f"At most {limits.max_steps} steps in all on this server.",
         )
-        span_arrangement = gr.Radio(list(SPAN_ARRANGEMENTS), value="nonoverlap", label="Span arrangement")
-        span_scoring = gr.Radio(list(SPAN_SCORINGS), value="max", label="Span scoring")
+        span_arrangement = gr.Radio(
+            list(SPAN_ARRANGEMENTS), value=DEFAULT_SPAN_ARRANGEMENT, label="Span arrangement"
+        )
+        span_scoring = gr.Radio(list(SPAN_SCORINGS), value=DEFAULT_SPAN_SCORING, label="Span scoring")
         with gr.Row():
             top_p = gr.Slider(0, 1, DEFAULT_TOP_P, step=0.05, label="Top-p (0 = off)")
             top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0 = off; used when top-p is 0)")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 import numpy as np
 
-from magnet_demo import viz
+from magnet_demo import texts, viz
 from magnet_demo.controls import Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import (
@@ -34,7 +34,7 @@ from magnet_demo.form import (
 )
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, SETTINGS_FIELDS, LoadedModel
-from magnet_demo.schedules import CFGSchedule
+from magnet_demo.schedules import CFG_LINEAR, CFGSchedule
 from magnet_demo.session import (
     DEFAULT_KEEP_RUNS,
     DEFAULT_OUTPUT_ROOT,
@@ -398,7 +398,7 @@ class DemoApp:
                     continue
                 run.records.append(item)
                 yield {
-                    comp.status: self._step_status(run, item),
+                    comp.status: texts.step_status(run, item),
                     comp.live: run.step_image(None, sample),
                     comp.schedule: run.schedule_image(),
                     comp.step_info: run.record_summary(),
@@ -417,7 +417,7 @@ class DemoApp:
             run.fail("the page or client went away during the run")
             raise
         yield {  # the audio first; the spectrogram, trace and animation follow
-            comp.status: self._run_status(run)
+            comp.status: texts.run_status(run, self.sessions.budget.keep_runs)
             + " · drawing the spectrogram, writing the trace and the animation…",
             comp.audio: self._audio_update(run, sample, "This run: "),
             comp.runs: gr.update(choices=session.choices(), value=run.number),
@@ -434,7 +434,8 @@ class DemoApp:
                 extras.append(f"{type(error).__name__}: {error}")
         self.sessions.budget.add(run)
         yield {
-            comp.status: self._run_status(run) + (" · " + "; ".join(extras) if extras else ""),
+            comp.status: texts.run_status(run, self.sessions.budget.keep_runs)
+            + (" · " + "; ".join(extras) if extras else ""),
             comp.downloads: session.files(),
             comp.step_info: run.summary(),
         }
@@ -455,33 +456,6 @@ class DemoApp:
         except ValueError as error:
             raise gr.Error(str(error), title="Check the settings") from None
         return 0 if run is None else min(value, len(run.prompts) - 1)
-
-    @staticmethod
-    def _step_status(run: Run, record) -> str:
-        K = record.tokens.shape[1]
-        return (
-            f"**Run #{run.number}** · codebook {record.stage + 1}/{K}, step {record.step + 1}/{record.steps_in_stage} "
-            f"(step {record.global_step + 1} of {record.total_steps}) · {record.num_masked}/{record.num_units} units "
-            f"masked · CFG {record.cfg_coef:.2f} · temperature {record.temperature:.2f} · {record.elapsed:.1f} s"
-        )
-
-    def _run_status(self, run: Run) -> str:
-        steps = len(run.records) - run.first_new_index
-        elapsed = run.records[-1].elapsed if len(run.records) > run.first_new_index else 0.0
-        per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""
-        text = {
-            "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}",
-            "stopped": f"{run.message}; listen to what it had, or re-decode from any of its steps",
-            "failed": f"failed: {run.message}",
-        }.get(run.status, run.status)
-        deleted = ""
-        if run.files_deleted:
-            deleted = (
-                " · its files were deleted (this server keeps the files of its last "
-                f"{self.sessions.budget.keep_runs} runs); its audio stays on this page, and the "
-                "same model, settings and seed (Step details) make it again"
-            )
-        return f"**Run #{run.number}** {text} · seed {run.seed}{deleted}"
 
     @staticmethod
     def _audio_update(run: Run | None, sample: int, prefix: str):
@@ -529,7 +503,7 @@ class DemoApp:
             )
             max_cfg_coef = number(max_cfg_coef, "CFG max", 0, limits.max_cfg)
             min_cfg_coef = number(min_cfg_coef, "CFG min", 0, limits.max_cfg)
-            if cfg_schedule == "linear":
+            if cfg_schedule == CFG_LINEAR:
                 check_cfg_range(max_cfg_coef, min_cfg_coef)
             temperature = number(temperature, "Temperature", 0, limits.max_temperature)
             rescore_weight = number(rescore_weight, "Rescoring weight", 0, 1)
@@ -589,7 +563,7 @@ class DemoApp:
         sample = self._sample(run, sample_shown)
         previous = run.parent or next((r for r in reversed(session.runs) if r.number < run.number), None)
         return {
-            comp.status: self._run_status(run)
+            comp.status: texts.run_status(run, self.sessions.budget.keep_runs)
             if run.status != RUNNING
             else f"**Run #{run.number}** is decoding…",
             comp.live: run.step_image(None, sample),
