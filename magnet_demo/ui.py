@@ -352,13 +352,7 @@ class DemoApp:
         except ValueError:
             return default
 
-    def _rescoring_note(self, run: Run) -> str:
-        """Why a run that starts with a rescoring weight above 0 will not rescore ('' if it will)."""
-        if run.config.rescore_weight <= 0 or self.models.rescorer_name(run.model_name)[0] is not None:
-            return ""
-        return "rescoring off: no rescorer reads this model's tokens"
-
-    def _job(self, run: Run) -> DecodeJob:
+    def _job(self, run: Run, rescorer_offered: bool) -> DecodeJob:
         """What the worker needs to decode ``run`` (plain data)."""
         return DecodeJob(
             model=run.model_name,
@@ -366,15 +360,17 @@ class DemoApp:
             config=run.config,
             seed=run.seed,
             resume_from=None if run.parent is None else run.parent.records[run.fork_index],
-            rescorer=self.models.rescorer_name(run.model_name)[0] is not None,
+            rescorer=rescorer_offered,
         )
 
     def _stream(self, session: Session, run: Run, model: LoadedModel, previous: Run | None, sample: int):
         """Decode ``run`` and yield page updates: start, one per step, audio, files."""
         sample = self._sample(run, sample)
         comp = self.components
-        rescoring_note = self._rescoring_note(run)
-        notes = [*run.notes, *([rescoring_note] if rescoring_note else [])]
+        rescorer_offered = self.models.rescorer_name(run.model_name)[0] is not None
+        notes = list(run.notes)
+        if run.config.rescore_weight > 0 and not rescorer_offered:
+            notes.append("rescoring off: no rescorer reads this model's tokens")
         origin = "" if run.parent is None else f" (from run #{run.parent.number}, step {run.fork_index + 1})"
         first = {
             comp.status: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
@@ -392,7 +388,7 @@ class DemoApp:
         yield first
         audio = None
         try:
-            for item in self.worker.run(self._job(run), run.controls, run.cancel):
+            for item in self.worker.run(self._job(run, rescorer_offered), run.controls, run.cancel):
                 if isinstance(item, FinalAudio):
                     audio = item.audio
                     continue
