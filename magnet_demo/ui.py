@@ -45,7 +45,7 @@ from magnet_demo.session import (
     model_domain,
 )
 from magnet_demo.sources import AUTO_NAME, ModelSources
-from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, InProcessWorker
+from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, InProcessWorker, batches_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -388,17 +388,22 @@ class DemoApp:
         yield first
         audio = None
         try:
-            for item in self.worker.run(self._job(run, rescorer_offered), run.controls, run.cancel):
-                if isinstance(item, FinalAudio):
-                    audio = item.audio
-                    continue
-                run.records.append(item)
-                yield {
-                    comp.status: texts.step_status(run, item),
-                    comp.live: run.step_image(None, sample),
-                    comp.schedule: run.schedule_image(),
-                    comp.step_info: run.record_summary(),
-                }
+            job = self._job(run, rescorer_offered)
+            # the decoding never waits for the page: steps that arrive while the newest one is
+            # drawn and sent are recorded, and only the newest of them is drawn
+            for batch in batches_in_thread(
+                lambda: self.worker.run(job, run.controls, run.cancel), run.cancel
+            ):
+                records = [item for item in batch if not isinstance(item, FinalAudio)]
+                audio = next((item.audio for item in batch if isinstance(item, FinalAudio)), audio)
+                run.records.extend(records)
+                if records:
+                    yield {
+                        comp.status: texts.step_status(run, records[-1]),
+                        comp.live: run.step_image(None, sample),
+                        comp.schedule: run.schedule_image(),
+                        comp.step_info: run.record_summary(),
+                    }
             run.finish(audio)
         except Exception as error:  # shown in the page; the queue goes on serving others
             run.fail(str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")

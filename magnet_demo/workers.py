@@ -174,37 +174,25 @@ class _Raised:
 
 
 _DONE = object()
-#: how often a blocked hand-over checks whether the reader went away (seconds)
-HAND_OVER_POLL_S = 0.1
 
 
-def items_in_thread(items: Callable[[], Iterator], stop) -> Iterator:
-    """Iterate ``items()`` in a thread; yields its items, re-raises its errors.
+def batches_in_thread(items: Callable[[], Iterator], stop) -> Iterator[list]:
+    """Iterate ``items()`` in a thread; yield, as lists, everything that arrived since the last list.
 
-    The thread decodes step k + 1 while the caller draws and sends step k, never further ahead
-    (a one-slot hand-over). If the caller stops iterating (the page went away), ``stop`` is set
-    and the thread ends.
+    The thread never waits for the reader: a reader slower than the decoding gets several items
+    at once (it may draw only the newest, skipping frames) and the decoding goes on at its own
+    speed; every item arrives, in order, the last one last. Errors of ``items()`` are raised here.
+    If the reader stops iterating (the page went away), ``stop`` is set so the decoding ends.
     """
-    channel: queue.Queue = queue.Queue(maxsize=1)
-    abandoned = threading.Event()
-
-    def hand_over(item) -> bool:
-        while not abandoned.is_set():
-            try:
-                channel.put(item, timeout=HAND_OVER_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
+    channel: queue.Queue = queue.Queue()
 
     def work():
         try:
             for item in items():
-                if not hand_over(item):
-                    return
-        except BaseException as error:  # handed to the caller's thread
-            hand_over(_Raised(error))
-        hand_over(_DONE)
+                channel.put(item)
+        except BaseException as error:  # handed to the reader's thread
+            channel.put(_Raised(error))
+        channel.put(_DONE)
 
     # the caller's context variables go along: on ZeroGPU, spaces.GPU reads Gradio's request (whose
     # quota a run spends) from them
@@ -212,19 +200,33 @@ def items_in_thread(items: Callable[[], Iterator], stop) -> Iterator:
     threading.Thread(target=context.run, args=(work,), name="magnet-decode", daemon=True).start()
     finished = False
     try:
-        while True:
-            item = channel.get()
-            if item is _DONE:
+        while not finished:
+            batch = [channel.get()]
+            while True:
+                try:
+                    batch.append(channel.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is _DONE:
+                batch.pop()
                 finished = True
-                return
-            if isinstance(item, _Raised):
+            failed = next((n for n, item in enumerate(batch) if isinstance(item, _Raised)), None)
+            if failed is not None:
                 finished = True
-                raise item.error
-            yield item
+                if failed:
+                    yield batch[:failed]  # what came before the error is kept
+                raise batch[failed].error
+            if batch:
+                yield batch
     finally:
-        abandoned.set()  # the thread never blocks on a reader that is gone
         if not finished:
             stop.set()
+
+
+def items_in_thread(items: Callable[[], Iterator], stop) -> Iterator:
+    """:func:`batches_in_thread`, one item at a time."""
+    for batch in batches_in_thread(items, stop):
+        yield from batch
 
 
 class InProcessWorker:

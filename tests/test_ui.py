@@ -76,10 +76,17 @@ def final_audio(app: DemoApp, updates: list[dict]) -> dict:
     return next(u[player] for u in updates if (u.get(player) or {}).get("value") is not None)
 
 
-def test_generate_streams_one_update_per_step_then_audio_and_files(app, tiny_model):
+def streamed_in_order(steps: list[dict]) -> bool:
+    """Step updates as a page gets them: in order, at most one per step, the last step last
+    (a page slower than the decoding skips steps; the run records them all)."""
+    shown = [s["global_step"] for s in steps]
+    return shown == sorted(set(shown)) and shown[-1] == TOTAL - 1
+
+
+def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
     updates = list(app.generate(**settings(tiny_model), request=FakeRequest("generate")))
     steps = step_updates(app, updates)
-    assert [s["global_step"] for s in steps] == list(range(TOTAL))
+    assert streamed_in_order(steps)
     assert isinstance(updates[1][app.components.live], np.ndarray)
     assert updates[1][app.components.schedule].shape[2] == 3
     audio = final_audio(app, updates)
@@ -165,7 +172,7 @@ def test_stop_cancels_between_steps_and_the_app_stays_usable(app, tiny_model):
 
 def test_live_steering_applies_from_a_later_step(app, tiny_model):
     key = FakeRequest("steer")
-    updates = app.generate(**settings(tiny_model, decoding_steps="6, 2, 2, 2"), request=key)
+    updates = app.generate(**settings(tiny_model, decoding_steps="60, 20, 20, 20"), request=key)
     next(updates)
     next(updates)
     note = app.steer(20.0, 1.0, "constant", "", 2.0, 0.0, request=key)
@@ -175,7 +182,7 @@ def test_live_steering_applies_from_a_later_step(app, tiny_model):
     changed = [r.controls.cfg.kind == "constant" for r in records]
     assert not changed[0]
     first = changed.index(True)
-    assert first <= 3 and all(changed[first:])  # at most one step decoded ahead of the screen
+    assert all(changed[first:])  # from the step after the change on (exactly: tests/test_workers.py)
     assert records[-1].cfg_coef == 20.0 and records[-1].controls.temperature == 2.0
     assert app.steer(10.0, 1.0, "curve", "3", 3.0, 0.0, request=key).startswith("⚠️")
     assert app.steer(10.0, 1.0, "linear", "", 3.0, 0.0, request=key) == "Live controls: used by the next run."
@@ -251,8 +258,8 @@ def test_launched_app_streams_every_step_to_gradio_client(tiny_model, tmp_path):
         job = client.submit(**settings(tiny_model), api_name="/generate")
         outputs = list(job)
         steps = [o[info] for o in outputs if isinstance(o[info], dict) and "global_step" in o[info]]
-        assert [s["global_step"] for s in steps] == list(range(TOTAL))
-        assert outputs[-1][info]["status"] == "finished"
+        assert streamed_in_order(steps)
+        assert outputs[-1][info]["status"] == "finished" and outputs[-1][info]["steps_done"] == TOTAL
         assert time.perf_counter() - started < 30
         with pytest.raises(Exception, match="prompt is empty") as error:
             client.predict(**settings(tiny_model, prompt=""), api_name="/generate")

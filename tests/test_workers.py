@@ -246,3 +246,36 @@ def test_the_decoding_thread_sees_the_callers_context(tmp_path):
     request = contextvars.ContextVar("request", default=None)
     request.set("visitor 7")  # what Gradio sets and spaces.GPU reads to charge a visitor's quota
     assert list(items_in_thread(lambda: iter([request.get()]), StopFlag(tmp_path))) == ["visitor 7"]
+
+
+def test_a_slow_reader_never_holds_the_decoding_up_and_sees_every_step(tmp_path):
+    from magnet_demo.workers import batches_in_thread
+
+    produced = []
+
+    def steps():
+        for n in range(20):
+            produced.append(n)
+            yield n
+
+    batches = []
+    for batch in batches_in_thread(steps, StopFlag(tmp_path)):
+        if not batches:
+            time.sleep(0.3)  # drawing the first step: the decoding goes on meanwhile
+        batches.append(batch)
+    assert sum(batches, []) == list(range(20))  # every step, in order, the last one last
+    assert len(batches) <= 2 and produced == list(range(20))
+
+
+def test_steps_before_an_error_are_kept(tmp_path):
+    from magnet_demo.workers import batches_in_thread
+
+    def steps():
+        yield from (1, 2)
+        raise WorkerDied("gone")
+
+    received = []
+    with pytest.raises(WorkerDied, match="gone"):
+        for batch in batches_in_thread(steps, StopFlag(tmp_path)):
+            received.extend(batch)
+    assert received == [1, 2]
