@@ -71,8 +71,9 @@ def step_times(folder: Path, device: str, precision: str, duration: float) -> di
     return {stage: statistics.median(values) for stage, values in times.items()}
 
 
-def streamed_run(folder: Path, device: str) -> int:
-    """Serve ``folder`` with app.py on ``device`` and count the step updates of one /generate."""
+def streamed_run(folder: Path, device: str) -> str:
+    """Serve ``folder`` with app.py on ``device``: the step updates of one /generate (a page slower
+    than the decoding skips steps; the last one is the final step)."""
     from gradio_client import Client
 
     from bench.space_emulation import GENERATE, free_port
@@ -96,7 +97,8 @@ def streamed_run(folder: Path, device: str) -> int:
         finally:
             process.terminate()
             process.wait(timeout=30)
-    return sum(any(isinstance(v, dict) and "global_step" in v for v in o) for o in outputs)
+    steps = [v for o in outputs for v in o if isinstance(v, dict) and "global_step" in v]
+    return f"{len(steps)} step updates, the last at step {steps[-1]['global_step'] + 1} of {steps[-1]['total_steps']}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,9 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             medians = step_times(sized, args.device, precision, 2.0 if args.quick else 10.0)
             shown = ", ".join(f"codebook {k + 1} {v * 1000:.1f} ms" for k, v in sorted(medians.items()))
             print(f"magnet-small size, {precision}: median step {shown}")
-        print(
-            f"gpu_check: /generate streamed {streamed_run(tiny, args.device)} step updates on {args.device}"
-        )
+        print(f"gpu_check: /generate on {args.device} streamed {streamed_run(tiny, args.device)}")
 
 
 if __name__ == "__main__":
