@@ -18,12 +18,13 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from magnet_demo.controls import PRECISIONS  # noqa: E402  (light: no torch model code)
+from magnet_demo.controls import (  # noqa: E402  (light: no torch model code)
+    DEFAULT_KEEP_RUNS,
+    DEFAULT_MAX_MODELS,
+    DEFAULT_MAX_STEPS,
+    PRECISIONS,
+)
 from magnet_demo.hosting import DEVICES, WORKERS  # noqa: E402  (light)
-
-DEFAULT_MAX_STEPS = 400  # = magnet_demo.controls.DEFAULT_MAX_STEPS (a test checks)
-DEFAULT_KEEP_RUNS = 50  # = magnet_demo.session.DEFAULT_KEEP_RUNS
-DEFAULT_MAX_MODELS = 2  # = magnet_demo.model_cache.DEFAULT_MAX_MODELS
 
 DEFAULT_QUEUE_SIZE = 16
 

@@ -33,6 +33,10 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 #: the caps a public server puts on one request (app.py's flags; shown next to their controls)
 DEFAULT_MAX_STEPS = 400
+#: runs whose files a server keeps, all sessions together (``--keep-runs``)
+DEFAULT_KEEP_RUNS = 50
+#: models a process keeps loaded; loading one more evicts the least recently used (``--max-models``)
+DEFAULT_MAX_MODELS = 2
 MAX_PROMPT_CHARS = 500
 MAX_CFG_POINTS = 32
 MAX_FORK_DEPTH = 16

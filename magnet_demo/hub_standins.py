@@ -143,7 +143,6 @@ def write_musicgen(seed: int = 1) -> Path:
 
 def write_all() -> Path:
     """Write every stand-in into this process's Hub cache; returns the cache folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants
 
     huggingface_hub.constants.HF_HUB_OFFLINE = True  # nothing to fetch: the LMs' T5 is written first

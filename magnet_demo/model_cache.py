@@ -13,14 +13,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from magnet_demo.controls import DEFAULT_MAX_MODELS
 from magnet_demo.models import EMBEDDED_NAME, LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
 #: a model that failed to load is not tried again for this long (offline hub look-ups are slow)
 LOAD_FAILURE_TTL_S = 300.0
-#: models kept loaded at once by default; loading one more evicts the least recently used
-DEFAULT_MAX_MODELS = 2
 
 
 class ModelCache:

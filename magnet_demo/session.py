@@ -28,7 +28,7 @@ import numpy as np
 from magnet_demo import viz
 from magnet_demo.audio import preview_codes, write_wav
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
-from magnet_demo.controls import DecodingConfig
+from magnet_demo.controls import DEFAULT_KEEP_RUNS, DecodingConfig
 from magnet_demo.form import whole
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.records import StepRecord
@@ -41,8 +41,6 @@ DEFAULT_OUTPUT_ROOT = Path(tempfile.gettempdir()) / "magnet-demo"
 MAX_SESSIONS = 64
 #: runs a session keeps in memory (older ones are forgotten)
 MAX_RUNS_PER_SESSION = 20
-#: runs whose files the server keeps on disk, all sessions together (``--keep-runs``)
-DEFAULT_KEEP_RUNS = 50
 #: previews (decoded audio of a step) kept per run
 PREVIEW_CACHE = 8
 

@@ -9,7 +9,8 @@ drawing, audio files and traces stay with the server.
 
 Every worker has one method, ``run(job, controls, stop) -> Iterator[StepRecord | FinalAudio]``:
 
-- :class:`InProcessWorker`: a thread of the server's process (local use, CPU Spaces).
+- :class:`InProcessWorker`: the server's own process (local use, CPU Spaces); the server reads every
+  worker from a thread (:func:`batches_in_thread`), so the decoding never waits for drawing.
 - :class:`ProcessWorker`: a long-lived ``multiprocessing`` process ('spawn' or 'fork') with its
   own :class:`~magnet_demo.model_cache.ModelCache`; one that dies mid-run ends that run with a
   readable message and is started again for the next one.
@@ -223,14 +224,9 @@ def batches_in_thread(items: Callable[[], Iterator], stop) -> Iterator[list]:
             stop.set()
 
 
-def items_in_thread(items: Callable[[], Iterator], stop) -> Iterator:
-    """:func:`batches_in_thread`, one item at a time."""
-    for batch in batches_in_thread(items, stop):
-        yield from batch
-
-
 class InProcessWorker:
-    """Runs jobs in a thread of this process, with this process's models."""
+    """Runs jobs in the caller's thread (the server runs them in :func:`batches_in_thread`), with
+    this process's models."""
 
     description = "in the server's process"
 
@@ -238,7 +234,7 @@ class InProcessWorker:
         self.models = models
 
     def run(self, job, controls, stop) -> Iterator:
-        return items_in_thread(lambda: run_job(job, controls, stop, self.models), stop)
+        return run_job(job, controls, stop, self.models)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +284,7 @@ class ZeroGPUWorker:
             # loaded here, the server's process, so that the forked GPU process finds it (a load
             # inside would be lost with that process at the end of the run)
             models.rescorer(job.model, models.get(job.model))
-        return items_in_thread(lambda: raise_failures(self._run_on_gpu(job, controls, stop)), stop)
+        return raise_failures(self._run_on_gpu(job, controls, stop))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,15 +69,15 @@ def test_worker_choice():
 
 
 def test_the_flags_defaults_are_the_modules_defaults():
-    from magnet_demo.controls import DEFAULT_MAX_STEPS
-    from magnet_demo.model_cache import DEFAULT_MAX_MODELS
-    from magnet_demo.session import DEFAULT_KEEP_RUNS
+    from magnet_demo.controls import Limits
+    from magnet_demo.model_cache import ModelCache
+    from magnet_demo.session import FileBudget
 
     args = app.parse_args([])
     assert (args.max_steps, args.keep_runs, args.max_models) == (
-        DEFAULT_MAX_STEPS,
-        DEFAULT_KEEP_RUNS,
-        DEFAULT_MAX_MODELS,
+        Limits().max_steps,
+        FileBudget().keep_runs,
+        ModelCache().max_models,
     )
     assert (args.model_root, args.allow_any_model) == ([], False)
     assert app.parse_args(["--model-root", "/a", "--model-root", "/b"]).model_root == ["/a", "/b"]

@@ -47,7 +47,7 @@ def test_the_front_matter_is_a_gradio_space_on_a_zerogpu_python():
     assert pinned == [f"gradio=={meta['sdk_version']}"]
 
 
-def test_the_code_compiles_on_the_spaces_python(tmp_path):
+def test_the_code_compiles_on_the_spaces_python():
     """The Space runs Python 3.12 (ZeroGPU's list: 3.10.13, 3.12.12); torch for it cannot be
     installed here, so this proves the syntax; bench.gpu_check runs the rest on a GPU machine."""
     candidates = [

@@ -241,11 +241,11 @@ def test_zerogpu_worker_runs_the_job_in_a_forked_gpu_function(tiny_folder, tmp_p
 def test_the_decoding_thread_sees_the_callers_context(tmp_path):
     import contextvars
 
-    from magnet_demo.workers import items_in_thread
+    from magnet_demo.workers import batches_in_thread
 
     request = contextvars.ContextVar("request", default=None)
     request.set("visitor 7")  # what Gradio sets and spaces.GPU reads to charge a visitor's quota
-    assert list(items_in_thread(lambda: iter([request.get()]), StopFlag(tmp_path))) == ["visitor 7"]
+    assert list(batches_in_thread(lambda: iter([request.get()]), StopFlag(tmp_path))) == [["visitor 7"]]
 
 
 def test_a_slow_reader_never_holds_the_decoding_up_and_sees_every_step(tmp_path):
