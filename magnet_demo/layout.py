@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
 
 import gradio as gr
 
+from magnet_demo import viz
 from magnet_demo.controls import (
     DEFAULT_CFG_CURVE_TEXT,
     DEFAULT_DURATION,
@@ -36,6 +39,14 @@ DURATION_STEP = 0.5
 MAX_CFG_SLIDER = 30.0
 MAX_TEMPERATURE_SLIDER = 10.0
 SPECTROGRAM_HEIGHT = 240
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SCRUB_ID = "scrub"
+#: the canvas widget's markup; canvas.js draws into it (no template tags: it never re-renders)
+CANVAS_TEMPLATE = (
+    '<div class="mc-title">No run yet: type a prompt and press Generate.</div>'
+    '<canvas class="mc-canvas"></canvas><div class="mc-readout">Point at the canvas to read a token.</div>'
+    '<canvas class="mc-schedule"></canvas><div class="mc-legend"></div>'
+)
 #: Gradio's own cache (step images, audio): every 5 minutes, files older than 15 minutes are deleted
 DELETE_CACHE = (300, 900)
 #: handlers get the raw values and check them all themselves (form.py): Gradio's own check of a
@@ -49,8 +60,7 @@ class MainView:
     """What every run handler updates, in the order of the run endpoints' outputs."""
 
     status: gr.Markdown
-    live: gr.Image
-    schedule: gr.Image
+    canvas: gr.HTML
     step_info: gr.JSON
     audio: gr.Audio
     compare: gr.Audio
@@ -133,13 +143,12 @@ class InspectPanel:
 
     sample_shown: gr.Slider
     text: gr.Markdown
-    image: gr.Image
-    schedule: gr.Image
+    canvas: gr.HTML
     preview: gr.Audio
     fork: gr.Button
 
     def outputs(self) -> list:
-        return [self.image, self.schedule, self.preview, self.text]
+        return [self.preview, self.text]
 
 
 def _prompt_and_model(app: DemoApp, limits: Limits) -> dict:
@@ -239,27 +248,49 @@ def _image(label: str, **kwargs) -> gr.Image:
     return gr.Image(label=label, show_label=False, format="png", interactive=False, **kwargs)
 
 
+@lru_cache(maxsize=1)
+def _asset(name: str) -> str:
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
+def canvas_view(label: str, role: str, elem_id: str) -> gr.HTML:
+    """The token canvas and the schedules, drawn by the page (``assets/canvas.js``).
+
+    ``role`` "live": its value is a run's feed (:mod:`magnet_demo.canvas_feed`), drawn at its
+    newest step. "inspect": draws the step the "Step" slider points at, from the same feed.
+    """
+    return gr.HTML(
+        "",
+        label=label,
+        elem_id=elem_id,
+        html_template=CANVAS_TEMPLATE,
+        css_template=_asset("canvas.css"),
+        js_on_load=_asset("canvas.js"),
+        role=role,
+        scrub_id=SCRUB_ID,
+        lut=viz.confidence_lut_hex(),
+    )
+
+
 def _inspect_panel(limits: Limits) -> tuple[InspectPanel, gr.Slider]:
     with gr.Accordion("Inspect a step: scrub, listen, re-decode from it", open=True):
         with gr.Row():
-            scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id="scrub")
+            scrub = gr.Slider(1, 40, 40, step=1, label="Step", elem_id=SCRUB_ID)
             sample_shown = gr.Slider(1, MAX_BATCH, 1, step=1, label="Sample shown")
         text = gr.Markdown("", label="Step description", elem_id="inspect-text")
-        image = _image("Step", elem_id="inspect-canvas")
-        schedule = _image("Schedules at this step")
+        canvas = canvas_view("Step", "inspect", "inspect-canvas")
         with gr.Row():
             preview = gr.Audio(label="Listen to this step", interactive=False, elem_id="step-audio")
             fork = gr.Button(
                 f"Re-decode from this step (forks up to {limits.fork_depth} deep)", elem_id="fork"
             )
-    return InspectPanel(sample_shown, text, image, schedule, preview, fork), scrub
+    return InspectPanel(sample_shown, text, canvas, preview, fork), scrub
 
 
 def main_panel(app: DemoApp, seed: gr.Number) -> tuple[MainView, InspectPanel]:
     """The right column: status, canvas, schedules, audio, the inspector, runs and downloads."""
     status = gr.Markdown("Ready.", label="Status", elem_id="status")
-    live = _image("Token canvas", elem_id="live-canvas")
-    schedule = _image("Schedules")
+    canvas = canvas_view("Token canvas", "live", "live-canvas")
     with gr.Row():
         audio = gr.Audio(label="This run", interactive=False, elem_id="final-audio")
         compare = gr.Audio(label="A/B audio", interactive=False, elem_id="compare-audio")
@@ -277,9 +308,7 @@ def main_panel(app: DemoApp, seed: gr.Number) -> tuple[MainView, InspectPanel]:
         )
     with gr.Accordion("Step details (JSON)", open=False):
         step_info = gr.JSON(label="Details")
-    main = MainView(
-        status, live, schedule, step_info, audio, compare, spectrogram, downloads, runs, scrub, seed
-    )
+    main = MainView(status, canvas, step_info, audio, compare, spectrogram, downloads, runs, scrub, seed)
     return main, inspect
 
 

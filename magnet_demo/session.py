@@ -27,6 +27,7 @@ import numpy as np
 
 from magnet_demo import viz
 from magnet_demo.audio import preview_codes, write_wav
+from magnet_demo.canvas_feed import CanvasFeed
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
 from magnet_demo.controls import DEFAULT_KEEP_RUNS, DecodingConfig
 from magnet_demo.form import whole
@@ -80,6 +81,9 @@ class Run:
     parent: Run | None = None
     fork_index: int | None = None  # index in parent.records this run resumes after
     notes: tuple[str, ...] = ()
+    num_frames: int = 0  # T, frames decoded
+    given: np.ndarray | None = None  # [B, K, T] bool: tokens given by input audio
+    given_tokens: np.ndarray | None = None  # [B, K, T] their ids
     controls: SharedControls = field(init=False)
     cancel: StopFlag = field(init=False)
     records: list[StepRecord] = field(default_factory=list)
@@ -90,6 +94,7 @@ class Run:
     files_deleted: bool = False
     started: float = field(default_factory=time.time)
     _previews: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _feed: CanvasFeed | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
@@ -170,17 +175,28 @@ class Run:
         }
 
     # --- pictures and sound
-    def schedule_image(self, index: int | None = None) -> np.ndarray:
-        """The schedules plot with the cursor at record ``index`` (default: the last one)."""
-        plot = _schedule_plot(self)
-        records = list(self.records)
-        if not records:
-            return plot.render([], controls=self.controls.snapshot())
-        return plot.render(records, len(records) - 1 if index is None else index)
+    def feed(self, sample: int = 0) -> CanvasFeed:
+        """The page's canvas data of sample ``sample`` (0-based), brought up to the last record.
 
-    def step_image(self, index: int | None = None, sample: int = 0) -> np.ndarray:
-        record = self.records[-1 if index is None else index]
-        return viz.step_image(record, min(sample, len(self.prompts) - 1), frame_rate=self.frame_rate)
+        One feed is kept per run (the sample last asked for); it only grows while the run decodes.
+        """
+        sample = min(sample, len(self.prompts) - 1)
+        with self._lock:
+            if self._feed is None or self._feed.sample != sample:
+                self._feed = CanvasFeed(
+                    self.number,
+                    self.config.decoding_steps,
+                    self.num_frames,
+                    self.frame_rate,
+                    sample=sample,
+                    samples=len(self.prompts),
+                    anneal=self.config.anneal_temp,
+                    given=None if self.given is None else self.given[sample],
+                    given_tokens=None if self.given_tokens is None else self.given_tokens[sample],
+                )
+            feed = self._feed
+        feed.sync(list(self.records), self.controls.snapshot())
+        return feed
 
     def preview(self, index: int, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Audio ``[B, samples]`` of step ``index`` (finished codebooks + current proposals), cached.
@@ -261,24 +277,6 @@ class Run:
         )
         self.files.append(path)
         return path
-
-
-#: schedule plots kept, all runs together (each holds a figure and cached backgrounds: a few MB)
-MAX_SCHEDULE_PLOTS = 4
-_schedule_plots: OrderedDict[Run, viz.SchedulePlot] = OrderedDict()
-_schedule_plots_lock = threading.Lock()
-
-
-def _schedule_plot(run: Run) -> viz.SchedulePlot:
-    """``run``'s schedules plot, made again when it was not among the last ones drawn."""
-    with _schedule_plots_lock:
-        plot = _schedule_plots.pop(run, None)
-        if plot is None:
-            plot = viz.SchedulePlot(run.config.decoding_steps, run.config.anneal_temp)
-        _schedule_plots[run] = plot
-        while len(_schedule_plots) > MAX_SCHEDULE_PLOTS:
-            _schedule_plots.popitem(last=False)
-        return plot
 
 
 class Session:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 import numpy as np
 
-from magnet_demo import texts, viz
+from magnet_demo import spans, texts, viz
 from magnet_demo.controls import Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import (
@@ -81,6 +81,12 @@ class _NeverStop:
 
 
 _NEVER_STOP = _NeverStop()
+
+
+def decoded_frames(model: LoadedModel, config) -> int:
+    """T, the frames a run of ``config`` decodes ('nonoverlap' trims to whole spans)."""
+    frames = int(config.duration * model.frame_rate)
+    return spans.decoded_length(frames, config.span_arrangement, model.lm.span_len)
 
 
 def load_examples(path: Path = EXAMPLES_PATH) -> dict[str, list[str]]:
@@ -256,6 +262,7 @@ class DemoApp:
             seed=seed_used,
             sample_rate=loaded.sample_rate,
             frame_rate=loaded.frame_rate,
+            num_frames=decoded_frames(loaded, config),
         )
         yield from self._stream(session, run, loaded, previous, sample_shown)
 
@@ -317,6 +324,9 @@ class DemoApp:
             seed=parent.seed,
             sample_rate=parent.sample_rate,
             frame_rate=parent.frame_rate,
+            num_frames=parent.num_frames,
+            given=parent.given,
+            given_tokens=parent.given_tokens,
             parent=parent,
             fork_index=index,
             notes=tuple(notes),
@@ -364,7 +374,10 @@ class DemoApp:
         )
 
     def _stream(self, session: Session, run: Run, model: LoadedModel, previous: Run | None, sample: int):
-        """Decode ``run`` and yield page updates: start, one per step, audio, files."""
+        """Decode ``run`` and yield page updates: start, one per step, audio, files.
+
+        Every update carries the canvas feed: it only grows, so Gradio sends only its new lines.
+        """
         sample = self._sample(run, sample)
         comp = self.components
         rescorer_offered = self.models.rescorer_name(run.model_name)[0] is not None
@@ -381,10 +394,8 @@ class DemoApp:
             comp.seed: run.seed,
             comp.compare: self._audio_update(previous, sample, "A/B: "),
             comp.step_info: run.summary(),
+            comp.canvas: run.feed(sample).text,  # a fork starts from its parent's step
         }
-        if run.records:  # a fork starts from its parent's step
-            first[comp.live] = run.step_image(None, sample)
-            first[comp.schedule] = run.schedule_image()
         yield first
         audio = None
         try:
@@ -400,8 +411,7 @@ class DemoApp:
                 if records:
                     yield {
                         comp.status: texts.step_status(run, records[-1]),
-                        comp.live: run.step_image(None, sample),
-                        comp.schedule: run.schedule_image(),
+                        comp.canvas: run.feed(sample).text,
                         comp.step_info: run.record_summary(),
                     }
             run.finish(audio)
@@ -424,8 +434,9 @@ class DemoApp:
             comp.runs: gr.update(choices=session.choices(), value=run.number),
             comp.scrub: gr.update(value=len(run.records)),
             comp.step_info: run.summary(),
+            comp.canvas: run.feed(sample).text,
         }
-        yield {comp.spectrogram: self._spectrogram(run, sample)}
+        yield {comp.spectrogram: self._spectrogram(run, sample), comp.canvas: run.feed(sample).text}
         extras = []
         for writer in (run.write_trace, lambda: run.write_gif(sample)):
             try:
@@ -439,6 +450,7 @@ class DemoApp:
             + (" · " + "; ".join(extras) if extras else ""),
             comp.downloads: session.files(),
             comp.step_info: run.summary(),
+            comp.canvas: run.feed(sample).text,
         }
 
     def decode_audio(self, model_name: str, codes: np.ndarray) -> np.ndarray:
@@ -531,10 +543,10 @@ class DemoApp:
 
     # ----------------------------------------------------------------- inspecting runs
     def inspect(self, run_number: int, step: int, sample_shown: int = 1, request: gr.Request = None):
-        """A step of a run: (image, schedule plot, audio of that step, description)."""
+        """A step of a run: (audio of that step, description). The page draws the step itself."""
         run = self.run_of(self.session(request), run_number)
         if run is None or not run.records:
-            return None, None, None, "No step to show yet: generate a run first."
+            return None, "No step to show yet: generate a run first."
         index = self._index(run, step)
         sample = self._sample(run, sample_shown)
         record = run.records[index]
@@ -552,7 +564,7 @@ class DemoApp:
         )
         if record.stage == 0:
             text = text.replace("codebooks 1-0 finished, codebook 1", "codebook 1")
-        return run.step_image(index, sample), run.schedule_image(index), sound, text
+        return sound, text
 
     def show_run(self, run_number: int, sample_shown: int = 1, request: gr.Request = None) -> dict:
         """Put a run of the history back on screen (main view) with its audio."""
@@ -567,8 +579,7 @@ class DemoApp:
             comp.status: texts.run_status(run, self.sessions.budget.keep_runs)
             if run.status != RUNNING
             else f"**Run #{run.number}** is decoding…",
-            comp.live: run.step_image(None, sample),
-            comp.schedule: run.schedule_image(),
+            comp.canvas: run.feed(sample).text,
             comp.step_info: run.summary(),
             comp.audio: self._audio_update(run, sample, "This run: "),
             comp.compare: self._audio_update(previous, sample, "A/B: "),

@@ -15,6 +15,7 @@ per run or on request. This module knows nothing of Gradio.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import OrderedDict
@@ -44,8 +45,9 @@ STATE_MASKED = 0
 STATE_FIXED = 1
 STATE_NEW = 2
 STATE_REMASKED = 3
+STATE_GIVEN = 4
 #: legend text of each state, indexed by state
-STATE_LABELS = ("masked", "fixed earlier", "unmasked this step", "re-masked this step")
+STATE_LABELS = ("masked", "fixed earlier", "unmasked this step", "re-masked this step", "given (input audio)")
 #: RGB of each state, indexed by state (dark slate, blue, amber, magenta: distinct for most
 #: colour-vision deficiencies)
 STATE_COLOURS = np.array(
@@ -54,6 +56,7 @@ STATE_COLOURS = np.array(
         (60, 120, 180),  # fixed in an earlier step
         (255, 200, 50),  # unmasked (fixed for good) in this step
         (194, 64, 159),  # predicted in this step, but re-masked (rejected) for the next one
+        (0, 158, 115),  # given by the input audio: never masked
     ],
     dtype=np.uint8,
 )
@@ -119,6 +122,11 @@ def hex_colour(rgb: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
+def confidence_lut_hex() -> list[str]:
+    """The 256 ``#rrggbb`` colours of confidence 0..1 (what the page's canvas uses)."""
+    return [hex_colour(colour) for colour in _CONFIDENCE_LUT]
+
+
 def legend_items() -> list[tuple[str, str]]:
     """(label, ``#rrggbb``) of every canvas state, for legends drawn elsewhere (HTML)."""
     return [(label, hex_colour(colour)) for label, colour in zip(STATE_LABELS, STATE_COLOURS, strict=True)]
@@ -139,7 +147,7 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     Codebooks below the current stage are fixed, those above it masked. In the current stage a
     frame is fixed earlier when this step did not mask it (prompt frames too), newly unmasked when
     this step predicted it and kept it, and re-masked when this step predicted it but the next step
-    masks it again.
+    masks it again. Tokens given by the input audio are given in every codebook.
     """
     K, T = record.tokens.shape[1:]
     states = np.full((K, T), STATE_MASKED, dtype=np.uint8)
@@ -150,6 +158,9 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     row[before & ~after] = STATE_NEW
     row[before & after] = STATE_REMASKED
     states[record.stage] = row
+    given = getattr(record, "given", None)
+    if given is not None:
+        states[given[sample]] = STATE_GIVEN
     return states
 
 
@@ -247,7 +258,7 @@ def _nice_step(raw: float) -> float:
 
 @lru_cache(maxsize=16)
 def _template(
-    K: int, T: int, fw: int, rescored: bool, frame_rate: float | None
+    K: int, T: int, fw: int, rescored: bool, frame_rate: float | None, given: bool = False
 ) -> tuple[np.ndarray, int, int]:
     """The static parts of a step image; returns (image, canvas top, strips top)."""
     strip_h = STRIP_PX * (2 if rescored else 1) + (STRIP_GAP if rescored else 0)
@@ -278,7 +289,8 @@ def _template(
         draw.text((x + 3, axis_top + 1), label, fill=MUTED_TEXT, font=font, anchor="lt")
     x = LABEL_PX
     y = axis_top + AXIS_PX + (LEGEND_PX - SWATCH_PX) // 2
-    for label, colour in zip(STATE_LABELS, STATE_COLOURS, strict=True):
+    states = zip(STATE_LABELS, STATE_COLOURS, strict=True)
+    for label, colour in itertools.islice(states, None if given else STATE_GIVEN):
         draw.rectangle([x, y, x + SWATCH_PX - 1, y + SWATCH_PX - 1], fill=tuple(int(c) for c in colour))
         draw.text((x + SWATCH_PX + 4, y + SWATCH_PX // 2), label, fill=TEXT_COLOUR, font=font, anchor="lm")
         x += SWATCH_PX + 12 + int(draw.textlength(label, font=font))
@@ -328,7 +340,12 @@ def step_image(
     K, T = record.tokens.shape[1:]
     fw = frame_width(T)
     base, canvas_top, strips_top = _template(
-        K, T, fw, record.rescorer_confidence is not None, float(frame_rate) if frame_rate else None
+        K,
+        T,
+        fw,
+        record.rescorer_confidence is not None,
+        float(frame_rate) if frame_rate else None,
+        getattr(record, "given", None) is not None,
     )
     image = base.copy()
     canvas = canvas_image(record, sample, frame_px=fw)
