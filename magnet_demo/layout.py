@@ -194,7 +194,14 @@ def _prompt_and_model(app: DemoApp, limits: Limits) -> dict:
 def _live_controls(limits: Limits) -> dict:
     with gr.Accordion("Live controls (apply from the next step)", open=True):
         with gr.Row():
-            max_cfg = gr.Slider(0, MAX_CFG_SLIDER, DEFAULT_MAX_CFG, step=0.5, label="CFG max (fully masked)")
+            max_cfg = gr.Slider(
+                0,
+                MAX_CFG_SLIDER,
+                DEFAULT_MAX_CFG,
+                step=0.5,
+                label="CFG max (fully masked)",
+                elem_id="cfg-max",
+            )
             min_cfg = gr.Slider(0, MAX_CFG_SLIDER, DEFAULT_MIN_CFG, step=0.5, label="CFG min (last steps)")
         cfg_schedule = gr.Radio(list(CFG_SCHEDULES), value=CFG_LINEAR, label="CFG schedule")
         cfg_curve = gr.Textbox(

@@ -1,16 +1,15 @@
 """Pictures of a decoding run: step records in, RGB numpy images (or matplotlib figures) out.
 
-Everything drawn once per decoding step is cheap by construction:
+The page draws the live canvas and the schedules itself (``assets/canvas.js``, from
+:mod:`magnet_demo.canvas_feed`); this module holds what both share (token states, their colours
+and labels, the confidence colour map, the step title, the planned schedules) and draws the
+pictures made once per run: the step images of the GIF (:func:`step_image`, :func:`animation_gif`)
+and the spectrogram (:func:`spectrogram_image`). This module knows nothing of Gradio.
 
 - the token canvas (codebooks x frames of one sample, one colour per token state) and the
   confidence strips are plain numpy arrays, upscaled with ``np.repeat``;
 - :func:`step_image` pastes them into a cached template that already holds the labels, the time
-  axis and the legend, and writes only the title line per step;
-- :class:`SchedulePlot` draws its planned curves once per plan and then only blits the
-  values-used markers and the cursor (matplotlib's Agg backend, no window).
-
-The spectrogram (:func:`spectrogram_image`) and the GIF (:func:`animation_gif`) are drawn once
-per run or on request. This module knows nothing of Gradio.
+  axis and the legend, and writes only the title line per step.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +29,6 @@ import numpy as np  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from magnet_demo import schedules  # noqa: E402
@@ -90,20 +87,13 @@ TICK_PX = 4
 TARGET_TICKS = 10
 
 # ---------------------------------------------------------------------------------------------
-# schedules plot and spectrogram
+# spectrogram
 
-PLAN_COLOUR = "#9aa3b0"
-USED_COLOUR = "#d1495b"
-CURSOR_COLOUR = "#2d3039"
-STAGE_LINE_COLOUR = "#c8ccd2"
-SCHEDULE_SIZE_PX = (1000, 220)
 SPECTROGRAM_SIZE_PX = (1000, 240)
 FIGURE_DPI = 100
 SPECTROGRAM_FFT = 1024
 SPECTROGRAM_HOP = 256
 SPECTROGRAM_RANGE_DB = 80.0
-#: schedule plots keep this many planned-curve backgrounds (one per distinct plan)
-MAX_BACKGROUNDS = 8
 
 # ---------------------------------------------------------------------------------------------
 # animation
@@ -412,108 +402,6 @@ def figure_to_array(figure: Figure) -> np.ndarray:
         canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-class SchedulePlot:
-    """Mask rate, CFG coefficient and temperature over all steps, planned vs used, with a cursor.
-
-    Planned curves follow the controls in force at the displayed step (a live change redraws
-    them); markers show the values the steps actually used (from the records); a vertical line
-    marks the displayed step. Planned backgrounds are cached, so a render after the first one
-    only blits the markers and the cursor. One instance per run; safe to call from any thread.
-    """
-
-    PANELS = (("mask_rate", "mask rate"), ("cfg_coef", "CFG coefficient"), ("temperature", "temperature"))
-
-    def __init__(
-        self,
-        decoding_steps: Sequence[int],
-        anneal: bool = True,
-        size_px: tuple[int, int] = SCHEDULE_SIZE_PX,
-    ):
-        self.decoding_steps = tuple(int(n) for n in decoding_steps)
-        self.anneal = anneal
-        self.total = sum(self.decoding_steps)
-        self._backgrounds: OrderedDict[tuple, object] = OrderedDict()
-        self._plans: dict[ControlValues, dict[str, np.ndarray]] = {}
-        self._lock = threading.Lock()
-        width, height = size_px
-        self.figure = Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI)
-        self._canvas = FigureCanvasAgg(self.figure)
-        axes = self.figure.subplots(1, len(self.PANELS))
-        self.figure.subplots_adjust(left=0.04, right=0.99, bottom=0.2, top=0.86, wspace=0.22)
-        x = np.arange(1, self.total + 1)  # steps are shown 1-based
-        boundaries = np.cumsum(self.decoding_steps)[:-1] + 0.5
-        self._panels = []
-        for ax, (key, title) in zip(axes, self.PANELS, strict=True):
-            for b in boundaries:
-                ax.axvline(b, color=STAGE_LINE_COLOUR, lw=0.8, ls=":")
-            (planned,) = ax.plot(x, np.zeros(self.total), color=PLAN_COLOUR, lw=1.6, label="planned")
-            (used,) = ax.plot(
-                [], [], ls="", marker="o", ms=3.2, color=USED_COLOUR, animated=True, label="used"
-            )
-            cursor = ax.axvline(0, color=CURSOR_COLOUR, lw=1.1, animated=True)
-            ax.set_title(title, fontsize=9)
-            ax.set_xlim(0.5, self.total + 0.5)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.tick_params(labelsize=7)
-            ax.set_xlabel("step (all codebooks)", fontsize=7)
-            self._panels.append((ax, key, planned, used, cursor))
-        axes[0].legend(handles=[planned, used], fontsize=7, loc="lower left", frameon=False)
-
-    def _background(self, plan: dict[str, np.ndarray], limits: tuple[float, ...], key: tuple):
-        background = self._backgrounds.get(key)
-        if background is not None:
-            self._backgrounds.move_to_end(key)
-            return background
-        for (ax, name, planned, *_), top in zip(self._panels, limits, strict=True):
-            planned.set_ydata(plan[name])
-            ax.set_ylim(0.0, top)
-        self._canvas.draw()
-        background = self._canvas.copy_from_bbox(self.figure.bbox)
-        self._backgrounds[key] = background
-        while len(self._backgrounds) > MAX_BACKGROUNDS:
-            self._backgrounds.popitem(last=False)
-        return background
-
-    def render(
-        self,
-        records: Sequence[StepRecord],
-        current: int | None = None,
-        controls: ControlValues | None = None,
-    ) -> np.ndarray:
-        """The plot for ``records`` (a run so far) at index ``current`` (default: the last one).
-
-        ``controls`` sets the planned curves (default: those in force at the current record;
-        required when there are no records yet). Returns ``[H, W, 3]`` uint8.
-        """
-        if current is None:
-            current = len(records) - 1
-        if controls is None:
-            if not records:
-                raise ValueError("SchedulePlot.render needs records or controls.")
-            controls = records[current].controls
-        plan = self._plans.get(controls)
-        if plan is None:
-            plan = self._plans[controls] = planned_schedules(self.decoding_steps, controls, self.anneal)
-        limits = []
-        for _, name, *_ in self._panels:
-            used_top = max((getattr(r, name) for r in records), default=0.0)
-            top = max(float(plan[name].max(initial=0.0)), used_top, 1e-3)
-            limits.append(float(f"{top * 1.12:.3g}"))
-        key = (controls, tuple(limits))
-        shown = records[: current + 1] if records else []
-        x = np.array([r.global_step + 1 for r in shown], dtype=np.float64)
-        with _MPL_LOCK, self._lock:
-            background = self._background(plan, tuple(limits), key)
-            self._canvas.restore_region(background)
-            for ax, name, _, used, cursor in self._panels:
-                used.set_data(x, [getattr(r, name) for r in shown])
-                ax.draw_artist(used)
-                if shown:
-                    cursor.set_xdata([shown[-1].global_step + 1] * 2)
-                    ax.draw_artist(cursor)
-            return np.asarray(self._canvas.buffer_rgba())[..., :3].copy()
 
 
 # ---------------------------------------------------------------------------------------------

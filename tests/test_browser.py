@@ -1,8 +1,10 @@
 """The page as a person uses it: headless Debian Chromium (Playwright) against the app on localhost.
 
-Generates with a tiny exported model, scrubs back to an earlier step (its picture and its sound
-change), forks from it, stops a second run, saves a full-page screenshot ($MAGNET_DEMO_SCREENSHOT,
-else a temp file) and checks that the page made no request outside localhost.
+Generates with a tiny exported model, scrubs back to an earlier step (the page redraws its canvas
+from the data it holds: other pixels; the server sends its sound), reads a token under the
+pointer, forks from the step, steers a long run mid-way (the CFG the page shows follows), stops
+it, saves a full-page screenshot ($MAGNET_DEMO_SCREENSHOT, else a temp file) and checks that the
+page made no request outside localhost.
 
 Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright install``).
 """
@@ -35,6 +37,9 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: generous waits (ms): the machine is shared with training jobs
 RUN_TIMEOUT_MS = 60_000
 STEP_TIMEOUT_MS = 20_000
+#: the page draws a step from data it holds: no server round trip
+DRAW_TIMEOUT_MS = 2_000
+INSPECT_CANVAS = "document.querySelector('#inspect-canvas .mc-canvas')"
 
 
 @pytest.fixture
@@ -76,17 +81,24 @@ def test_generate_scrub_fork_stop(server, tmp_path):
             page.wait_for_function(text_contains("#status", "Run #1 finished"), timeout=RUN_TIMEOUT_MS)
             page.wait_for_function(text_contains("#inspect-text", "step 50 of 50"), timeout=STEP_TIMEOUT_MS)
             assert page.locator("#final-audio a[href$='.wav']").count() == 1
-            last_canvas = page.locator("#inspect-canvas img").get_attribute("src")
+            page.wait_for_function(f"() => {INSPECT_CANVAS}.dataset.step === '50'")
+            last_canvas = page.evaluate(f"() => {INSPECT_CANVAS}.toDataURL()")
             last_sound = page.locator("#step-audio a[href$='.wav']").get_attribute("href")
+            assert "total 50/50" in page.locator("#live-canvas .mc-title").inner_text()
 
-            # scrub back to step 5: another picture, another sound
+            # scrub back to step 5: the page redraws it at once, the server sends its sound
             scrub = page.locator("#scrub input[type=number]")
             scrub.fill("5")
+            page.wait_for_function(f"() => {INSPECT_CANVAS}.dataset.step === '5'", timeout=DRAW_TIMEOUT_MS)
+            assert page.evaluate(f"() => {INSPECT_CANVAS}.toDataURL()") != last_canvas
+            assert "total 5/50" in page.locator("#inspect-canvas .mc-title").inner_text()
             scrub.blur()  # the slider's release event
             page.wait_for_function(text_contains("#inspect-text", "step 5 of 50"), timeout=STEP_TIMEOUT_MS)
-            page.wait_for_function(
-                f"() => document.querySelector('#inspect-canvas img')?.getAttribute('src') !== {last_canvas!r}"
-            )
+            # what is under the pointer: codebook 1 at step 5 holds this step's proposals
+            page.locator("#inspect-canvas .mc-canvas").hover(position={"x": 400, "y": 5})
+            page.wait_for_function(text_contains("#inspect-canvas .mc-readout", "codebook 1 · frame "))
+            readout = page.locator("#inspect-canvas .mc-readout").inner_text()
+            assert readout.startswith("codebook 1 · frame ") and " s · " in readout and "token" in readout
             page.wait_for_function(
                 "() => { const a = document.querySelector(\"#step-audio a[href$='.wav']\");"
                 f" return a && a.getAttribute('href') !== {last_sound!r}; }}"
@@ -103,6 +115,15 @@ def test_generate_scrub_fork_stop(server, tmp_path):
             steps.fill("150, 80, 80, 80")  # 390 steps: within the server's 400
             page.locator("#generate").click()
             page.wait_for_function(text_contains("#status", "Run #3 · codebook"), timeout=RUN_TIMEOUT_MS)
+            # steer it: CFG max 10 -> 3; the steps after the change show CFG at most 3
+            cfg_max = page.locator("#cfg-max input[type=number]")
+            cfg_max.fill("3")
+            cfg_max.blur()
+            page.wait_for_function(text_contains("body", "Applied to run #3 from its next step."))
+            page.wait_for_function(
+                "() => /CFG [0-3]\\.\\d\\d /.test(document.querySelector('#live-canvas .mc-title')?.innerText || '')",
+                timeout=STEP_TIMEOUT_MS,
+            )
             page.locator("#stop").click()
             page.wait_for_function(text_contains("#status", "Run #3 stopped"), timeout=RUN_TIMEOUT_MS)
             page.wait_for_function(text_contains("#inspect-text", "Run #3"), timeout=STEP_TIMEOUT_MS)

@@ -11,6 +11,7 @@ import pytest
 from gradio_client import Client
 
 from bench.space_emulation import GENERATE
+from magnet_demo.canvas_feed import parse
 from magnet_demo.layout import MainView, build_ui, launch_local
 from magnet_demo.sources import ModelSources
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
@@ -87,8 +88,10 @@ def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
     updates = list(app.generate(**settings(tiny_model), request=FakeRequest("generate")))
     steps = step_updates(app, updates)
     assert streamed_in_order(steps)
-    assert isinstance(updates[1][app.components.live], np.ndarray)
-    assert updates[1][app.components.schedule].shape[2] == 3
+    feeds = [u[app.components.canvas] for u in updates]
+    assert all(later.startswith(earlier) for earlier, later in zip(feeds, feeds[1:], strict=False))
+    lines = parse(feeds[-1])
+    assert [line["index"] for line in lines if line["kind"] == "step"] == list(range(TOTAL))
     audio = final_audio(app, updates)
     sample_rate, samples = audio["value"]
     assert sample_rate == 32000 and samples.dtype == np.int16
@@ -211,15 +214,16 @@ def test_fork_resumes_from_a_step_and_keeps_the_parent(app, tiny_model):
 
 def test_inspect_any_step_and_show_a_run(app, tiny_model):
     key = FakeRequest("inspect")
-    assert app.inspect(1, 1, 1, key)[3].startswith("No step")
+    assert app.inspect(1, 1, 1, key)[1].startswith("No step")
     list(app.generate(**settings(tiny_model), request=key))
-    image, schedule, (sample_rate, audio), text = app.inspect(1, 2, 1, key)
-    last_image, _, (_, last_audio), _ = app.inspect(1, TOTAL, 1, key)
+    (sample_rate, audio), text = app.inspect(1, 2, 1, key)
+    (_, last_audio), _ = app.inspect(1, TOTAL, 1, key)
     assert "step 2 of 9" in text and sample_rate == 32000
-    assert image.shape == last_image.shape and not np.array_equal(image, last_image)
     assert not np.array_equal(audio, last_audio)
     shown = app.show_run(1, 1, key)
     assert shown[app.components.scrub]["value"] == TOTAL
+    header, *lines = parse(shown[app.components.canvas])
+    assert header["run"] == 1 and sum(line["kind"] == "step" for line in lines) == TOTAL
 
 
 def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
@@ -235,9 +239,12 @@ def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
     np.testing.assert_array_equal(
         audio["value"][1], (run.audio[1] / np.abs(run.audio[1]).max() * 32767).astype(np.int16)
     )
-    first, *_ = app.inspect(1, 3, 1, key)
-    second, *_ = app.inspect(1, 3, 2, key)
+    (_, first), _ = app.inspect(1, 3, 1, key)
+    (_, second), _ = app.inspect(1, 3, 2, key)
     assert not np.array_equal(first, second)
+    canvases = [parse(app.show_run(1, shown, key)[app.components.canvas]) for shown in (1, 2)]
+    assert [c[0]["sample"] for c in canvases] == [0, 1]
+    assert canvases[0][-1]["tokens"] != canvases[1][-1]["tokens"]
 
 
 def test_rescoring_weight_uses_the_models_rescorer(app, tiny_model):
@@ -301,8 +308,10 @@ def test_a_worker_that_dies_leaves_a_readable_error_and_the_steps_so_far(app, ti
         app.worker = healthy
     failed = app.sessions.get("dying").runs[-1]
     assert failed.status == "failed" and len(failed.records) == 2
-    image, _, sound, text = app.inspect(failed.number, 2, request=key)  # still viewable and audible
-    assert image is not None and sound is not None and "step 2 of 2" in text
+    sound, text = app.inspect(failed.number, 2, request=key)  # still viewable and audible
+    assert sound is not None and "step 2 of 2" in text
+    steps = parse(app.show_run(failed.number, 1, key)[app.components.canvas])
+    assert sum(line["kind"] == "step" for line in steps) == 2
     list(app.generate(**settings(tiny_model), request=key))  # the next run is served
     assert app.sessions.get("dying").runs[-1].status == "finished"
 

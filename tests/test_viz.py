@@ -156,19 +156,6 @@ def test_planned_schedules():
     assert plan["temperature"][4] == pytest.approx(3.0 * 1 / 2)
 
 
-def test_schedule_plot_cursor_moves_and_sizes():
-    records = [record(s, i, [True] * T, [False] * T, cfg=3.0 - i) for s in range(K) for i in range(2)]
-    plot = viz.SchedulePlot([2] * K)
-    at_first = plot.render(records, 0)
-    at_last = plot.render(records, len(records) - 1)
-    width, height = viz.SCHEDULE_SIZE_PX
-    assert at_first.shape == (height, width, 3)
-    assert not np.array_equal(at_first, at_last)
-    assert np.array_equal(plot.render(records, 0), at_first)  # cached background, same picture
-    empty = plot.render([], controls=records[0].controls)
-    assert empty.shape == at_first.shape
-
-
 def test_spectrogram_of_a_sine():
     sr, freq = 16000, 1000.0
     audio = np.sin(2 * np.pi * freq * np.arange(sr) / sr).astype(np.float32)
