@@ -49,7 +49,9 @@ def test_steps_give_back_states_tokens_and_confidences(ten_seconds):
         confidence = unb64(step["confidence"], np.uint8)
         predicted = np.isfinite(record.confidence[0])
         assert (confidence[~predicted] == canvas_feed.NOT_PREDICTED_BYTE).all()
-        np.testing.assert_allclose(confidence[predicted] / 254, record.confidence[0][predicted], atol=0.5 / 254)
+        np.testing.assert_allclose(
+            confidence[predicted] / 254, record.confidence[0][predicted], atol=0.5 / 254
+        )
         assert step["title"] == viz.step_title(record)
         assert step["cfg_coef"] == round(record.cfg_coef, 4) and step["rescorer"] is None
 
