@@ -1,6 +1,10 @@
 """Command-line generation: text in, WAV files and a decoding trace out, one line per step.
 
 .venv/bin/python -m magnet_demo.cli "a slow sad piano ballad" --duration 5 --out outputs/
+
+Audio in (one of the two):
+  --continue FILE --keep SECONDS   keep the file's first SECONDS, generate the rest
+  --inpaint FILE --region START END   keep the file, re-decode START-END seconds (snapped to spans)
 """
 
 from __future__ import annotations
@@ -54,11 +58,71 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="language-model weights (auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
     )
+    audio = p.add_mutually_exclusive_group()
+    audio.add_argument(
+        "--continue",
+        dest="continue_file",
+        type=Path,
+        metavar="FILE",
+        help="audio (WAV, FLAC, OGG, MP3) to continue: its first --keep seconds are kept",
+    )
+    audio.add_argument(
+        "--inpaint",
+        type=Path,
+        metavar="FILE",
+        help="audio whose --region is re-decoded; the rest is kept",
+    )
+    p.add_argument("--keep", type=float, metavar="SECONDS", help="with --continue: seconds of audio to keep")
+    p.add_argument(
+        "--region",
+        type=float,
+        nargs=2,
+        metavar=("START", "END"),
+        help="with --inpaint: the seconds to re-decode (widened to whole spans)",
+    )
     return p
 
 
+def _check_audio_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--keep goes with --continue, --region with --inpaint (argparse's error and exit 2 otherwise)."""
+    if args.continue_file is not None and args.keep is None:
+        parser.error("--continue FILE needs --keep SECONDS (how much of its start to keep)")
+    if args.inpaint is not None and args.region is None:
+        parser.error("--inpaint FILE needs --region START END (the seconds to re-decode)")
+    if args.keep is not None and args.continue_file is None:
+        parser.error("--keep goes with --continue FILE")
+    if args.region is not None and args.inpaint is None:
+        parser.error("--region goes with --inpaint FILE")
+
+
+def _given(args: argparse.Namespace, model, config, frames: int) -> tuple[dict, dict]:
+    """The engine's given tokens of --continue / --inpaint (empty without), and trace metadata."""
+    from magnet_demo import audio_in
+
+    if args.continue_file is not None:
+        if not args.keep > 0:
+            raise ValueError(f"--keep must be more than 0 seconds, got {args.keep:g}.")
+        # encode only the kept audio: the prompt of audiocraft's generate_continuation
+        codes, note = audio_in.audio_codes(model, args.continue_file, duration=args.keep)
+        tokens, mask = audio_in.continuation_given(codes, args.keep, frames, model.frame_rate)
+        meta = {"continue": str(args.continue_file), "keep": args.keep}
+    elif args.inpaint is not None:
+        codes, note = audio_in.audio_codes(model, args.inpaint, duration=config.duration)
+        start, end = args.region
+        region = audio_in.region_given(codes, start, end, frames, model.frame_rate, model.lm.span_len)
+        tokens, mask, note = region.tokens, region.mask, " ".join(n for n in (note, region.note) if n)
+        meta = {"inpaint": str(args.inpaint), "region": [region.start_s, region.end_s]}
+    else:
+        return {}, {}
+    if note:
+        print(f"note: {note}")
+    return {"given_tokens": tokens, "given_mask": mask}, meta
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_audio_args(parser, args)
     from magnet_demo.audio import write_wav
     from magnet_demo.engine import Engine
     from magnet_demo.models import load_model
@@ -81,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             **{key: value for key, value in sampling.items() if value is not None},
         )
         engine = Engine(model)
+        given, audio_meta = _given(args, model, config, engine.frames(config))
 
         def report(r):
             print(
@@ -91,16 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         start = time.perf_counter()
-        result = engine.decode(args.prompts, config, seed=args.seed, on_step=report)
-    except ValueError as error:  # bad settings, unknown or unreachable model
+        result = engine.decode(args.prompts, config, seed=args.seed, on_step=report, **given)
+    except ValueError as error:  # bad settings, unknown or unreachable model, unusable audio
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     for i, audio in enumerate(result.audio):
         print(f"wrote {write_wav(args.out / f'sample_{i}.wav', audio, result.sample_rate)}")
-    print(
-        f"wrote {save_trace(result, args.out / 'trace.npz', meta={'model': model.name}, json_sidecar=True)}"
-    )
+    meta = {"model": model.name, **audio_meta}
+    print(f"wrote {save_trace(result, args.out / 'trace.npz', meta=meta, json_sidecar=True)}")
     print(
         f"{config.duration:g} s x {len(args.prompts)} in {time.perf_counter() - start:.2f} s on {model.device}"
     )

@@ -9,6 +9,9 @@ audiocraft it:
 - reads :class:`~magnet_demo.controls.LiveControls` once at the start of every step;
 - resumes from any record (``resume_from``) with new settings: the record holds the canvas,
   the unit scores and the generator state;
+- takes given tokens anywhere (``given_tokens`` + ``given_mask``, see :meth:`Engine.steps`): they are
+  never masked and the model sees them on both sides, so one engine continues a clip (a given
+  prefix, audiocraft's ``prompt``) and re-decodes a region of it (inpainting);
 - stops between steps when ``cancel`` is set;
 - mixes an external rescorer's probabilities into the span confidences when the rescoring weight
   ``w`` is above 0: ``confidence = (1 - w) * p_magnet + w * p_rescorer`` (the paper's figure;
@@ -51,6 +54,39 @@ GUIDANCE_OFF = 1.0
 def _first_rows(conditions: dict, rows: int) -> dict:
     """The first ``rows`` rows of every condition tensor (``_conditions`` puts the prompts first)."""
     return {name: tuple(part[:rows] for part in value) for name, value in conditions.items()}
+
+
+@dataclass(frozen=True)
+class _Given:
+    """Tokens that are given, never masked: ``tokens`` ``[B, K, T]`` long (``mask_id`` where not
+    given), ``mask`` ``[B, K, T]`` bool (the same for every item), ``frozen``: the mask as the
+    read-only array every record shares."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    frozen: np.ndarray
+
+    @classmethod
+    def of(cls, tokens: torch.Tensor, mask: torch.Tensor, mask_id: int) -> _Given:
+        tokens = torch.where(mask, tokens, torch.full_like(tokens, mask_id))
+        return cls(tokens, mask, frozen_array(mask, np.bool_))
+
+    def free_units(self, stage: int, arrangement: str, span_len: int) -> int:
+        """Units of codebook ``stage`` that are decoded (not wholly given), in item 0 (all items agree)."""
+        row = self.mask[:1, [stage]].cpu()
+        units = spans.given_units(row, arrangement, span_len)
+        return int(units.numel() - units.sum())
+
+
+def _tensor(x) -> torch.Tensor:
+    """``x`` as a CPU tensor (a read-only numpy array is copied, not shared)."""
+    return x.cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
+
+
+def _free_units(given: _Given | None, stage: int, T: int, arrangement: str, span_len: int) -> int:
+    if given is None:
+        return spans.unit_count(T, arrangement, span_len)
+    return given.free_units(stage, arrangement, span_len)
 
 
 @dataclass(frozen=True)
@@ -100,19 +136,27 @@ class Engine:
         return spans.decoded_length(T, config.span_arrangement, self.lm.span_len)
 
     def _stage_start(
-        self, tokens: torch.Tensor, stage: int, config: DecodingConfig, prompt_len: int
+        self, tokens: torch.Tensor, stage: int, config: DecodingConfig, given: _Given | None
     ) -> _State:
-        """The state before the first step of ``stage`` (past the last stage: a finished state)."""
+        """The state before the first step of ``stage`` (past the last stage: a finished state).
+
+        Wholly given units start at NEVER_REMASK, so no step ever selects them; the number of
+        units to mask counts only the others.
+        """
         B, K, T = tokens.shape
         if stage >= K:
             return _State(tokens, stage, 0, torch.zeros((B, 1, 0)), torch.zeros((B, 1, T), dtype=torch.bool))
-        span_len = self.lm.span_len
-        n_units = spans.unit_count(T, config.span_arrangement, span_len)
-        n_prompt = spans.prompt_units(prompt_len, config.span_arrangement, span_len)
-        scores = spans.initial_scores(B, n_units, n_prompt).to(tokens.device)
+        span_len, arrangement = self.lm.span_len, config.span_arrangement
+        if given is None:
+            units = torch.zeros((B, 1, spans.unit_count(T, arrangement, span_len)), dtype=torch.bool)
+        else:
+            units = spans.given_units(given.mask[:, [stage]].cpu(), arrangement, span_len)
+        scores = spans.given_scores(units).to(tokens.device)
         n_steps = config.decoding_steps[stage]
-        k = schedules.num_masked(schedules.mask_rate(0, n_steps), n_units - n_prompt)
-        mask = spans.select_mask(scores.cpu(), k, config.span_arrangement, span_len).to(tokens.device)
+        k = schedules.num_masked(
+            schedules.mask_rate(0, n_steps), _free_units(given, stage, T, arrangement, span_len)
+        )
+        mask = spans.select_mask(scores.cpu(), k, arrangement, span_len).to(tokens.device)
         return _State(tokens, stage, 0, scores, mask)
 
     # ---------------------------------------------------------------- the loop body
@@ -123,7 +167,7 @@ class Engine:
         controls: ControlValues,
         config: DecodingConfig,
         conditions: dict,
-        prompt: torch.Tensor | None,
+        given: _Given | None,
         generator: torch.Generator,
         prompts: tuple[str, ...],
     ) -> tuple[_State, dict]:
@@ -133,17 +177,14 @@ class Engine:
         stage, i = state.stage, state.step
         n_steps = config.decoding_steps[stage]
         B, _, T = state.tokens.shape
-        prompt_len = 0 if prompt is None else prompt.shape[-1]
-        n_gen = spans.unit_count(T, arrangement, span_len) - spans.prompt_units(
-            prompt_len, arrangement, span_len
-        )
+        n_gen = _free_units(given, stage, T, arrangement, span_len)
         rate = schedules.mask_rate(i, n_steps)
 
         tokens = state.tokens.clone()
         row = tokens[:, [stage]]  # [B, 1, T]
         row[state.mask] = mask_id
-        if prompt is not None:
-            row[..., :prompt_len] = prompt[:, [stage]]
+        if given is not None:  # given frames inside a masked unit are put back at once
+            row = torch.where(given.mask[:, [stage]], given.tokens[:, [stage]], row)
         tokens[:, [stage]] = row
         mask_before = row == mask_id
 
@@ -183,7 +224,7 @@ class Engine:
             next_state = _State(tokens, stage, i + 1, scores, next_mask)
             mask_after = next_mask
         else:
-            next_state = self._stage_start(tokens, stage + 1, config, prompt_len)
+            next_state = self._stage_start(tokens, stage + 1, config, given)
             mask_after = torch.zeros_like(mask_before)
         fields = {
             "stage": stage,
@@ -207,6 +248,7 @@ class Engine:
             "scores": frozen_array(scores, np.float32),
             "rng_state": frozen_array(generator.get_state(), np.uint8),
             "mask_id": mask_id,
+            "given": None if given is None else given.frozen,
         }
         return next_state, fields
 
@@ -219,6 +261,8 @@ class Engine:
         seed: int = 0,
         controls: LiveControls | None = None,
         prompt_tokens: torch.Tensor | None = None,
+        given_tokens: torch.Tensor | np.ndarray | None = None,
+        given_mask: torch.Tensor | np.ndarray | None = None,
         resume_from: StepRecord | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[StepRecord]:
@@ -230,13 +274,31 @@ class Engine:
                 the model's recommended sampling settings).
             seed: seeds the sampler's own generator (the global RNG is left alone).
             controls: live controls; by default fixed at the config's values.
-            prompt_tokens: ``[B, K, P]`` codes to continue from; never re-masked.
+            prompt_tokens: ``[B, K, P]`` codes to continue from (P < T); never re-masked. The
+                same as ``given_tokens`` with ``given_mask[..., :P] = True``, bit for bit
+                audiocraft's ``prompt``.
+            given_tokens: ``[B, K, T]`` (or ``[1, K, T]``, used for every prompt) codes in
+                ``[0, card)`` where ``given_mask`` is True; other values are ignored. ``T`` is
+                :meth:`frames` of ``config``.
+            given_mask: ``[B, K, T]`` (or ``[1, K, T]``) bool, True = given: the token is never
+                masked and the model sees it as context on both sides. It must be the same for
+                every prompt and leave at least one unit to decode in every codebook; an all-False
+                mask is plain generation. A unit (a chunk of ``span_len`` frames in 'nonoverlap', a
+                frame in 'stride1') that is wholly given is never masked and is not counted in the
+                units to decode. A chunk that is only *partly* given (a region edge off a span
+                boundary) is decoded like the free chunks: it counts as a unit, may be masked, its
+                score comes from all of its frames, and its given frames are put back after every
+                masking, so they keep their tokens (audiocraft's rule for a prompt whose length is
+                not a multiple of the span; :mod:`magnet_demo.audio_in` snaps regions to whole
+                spans so that only a continuation's prefix meets it).
             resume_from: a record of an earlier run with the same prompts and length: decoding
                 continues after it, its generator state included, with ``config``/``controls``.
+                A record with given tokens (``record.given``) carries them: pass none (they are
+                taken from the record) or the same ones.
             cancel: when set, the run stops before the next step.
         Raises:
-            ValueError: bad prompts, config, prompt tokens or resume record (raised by this call,
-                before any step runs).
+            ValueError: bad prompts, config, prompt or given tokens, or resume record (raised by
+                this call, before any step runs).
         """
         config = config or self.model.default_config()
         prompts = self._check_prompts(prompts)
@@ -247,36 +309,104 @@ class Engine:
         B, K, T = len(prompts), model.num_codebooks, self.frames(config)
         if T < lm.span_len:
             raise ValueError(f"duration {config.duration} s is too short: it gives {T} frames.")
-        prompt = None
         if prompt_tokens is not None:
-            prompt = torch.as_tensor(prompt_tokens, dtype=torch.long, device=device)
-            if prompt.dim() != 3 or prompt.shape[:2] != (B, K):
-                raise ValueError(f"prompt_tokens must have shape [{B}, {K}, P], got {list(prompt.shape)}.")
-            if prompt.shape[-1] >= T:
-                raise ValueError(
-                    f"The prompt ({prompt.shape[-1]} frames) must be shorter than the output ({T})."
-                )
-            if prompt.numel() and (prompt.min() < 0 or prompt.max() >= lm.card):
-                raise ValueError(f"prompt_tokens must be codes in [0, {lm.card}).")
+            if given_tokens is not None or given_mask is not None:
+                raise ValueError("Pass either prompt_tokens or given_tokens/given_mask, not both.")
+            given_tokens, given_mask = self._prefix_as_given(prompt_tokens, B, K, T)
+        given = self._check_given(given_tokens, given_mask, config, B, K, T)
+        if resume_from is not None:
+            given = self._resume_given(resume_from, given, (B, K, T))
         total = sum(config.decoding_steps)
         generator = torch.Generator(device=device).manual_seed(int(seed))
         conditions = self._conditions(prompts)
 
         if resume_from is None:
             tokens = torch.full((B, K, T), lm.special_token_id, dtype=torch.long, device=device)
-            if prompt is not None:
-                tokens[..., : prompt.shape[-1]] = prompt
-            state = self._stage_start(tokens, 0, config, 0 if prompt is None else prompt.shape[-1])
+            if given is not None:
+                tokens = given.tokens.clone()
+            state = self._stage_start(tokens, 0, config, given)
             global_step = 0
         else:
-            state, global_step = self._resume_state(resume_from, config, B, K, T, prompt, device)
+            state, global_step = self._resume_state(resume_from, config, B, K, T, given, device)
             generator.set_state(torch.from_numpy(np.array(resume_from.rng_state, dtype=np.uint8)))
         return self._iterate(
-            state, global_step, total, config, controls, conditions, prompt, generator, prompts, cancel
+            state, global_step, total, config, controls, conditions, given, generator, prompts, cancel
         )
 
+    def _prefix_as_given(self, prompt_tokens, B: int, K: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, K, P]`` prompt codes -> the ``[B, K, T]`` given tokens and mask of a prefix."""
+        prompt = torch.as_tensor(prompt_tokens, dtype=torch.long)
+        if prompt.dim() != 3 or prompt.shape[:2] != (B, K):
+            raise ValueError(f"prompt_tokens must have shape [{B}, {K}, P], got {list(prompt.shape)}.")
+        P = prompt.shape[-1]
+        if P >= T:
+            raise ValueError(f"The prompt ({P} frames) must be shorter than the output ({T}).")
+        if prompt.numel() and (prompt.min() < 0 or prompt.max() >= self.lm.card):
+            raise ValueError(f"prompt_tokens must be codes in [0, {self.lm.card}).")
+        tokens = torch.zeros((B, K, T), dtype=torch.long)
+        tokens[..., :P] = prompt
+        mask = torch.zeros((B, K, T), dtype=torch.bool)
+        mask[..., :P] = True
+        return tokens, mask
+
+    def _check_given(self, given_tokens, given_mask, config: DecodingConfig, B, K, T) -> _Given | None:
+        """Validate given tokens and mask (see :meth:`steps`); None when nothing is given."""
+        if given_tokens is None and given_mask is None:
+            return None
+        if given_tokens is None or given_mask is None:
+            raise ValueError("given_tokens and given_mask go together: pass both or neither.")
+        tokens, mask = _tensor(given_tokens), _tensor(given_mask)
+        if mask.dtype != torch.bool:
+            raise ValueError(f"given_mask must be a bool array (True = given), got {mask.dtype}.")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise ValueError(f"given_tokens must be integer codes, got {tokens.dtype}.")
+        for name, x in (("given_tokens", tokens), ("given_mask", mask)):
+            if x.dim() != 3 or x.shape[0] not in (1, B) or tuple(x.shape[1:]) != (K, T):
+                raise ValueError(
+                    f"{name} must have shape [{B}, {K}, {T}] (or [1, {K}, {T}]; {T} frames = this run's "
+                    f"length), got {list(x.shape)}."
+                )
+        tokens = tokens.long().expand(B, K, T).cpu()
+        mask = mask.expand(B, K, T).cpu()
+        if not mask.any():
+            return None  # nothing given: plain generation
+        if not bool((mask == mask[:1]).all()):
+            raise ValueError("given_mask must be the same for every prompt (the given tokens may differ).")
+        codes = tokens[mask]
+        if codes.min() < 0 or codes.max() >= self.lm.card:
+            raise ValueError(f"given_tokens must be codes in [0, {self.lm.card}) where given_mask is True.")
+        device = self.model.device
+        given = _Given.of(tokens.to(device), mask.to(device), self.lm.special_token_id)
+        unit = "span" if spans.uses_chunks(config.span_arrangement, self.lm.span_len) else "frame"
+        for stage in range(K):
+            if given.free_units(stage, config.span_arrangement, self.lm.span_len) == 0:
+                raise ValueError(
+                    f"Everything is given in codebook {stage}: nothing is left to decode "
+                    f"(at least one {unit} of every codebook must not be given)."
+                )
+        return given
+
+    def _resume_given(self, record: StepRecord, given: _Given | None, shape) -> _Given | None:
+        """The given tokens of a resumed run: the record's (taken from its canvas) or the same ones."""
+        recorded = getattr(record, "given", None)
+        if recorded is None or not np.asarray(recorded).any():
+            if given is not None:
+                raise ValueError("Cannot resume: the record was decoded without given tokens.")
+            return None
+        if record.tokens.shape != shape or np.asarray(recorded).shape != shape:
+            return given  # _resume_state reports the mismatched canvas
+        mask = torch.as_tensor(np.array(recorded, dtype=np.bool_))
+        canvas = torch.as_tensor(np.asarray(record.tokens, dtype=np.int64))
+        if given is None:
+            device = self.model.device
+            return _Given.of(canvas.to(device), mask.to(device), self.lm.special_token_id)
+        same = torch.equal(given.mask.cpu(), mask) and torch.equal(given.tokens.cpu()[mask], canvas[mask])
+        if not same:
+            raise ValueError("Cannot resume: the given tokens differ from the record's.")
+        return given
+
     def _iterate(
-        self, state, global_step, total, config, controls, conditions, prompt, generator, prompts, cancel
+        self, state, global_step, total, config, controls, conditions, given, generator, prompts, cancel
     ):
         """The decoding loop proper (a generator); :meth:`steps` validates and prepares."""
         K = self.model.num_codebooks
@@ -286,7 +416,7 @@ class Engine:
                 return
             values = controls.snapshot()
             t0 = time.perf_counter()
-            state, fields = self._step(state, values, config, conditions, prompt, generator, prompts)
+            state, fields = self._step(state, values, config, conditions, given, generator, prompts)
             now = time.perf_counter()
             yield StepRecord(
                 global_step=global_step,
@@ -298,7 +428,7 @@ class Engine:
             )
             global_step += 1
 
-    def _resume_state(self, record: StepRecord, config, B, K, T, prompt, device) -> tuple[_State, int]:
+    def _resume_state(self, record: StepRecord, config, B, K, T, given, device) -> tuple[_State, int]:
         if record.tokens.shape != (B, K, T):
             raise ValueError(
                 f"Cannot resume: the record's canvas is {list(record.tokens.shape)} but this run's is {[B, K, T]} "
@@ -315,9 +445,7 @@ class Engine:
         tokens = torch.as_tensor(np.asarray(record.tokens, dtype=np.int64), device=device)
         scores = torch.as_tensor(np.array(record.scores), device=device)
         if record.is_stage_end:
-            state = self._stage_start(
-                tokens, record.stage + 1, config, 0 if prompt is None else prompt.shape[-1]
-            )
+            state = self._stage_start(tokens, record.stage + 1, config, given)
         else:
             mask = torch.as_tensor(np.array(record.mask_after), device=device)[:, None]
             state = _State(tokens, record.stage, record.step + 1, scores, mask)
@@ -331,6 +459,8 @@ class Engine:
         seed: int = 0,
         controls: LiveControls | None = None,
         prompt_tokens: torch.Tensor | None = None,
+        given_tokens: torch.Tensor | np.ndarray | None = None,
+        given_mask: torch.Tensor | np.ndarray | None = None,
         resume_from: StepRecord | None = None,
         cancel: threading.Event | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
@@ -349,6 +479,8 @@ class Engine:
             seed=seed,
             controls=controls,
             prompt_tokens=prompt_tokens,
+            given_tokens=given_tokens,
+            given_mask=given_mask,
             resume_from=resume_from,
             cancel=cancel,
         ):

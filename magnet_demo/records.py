@@ -49,6 +49,12 @@ class StepRecord:
         scores: ``[B, 1, N]`` float32 unit scores after the step (higher = re-mask first).
         rng_state: the sampler's generator state after the step (uint8), for resuming.
         step_seconds, elapsed: wall time of this step, and since the run started.
+        given: ``[B, K, T]`` bool, True on given tokens (an audio prompt, or the audio kept around
+            a re-decoded region): they are never masked, and ``tokens`` holds them in every
+            codebook from the first step on (so higher stages show them among the ``mask_id``).
+            None when nothing was given. One read-only array shared by all records of a run.
+            ``mask_after`` may include given frames of a unit that is re-masked (they are put back
+            at once): :meth:`committed_tokens` leaves them alone.
     """
 
     stage: int
@@ -73,6 +79,7 @@ class StepRecord:
     mask_id: int
     step_seconds: float = 0.0
     elapsed: float = 0.0
+    given: np.ndarray | None = None
 
     @property
     def newly_fixed(self) -> np.ndarray:
@@ -90,7 +97,8 @@ class StepRecord:
     def committed_tokens(self) -> np.ndarray:
         """``[B, K, T]`` tokens with the frames the next step re-masks set to ``mask_id``."""
         tokens = np.array(self.tokens)
-        tokens[:, self.stage][self.mask_after] = self.mask_id
+        remasked = self.mask_after if self.given is None else self.mask_after & ~self.given[:, self.stage]
+        tokens[:, self.stage][remasked] = self.mask_id
         return tokens
 
 

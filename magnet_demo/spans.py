@@ -22,7 +22,7 @@ SPAN_ARRANGEMENTS = (NONOVERLAP, STRIDE1)
 SCORING_MAX = "max"
 SCORING_PROD = "prod"
 SPAN_SCORINGS = (SCORING_MAX, SCORING_PROD)
-#: score of a unit that must never be masked again (prompt, or fixed at an earlier step)
+#: score of a unit that must never be masked again (given, or fixed at an earlier step)
 NEVER_REMASK = -1e4
 
 
@@ -51,6 +51,28 @@ def initial_scores(B: int, n_units: int, n_prompt_units: int) -> torch.Tensor:
     scores = torch.zeros((B, 1, n_units), dtype=torch.float32)
     scores[..., :n_prompt_units] = NEVER_REMASK
     return scores
+
+
+def given_units(given: torch.Tensor, arrangement: str, span_len: int) -> torch.Tensor:
+    """``[B, 1, T]`` bool given frames -> ``[B, 1, N]`` bool: units whose every frame is given.
+
+    A chunk that is only partly given is *not* a given unit: it is decoded like any other, and its
+    given frames are put back after every masking (audiocraft's rule for a prompt whose length is
+    not a multiple of the span). For a prefix of ``P`` frames this gives :func:`prompt_units` units.
+    """
+    if uses_chunks(arrangement, span_len):
+        B, _, T = given.shape
+        return given.reshape(B, 1, T // span_len, span_len).all(dim=-1)
+    return given.clone()
+
+
+def given_scores(units: torch.Tensor) -> torch.Tensor:
+    """Scores at the start of a stage: 0, and NEVER_REMASK on given units. ``[B, 1, N]`` float32.
+
+    ``units`` is the ``[B, 1, N]`` bool of :func:`given_units`; with a prefix this equals
+    :func:`initial_scores`.
+    """
+    return torch.zeros(units.shape, dtype=torch.float32).masked_fill(units.cpu(), NEVER_REMASK)
 
 
 def _spans_mask(starts: torch.Tensor, T: int, span_len: int) -> torch.Tensor:

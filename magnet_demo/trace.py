@@ -2,7 +2,8 @@
 
 Per-step arrays are stacked along a leading step axis ``S``: ``tokens [S, B, K, T]`` int16,
 ``mask_before`` / ``mask_after`` ``[S, B, T]`` bool, ``confidence`` ``[S, B, T]`` float32,
-``scores [S, B, 1, N]``, ``rng_state [S, L]`` uint8, and one array per scalar field. The live
+``scores [S, B, 1, N]``, ``rng_state [S, L]`` uint8, and one array per scalar field; a run with
+given tokens adds ``given [S, B, K, T]`` bool (all False on records without). The live
 controls of every step, the decoding config, prompts, seed and model name go into a JSON string
 stored in the archive (key ``meta``) and, when asked, into a ``.json`` file beside it.
 """
@@ -86,6 +87,10 @@ def save_trace(
             ]
         )
         info["rescored_steps"] = [r.rescorer_confidence is not None for r in records]
+    if any(r.given is not None for r in records):
+        none = np.zeros(records[0].tokens.shape, np.bool_)
+        arrays["given"] = np.stack([none if r.given is None else r.given for r in records])
+        info["given_steps"] = [r.given is not None for r in records]
     text = json.dumps(info, default=str)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +111,9 @@ def load_trace(path: str | Path) -> tuple[list[StepRecord], dict[str, Any]]:
             )
         arrays = {name: data[name] for name in data.files if name != "meta"}
     rescored = info.get("rescored_steps")
+    given_steps = info.get("given_steps") or [False] * len(info["controls"])
     records = []
+    shared: np.ndarray | None = None  # records of one run share one given array, as they did
     for s, controls in enumerate(info["controls"]):
         fields: dict[str, Any] = {name: frozen_array(arrays[name][s]) for name in _ARRAYS}
         for name in _SCALARS:
@@ -116,6 +123,10 @@ def load_trace(path: str | Path) -> tuple[list[StepRecord], dict[str, Any]]:
             frozen_array(arrays["rescorer_confidence"][s]) if has_rescorer else None
         )
         fields["controls"] = _controls_from_json(controls)
+        if given_steps[s]:
+            if shared is None or not np.array_equal(shared, arrays["given"][s]):
+                shared = frozen_array(arrays["given"][s], np.bool_)
+            fields["given"] = shared
         records.append(StepRecord(**fields))
     return records, info
 

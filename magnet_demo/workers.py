@@ -68,6 +68,9 @@ class DecodeJob:
         resume_from: the record to continue after (a fork), or None for a fresh run.
         rescorer: True when the run may rescore (its model offers a rescorer): the worker loads it
             when the rescoring weight first rises above 0, at the start or live.
+        given_tokens, given_mask: ``[B or 1, K, T]`` codes and bool mask of tokens that are given
+            (an audio prompt to continue, or the audio around a region to re-decode), or None;
+            see :meth:`magnet_demo.engine.Engine.steps` and :mod:`magnet_demo.audio_in`.
     """
 
     model: str
@@ -76,6 +79,8 @@ class DecodeJob:
     seed: int
     resume_from: StepRecord | None = None
     rescorer: bool = False
+    given_tokens: np.ndarray | None = None
+    given_mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,14 @@ def run_job(job: DecodeJob | AudioJob, controls: LiveControls, stop, models: Mod
     rescorer = _LazyRescorer(lambda: models.rescorer(job.model, model)) if job.rescorer else None
     last = job.resume_from
     steps = Engine(model, rescorer).steps(
-        job.prompts, job.config, seed=job.seed, controls=controls, resume_from=job.resume_from, cancel=stop
+        job.prompts,
+        job.config,
+        seed=job.seed,
+        controls=controls,
+        given_tokens=job.given_tokens,
+        given_mask=job.given_mask,
+        resume_from=job.resume_from,
+        cancel=stop,
     )
     for record in steps:
         last = record

@@ -53,3 +53,74 @@ def test_cli_starts_from_the_models_recommended_settings(tiny_folder, tmp_path):
         records, info = load_trace(tmp_path / out / "trace.npz")
         assert records[0].controls.temperature == 2.0
         assert info["config"]["top_p"] == top_p
+
+
+def _wav(path, seconds):
+    import numpy as np
+
+    t = np.arange(round(seconds * 32000)) / 32000
+    sf.write(path, (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 32000)
+    return str(path)
+
+
+def _audio_in_run(tiny_folder, tmp_path, *extra):
+    return main(
+        [
+            "a b",
+            "--model",
+            str(tiny_folder),
+            "--duration",
+            "2",
+            "--steps",
+            "2,1,1,1",
+            "--out",
+            str(tmp_path),
+            *extra,
+        ]
+    )
+
+
+def test_cli_continues_a_file(tiny_folder, tmp_path, capsys):
+    from magnet_demo import audio_in
+    from magnet_demo.models import load_model
+
+    song = _wav(tmp_path / "song.wav", 1.0)
+    assert _audio_in_run(tiny_folder, tmp_path, "--continue", song, "--keep", "0.5") == 0
+    assert "note: Used the first 0.5 s of the 1 s audio." in capsys.readouterr().out
+    records, info = load_trace(tmp_path / "trace.npz")
+    assert info["continue"] == song and info["keep"] == 0.5
+    given = records[-1].given
+    assert given.shape == (1, 4, 99) and given[..., :25].all() and not given[..., 25:].any()
+    # the kept half second is the codec's encoding of the file's first half second
+    codes, _ = audio_in.audio_codes(load_model(str(tiny_folder)), song, duration=0.5)
+    assert (records[-1].tokens[..., :25] == codes.numpy()[..., :25]).all()
+
+
+def test_cli_inpaints_a_region_of_a_file(tiny_folder, tmp_path, capsys):
+    song = _wav(tmp_path / "song.wav", 2.0)
+    assert _audio_in_run(tiny_folder, tmp_path, "--inpaint", song, "--region", "0.7", "1.3") == 0
+    assert "note: The region was widened to whole spans: 0.66-1.32 s." in capsys.readouterr().out
+    records, info = load_trace(tmp_path / "trace.npz")
+    assert info["inpaint"] == song and info["region"] == [0.66, 1.32]
+    given = records[0].given[0, 0]
+    assert not given[33:66].any() and given[:33].all() and given[66:].all()
+
+
+def test_cli_audio_in_errors_are_messages(tiny_folder, tmp_path, capsys):
+    import pytest
+
+    song = _wav(tmp_path / "song.wav", 2.0)
+    assert _audio_in_run(tiny_folder, tmp_path, "--inpaint", song, "--region", "1.2", "0.4") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The region 1.2-0.4 s is reversed") and "Traceback" not in err
+    assert _audio_in_run(tiny_folder, tmp_path, "--continue", song, "--keep", "3") == 2
+    assert capsys.readouterr().err.startswith("error: Keeping 3 s leaves nothing to generate")
+    for extra, message in (
+        (["--continue", song, "--inpaint", song], "argument --inpaint: not allowed with argument --continue"),
+        (["--continue", song], "--continue FILE needs --keep SECONDS"),
+        (["--inpaint", song, "--keep", "1"], "--inpaint FILE needs --region START END"),
+        (["--region", "0", "1"], "--region goes with --inpaint FILE"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            _audio_in_run(tiny_folder, tmp_path, *extra)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
