@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     hosting.limit_malloc_arenas()  # many request threads, one process: keep freed memory reusable
     gpu = hosting.gpu_decorator()  # before torch sees CUDA, as ZeroGPU requires
     ensure_audiocraft()
+    from magnet_demo.audio_in import MAX_UPLOAD_MB
     from magnet_demo.controls import Limits
     from magnet_demo.layout import build_ui
     from magnet_demo.model_cache import ModelCache
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         share=args.share,
         allowed_paths=[str(output_dir)],
         show_error=False,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
     )
 
 

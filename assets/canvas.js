@@ -20,6 +20,7 @@ const legendBox = element.querySelector(".mc-legend");
 let shown = null;  // the step drawn now (or null: the blank canvas of a run that has not stepped)
 let pending = false;
 let scrubbed = null;  // the "Step" slider's value, for the inspect role
+let drawnKey = null;  // what the last drawing showed
 
 function bytes(b64) {
   const raw = atob(b64), out = new Uint8Array(raw.length);
@@ -103,15 +104,20 @@ function tokenOf(step, k, f) {
   return source ? decoded(source).tokens[f] : null;
 }
 
-function sizeCanvas(target, cssHeight) {
+function sizeCanvas(target, cssHeight) {  // a new backing store only when the size changes
   const width = Math.max(320, element.clientWidth || 800), ratio = window.devicePixelRatio || 1;
-  target.style.width = `${width}px`;
-  target.style.height = `${cssHeight}px`;
-  target.width = Math.round(width * ratio);
-  target.height = Math.round(cssHeight * ratio);
+  const pixels = [Math.round(width * ratio), Math.round(cssHeight * ratio)];
+  if (target.width !== pixels[0] || target.height !== pixels[1]) {
+    target.style.width = `${width}px`;
+    target.style.height = `${cssHeight}px`;
+    [target.width, target.height] = pixels;
+  }
   const ctx = target.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, cssHeight);
   ctx.font = "12px sans-serif";
+  ctx.lineWidth = 1;
+  ctx.setLineDash([]);
   return { ctx, width };
 }
 
@@ -150,7 +156,6 @@ function drawCanvas(step) {
   const box = layout(step);
   const { ctx, width } = sizeCanvas(canvas, box.axisTop + AXIS);
   const fw = (width - LABEL - RIGHT) / T;
-  ctx.clearRect(0, 0, width, box.axisTop + AXIS);
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
   for (let k = 0; k < K; k++) {
@@ -198,7 +203,6 @@ function drawSchedules(index) {
   const step = index === null ? null : store.steps[index];
   const planIds = Object.keys(store.plans);
   const plan = step ? store.plans[step.plan] : store.plans[planIds[planIds.length - 1]];
-  ctx.clearRect(0, 0, width, SCHEDULE_HEIGHT);
   const panelW = width / PANELS.length, top = 22, bottom = SCHEDULE_HEIGHT - 30;
   PANELS.forEach(([key, name], p) => {
     const left = p * panelW + 40, right = (p + 1) * panelW - 12;
@@ -300,6 +304,10 @@ function redraw() {
   if (!store.header) return;
   shown = stepToShow();
   const step = shown === null ? null : store.steps[shown];
+  // the same step of the same feed, drawn at the same width, looks the same: skip it
+  const key = `${store.header.feed}:${shown}:${!!step}:${element.clientWidth}:${Object.keys(store.plans).length}`;
+  if (key === drawnKey) return;
+  drawnKey = key;
   const run = `Run #${store.header.run}`;
   title.textContent = step ? `${run} · ${step.title}` : `${run} · starting…`;
   drawCanvas(step);

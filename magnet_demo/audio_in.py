@@ -32,6 +32,8 @@ import torch
 #: the longest upload accepted, in seconds; a longer file is refused from its header, before
 #: decoding (a file whose header has no length is decoded up to just past this and then refused)
 MAX_UPLOAD_SECONDS = 60.0
+#: the largest file the server accepts at all (Gradio refuses bigger uploads before storing them)
+MAX_UPLOAD_MB = 64
 #: sample rates that can be resampled, in Hz (whole numbers only)
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000

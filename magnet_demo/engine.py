@@ -132,8 +132,7 @@ class Engine:
 
     def frames(self, config: DecodingConfig) -> int:
         """Frames actually decoded for ``config`` (nonoverlap trims to a multiple of the span)."""
-        T = int(config.duration * self.model.frame_rate)
-        return spans.decoded_length(T, config.span_arrangement, self.lm.span_len)
+        return self.model.frames(config)
 
     def _stage_start(
         self, tokens: torch.Tensor, stage: int, config: DecodingConfig, given: _Given | None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from magnet_demo.controls import (
     DEFAULT_DECODING_STEPS,
@@ -99,6 +101,27 @@ def parse_numbers(value: object, what: str, kind: type = float, max_items: int |
         except ValueError:
             raise ValueError(f"{what}: '{item[:QUOTED_CHARS]}' is not a {noun}.") from None
     return tuple(values)
+
+
+def uploaded_file(value: object, roots: Sequence[str | Path]) -> tuple[Path, str] | None:
+    """The file of an audio input's raw value (Gradio's ``FileData`` dict, or a path), and its name.
+
+    Only files under ``roots`` (Gradio's upload folder) are accepted: a client cannot make the
+    server read any other path. Returns None for no file.
+    """
+    if value in (None, ""):
+        return None
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str) or not path:
+        raise ValueError("The audio input is not a file: upload a file or record one.")
+    name = value.get("orig_name") if isinstance(value, dict) else None
+    name = Path(name or path).name[:QUOTED_CHARS]
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(Path(root).resolve()) for root in roots):
+        raise ValueError(f"'{name}' was not uploaded to this server: upload the file first.")
+    if not resolved.is_file():
+        raise ValueError(f"'{name}' is no longer on the server: upload it again.")
+    return resolved, f"'{name}'"
 
 
 def default_steps(num_codebooks: int) -> tuple[int, ...]:

@@ -17,6 +17,8 @@ from pathlib import Path
 import gradio as gr
 
 from magnet_demo import viz
+from magnet_demo.audio_in import MAX_UPLOAD_MB, MAX_UPLOAD_SECONDS
+from magnet_demo.audio_modes import DEFAULT_KEEP_SECONDS, DEFAULT_REGION, GENERATE, MODES
 from magnet_demo.controls import (
     DEFAULT_CFG_CURVE_TEXT,
     DEFAULT_DURATION,
@@ -39,6 +41,9 @@ DURATION_STEP = 0.5
 MAX_CFG_SLIDER = 30.0
 MAX_TEMPERATURE_SLIDER = 10.0
 SPECTROGRAM_HEIGHT = 240
+#: the region sliders: up to the longest released model's 30 s, a frame (at 50 Hz) a notch
+MAX_REGION_SLIDER = 30.0
+REGION_STEP = 0.02
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SCRUB_ID = "scrub"
 #: the canvas widget's markup; canvas.js draws into it (no template tags: it never re-renders)
@@ -135,6 +140,22 @@ class SettingsPanel:
             self.rescore_weight,
             *sampling,
         ]
+
+
+@dataclass(frozen=True)
+class AudioPanel:
+    """Audio in: the mode, the input audio, the seconds to keep, the region to re-decode."""
+
+    mode: gr.Radio
+    audio: gr.Audio
+    keep: gr.Number
+    region_start: gr.Slider
+    region_end: gr.Slider
+    use_run: gr.Button
+
+    def inputs(self) -> list:
+        """The last inputs of ``DemoApp.generate``, after the run inputs."""
+        return [self.mode, self.audio, self.keep, self.region_start, self.region_end]
 
 
 @dataclass(frozen=True)
@@ -244,11 +265,42 @@ def _decoding_settings(limits: Limits) -> dict:
     )  # fmt: skip
 
 
-def settings_panel(app: DemoApp) -> SettingsPanel:
+def audio_panel() -> AudioPanel:
+    """Continue a clip or re-decode a region of it: an upload, a recording or a run's audio."""
+    with gr.Accordion("Audio in: continue a clip, or re-decode a region of it", open=False):
+        mode = gr.Radio(list(MODES), value=GENERATE, label="Mode", elem_id="mode")
+        audio = gr.Audio(
+            sources=["upload", "microphone"],
+            type="filepath",
+            label=f"Input audio (up to {MAX_UPLOAD_SECONDS:g} s; resampled, mixed to mono, cropped to the duration)",
+            elem_id="audio-in",
+        )
+        use_run = gr.Button("Use the run shown as input audio", size="sm", elem_id="use-run")
+        keep = gr.Number(DEFAULT_KEEP_SECONDS, label="Continue: seconds to keep", minimum=0, elem_id="keep")
+        with gr.Row():
+            start, end = (
+                gr.Slider(0, MAX_REGION_SLIDER, value, step=REGION_STEP, label=label, elem_id=elem_id)
+                for value, label, elem_id in zip(
+                    DEFAULT_REGION,
+                    ("Region start (s)", "Region end (s)"),
+                    ("region-start", "region-end"),
+                    strict=True,
+                )
+            )
+        gr.Markdown(
+            "Re-decode region: the audio outside the region is kept in every codebook and the model "
+            "sees it on both sides; the region snaps to whole spans. Drag across the canvas to pick it."
+        )
+    return AudioPanel(mode, audio, keep, start, end, use_run)
+
+
+def settings_panel(app: DemoApp) -> tuple[SettingsPanel, AudioPanel]:
+    """The left column: prompt and model, audio in, live controls, decoding settings."""
     limits = app.limits
-    return SettingsPanel(
-        **_prompt_and_model(app, limits), **_live_controls(limits), **_decoding_settings(limits)
-    )
+    prompt_and_model = _prompt_and_model(app, limits)
+    audio = audio_panel()
+    settings = SettingsPanel(**prompt_and_model, **_live_controls(limits), **_decoding_settings(limits))
+    return settings, audio
 
 
 def _image(label: str, **kwargs) -> gr.Image:
@@ -323,6 +375,7 @@ def wire(
     app: DemoApp,
     demo: gr.Blocks,
     left: SettingsPanel,
+    audio: AudioPanel,
     main: MainView,
     inspect: InspectPanel,
     concurrency_limit: int,
@@ -333,15 +386,36 @@ def wire(
     left.model.change(app.model_changed, model_inputs, left.model_outputs(), api_name="model_info", **RAW)
     demo.load(app.model_changed, model_inputs, left.model_outputs(), **PRIVATE)
 
-    decoding = dict(concurrency_limit=concurrency_limit, concurrency_id="decode", **RAW)
+    # Gradio's progress overlay (queue position, timer) on the status line only: on every output
+    # it repaints the whole page many times a second, CPU the decoding needs
+    decoding = dict(
+        concurrency_limit=concurrency_limit,
+        concurrency_id="decode",
+        show_progress="minimal",
+        show_progress_on=[main.status],
+        **RAW,
+    )
     run_inputs = [*left.run_inputs(), inspect.sample_shown]
-    generated = left.generate.click(app.generate, run_inputs, main.outputs(), api_name="generate", **decoding)
+    outputs = main.outputs()
+    started = left.generate.click(
+        app.generate, [*run_inputs, *audio.inputs()], outputs, api_name="generate", **decoding
+    )
     forked = inspect.fork.click(
-        app.fork, [main.runs, main.scrub, *run_inputs], main.outputs(), api_name="fork", **decoding
+        app.fork, [main.runs, main.scrub, *run_inputs], outputs, api_name="fork", **decoding
     )
     step_inputs = [main.runs, main.scrub, inspect.sample_shown]
-    for event in (generated, forked):
+    for event in (started, forked):
         event.then(app.inspect, step_inputs, inspect.outputs(), **PRIVATE)
+    # the other two modes as endpoints of their own (the page's button reaches them through
+    # /generate's mode): audio file in, the outputs of /generate
+    endpoints = (
+        ("continue", app.continue_clip, [audio.audio, audio.keep]),
+        ("inpaint", app.inpaint, [audio.audio, audio.region_start, audio.region_end]),
+    )
+    for name, handler, first_inputs in endpoints:
+        api_button = gr.Button(visible=False)
+        api_button.click(handler, [*first_inputs, *run_inputs], outputs, api_name=name, **decoding)
+    audio.use_run.click(app.use_run_audio, [main.runs, inspect.sample_shown], audio.audio, **PRIVATE)
     left.stop.click(app.stop, None, left.steer_note, api_name="stop", queue=False)
 
     steer = (app.steer, left.live_inputs(), left.steer_note)
@@ -372,11 +446,11 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                left = settings_panel(app)
+                left, audio = settings_panel(app)
             with gr.Column(scale=2, min_width=480):
                 main, inspect = main_panel(app, left.seed)
         app.components = main
-        wire(app, demo, left, main, inspect, concurrency_limit)
+        wire(app, demo, left, audio, main, inspect, concurrency_limit)
     return demo
 
 
@@ -396,5 +470,6 @@ def launch_local(app: DemoApp, *, queue_size: int = 8) -> tuple[gr.Blocks, str]:
         prevent_thread_lock=True,
         quiet=True,
         allowed_paths=[str(app.sessions.root)],
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
     )
     return demo, f"http://127.0.0.1:{port}/"

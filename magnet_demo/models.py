@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from magnet_demo import spans
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, load_package
 from magnet_demo.compat import has_real_xformers, import_audiocraft
 from magnet_demo.controls import PRECISIONS, DecodingConfig
@@ -117,6 +118,11 @@ class LoadedModel:
     @property
     def frame_rate(self) -> int:
         return int(self.compression_model.frame_rate)
+
+    def frames(self, config: DecodingConfig) -> int:
+        """T, the frames a run of ``config`` decodes ('nonoverlap' trims to whole spans)."""
+        frames = int(config.duration * self.frame_rate)
+        return spans.decoded_length(frames, config.span_arrangement, int(self.lm.span_len))
 
     @property
     def max_duration(self) -> float:

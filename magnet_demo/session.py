@@ -81,6 +81,7 @@ class Run:
     parent: Run | None = None
     fork_index: int | None = None  # index in parent.records this run resumes after
     notes: tuple[str, ...] = ()
+    source: str = ""  # what the run does with input audio ("continues the first 3 s of 'a.wav'")
     num_frames: int = 0  # T, frames decoded
     given: np.ndarray | None = None  # [B, K, T] bool: tokens given by input audio
     given_tokens: np.ndarray | None = None  # [B, K, T] their ids
@@ -132,8 +133,9 @@ class Run:
         prompt = self.prompts[0] if len(self.prompts[0]) <= 40 else self.prompts[0][:39] + "…"
         origin = "" if self.parent is None else f" ← #{self.parent.number} step {self.fork_index + 1}"
         samples = f" ×{len(self.prompts)}" if len(self.prompts) > 1 else ""
+        source = f" · {self.source}" if self.source else ""
         return (
-            f"#{self.number}{origin} · {prompt}{samples} · seed {self.seed} · "
+            f"#{self.number}{origin} · {prompt}{samples}{source} · seed {self.seed} · "
             f"{len(self.records)}/{self.total_steps} steps · {self.status}"
         )
 
@@ -170,6 +172,7 @@ class Run:
             "steps_done": len(self.records),
             "total_steps": self.total_steps,
             "forked_from": None if self.parent is None else [self.parent.number, self.fork_index],
+            "audio_in": self.source or None,
             "config": dataclasses.asdict(self.config),
             "files": [str(p) for p in self.files],
         }

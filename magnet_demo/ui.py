@@ -19,8 +19,17 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
+from gradio import utils as gradio_utils
 
-from magnet_demo import spans, texts, viz
+from magnet_demo import texts, viz
+from magnet_demo.audio_modes import (
+    CONTINUE,
+    DEFAULT_KEEP_SECONDS,
+    DEFAULT_REGION,
+    GENERATE,
+    REGION,
+    AudioRequest,
+)
 from magnet_demo.controls import Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import (
@@ -30,6 +39,7 @@ from magnet_demo.form import (
     number,
     parse_numbers,
     steps_text,
+    uploaded_file,
     whole,
 )
 from magnet_demo.model_cache import ModelCache
@@ -81,12 +91,6 @@ class _NeverStop:
 
 
 _NEVER_STOP = _NeverStop()
-
-
-def decoded_frames(model: LoadedModel, config) -> int:
-    """T, the frames a run of ``config`` decodes ('nonoverlap' trims to whole spans)."""
-    frames = int(config.duration * model.frame_rate)
-    return spans.decoded_length(frames, config.span_arrangement, model.lm.span_len)
 
 
 def load_examples(path: Path = EXAMPLES_PATH) -> dict[str, list[str]]:
@@ -242,16 +246,102 @@ class DemoApp:
         random_seed: bool,
         samples: int,
         sample_shown: int = 1,
+        mode: str = GENERATE,
+        audio: object = None,
+        keep_seconds: float = DEFAULT_KEEP_SECONDS,
+        region_start: float = DEFAULT_REGION[0],
+        region_end: float = DEFAULT_REGION[1],
         request: gr.Request = None,
     ) -> Iterator[dict]:
-        """Decode a new run; yields one update per step, then the audio and the files."""
+        """Decode a new run; yields one update per step, then the audio and the files.
+
+        ``mode`` 'continue' and 're-decode region' take ``audio`` (an uploaded file) as the page's
+        button does; ``/continue`` and ``/inpaint`` are the same runs with only their own values.
+        """
         settings = self._settings(locals())
+        audio_request = self._audio_request(mode, audio, keep_seconds, region_start, region_end)
+        yield from self._fresh_run(settings, sample_shown, request, audio_request)
+
+    def continue_clip(
+        self,
+        audio: object,
+        keep_seconds: float,
+        prompt: str,
+        model: str,
+        duration: float,
+        decoding_steps: str,
+        span_arrangement: str,
+        span_scoring: str,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_cfg_coef: float,
+        min_cfg_coef: float,
+        cfg_schedule: str,
+        cfg_curve: str,
+        rescore_weight: float,
+        seed: int,
+        random_seed: bool,
+        samples: int,
+        sample_shown: int = 1,
+        request: gr.Request = None,
+    ) -> Iterator[dict]:
+        """Keep the first ``keep_seconds`` of ``audio`` (an uploaded file) and decode the rest."""
+        settings = self._settings(locals())
+        audio_request = self._audio_request(CONTINUE, audio, keep_seconds)
+        yield from self._fresh_run(settings, sample_shown, request, audio_request)
+
+    def inpaint(
+        self,
+        audio: object,
+        region_start: float,
+        region_end: float,
+        prompt: str,
+        model: str,
+        duration: float,
+        decoding_steps: str,
+        span_arrangement: str,
+        span_scoring: str,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_cfg_coef: float,
+        min_cfg_coef: float,
+        cfg_schedule: str,
+        cfg_curve: str,
+        rescore_weight: float,
+        seed: int,
+        random_seed: bool,
+        samples: int,
+        sample_shown: int = 1,
+        request: gr.Request = None,
+    ) -> Iterator[dict]:
+        """Keep ``audio`` (an uploaded file) outside ``[region_start, region_end)`` seconds and
+        re-decode inside, every codebook seeing the kept audio on both sides."""
+        settings = self._settings(locals())
+        audio_request = self._audio_request(REGION, audio, start=region_start, end=region_end)
+        yield from self._fresh_run(settings, sample_shown, request, audio_request)
+
+    def _audio_request(self, mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
+        """The checked audio request (gr.Error for a bad one); None in mode 'generate'."""
+        try:
+            upload = uploaded_file(audio, [gradio_utils.get_upload_folder()]) if mode != GENERATE else None
+            path, name = upload if upload else (None, "")
+            return AudioRequest.checked(mode, path, name, keep, start, end)
+        except ValueError as error:
+            raise gr.Error(str(error), title="Check the audio") from None
+
+    def _fresh_run(
+        self, settings: Settings, sample_shown: object, request, audio: AudioRequest | None = None
+    ) -> Iterator[dict]:
+        """A new run of ``settings`` (given tokens from ``audio`` when set), streamed to the page."""
         session = self.session(request)
         loaded = self.load(settings.model)
         try:
             prompts = settings.prompts(self.limits)
             config = settings.config(loaded, self.limits)
             seed_used = settings.pick_seed()
+            given = None if audio is None else audio.given(loaded, config)
         except ValueError as error:
             raise gr.Error(str(error), title="Check the settings") from None
         previous = session.run(None)
@@ -262,7 +352,11 @@ class DemoApp:
             seed=seed_used,
             sample_rate=loaded.sample_rate,
             frame_rate=loaded.frame_rate,
-            num_frames=decoded_frames(loaded, config),
+            num_frames=loaded.frames(config),
+            notes=() if given is None else given.notes,
+            source="" if given is None else given.source,
+            given=None if given is None or not given.mask.any() else given.mask,
+            given_tokens=None if given is None or not given.mask.any() else given.tokens,
         )
         yield from self._stream(session, run, loaded, previous, sample_shown)
 
@@ -325,6 +419,7 @@ class DemoApp:
             sample_rate=parent.sample_rate,
             frame_rate=parent.frame_rate,
             num_frames=parent.num_frames,
+            source=parent.source,
             given=parent.given,
             given_tokens=parent.given_tokens,
             parent=parent,
@@ -371,6 +466,9 @@ class DemoApp:
             seed=run.seed,
             resume_from=None if run.parent is None else run.parent.records[run.fork_index],
             rescorer=rescorer_offered,
+            # a fork's record carries its given tokens
+            given_tokens=run.given_tokens if run.parent is None else None,
+            given_mask=run.given if run.parent is None else None,
         )
 
     def _stream(self, session: Session, run: Run, model: LoadedModel, previous: Run | None, sample: int):
@@ -385,6 +483,7 @@ class DemoApp:
         if run.config.rescore_weight > 0 and not rescorer_offered:
             notes.append("rescoring off: no rescorer reads this model's tokens")
         origin = "" if run.parent is None else f" (from run #{run.parent.number}, step {run.fork_index + 1})"
+        origin += f", {run.source}" if run.source else ""
         first = {
             comp.status: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
             comp.scrub: gr.update(maximum=run.total_steps, value=run.total_steps),
@@ -587,6 +686,19 @@ class DemoApp:
             comp.downloads: session.files(),
             comp.scrub: gr.update(maximum=run.total_steps, value=len(run.records)),
         }
+
+    def use_run_audio(self, run_number: object, sample_shown: object = 1, request: gr.Request = None):
+        """The WAV of a run of this session, for the audio input (continue it, re-decode part of it)."""
+        session = self.session(request)
+        try:
+            run = session.run(run_number)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        sample = self._sample(run, sample_shown)
+        wavs = [path for path in (run.files if run else []) if path.suffix == ".wav" and path.is_file()]
+        if not wavs:
+            raise gr.Error("That run has no audio file (yet, or any more): pick a finished run.")
+        return str(wavs[min(sample, len(wavs) - 1)])
 
     def forget(self, request: gr.Request = None) -> None:
         """The page was closed: drop its runs from memory (files stay on disk)."""
