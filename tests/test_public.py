@@ -6,9 +6,12 @@ from __future__ import annotations
 import socket
 import time
 
+import httpx
 import huggingface_hub.constants
+import numpy as np
 import pytest
-from gradio_client import Client
+import soundfile as sf
+from gradio_client import Client, handle_file
 from test_ui import TOTAL, settings  # noqa: E402  (tests/ is on sys.path)
 
 from magnet_demo.layout import launch_local
@@ -174,3 +177,64 @@ def test_a_full_queue_says_busy_and_the_server_recovers(tmp_path):
         assert "finished" in after[0]
     finally:
         demo.close()
+
+
+def _raw_call(url: str, api_name: str, data: list) -> str:
+    """The error message of a call made without gradio_client (which uploads every local path)."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        event = http.post(f"/gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+        stream = http.get(f"/gradio_api/call/{api_name}/{event}").text
+    assert "event: error" in stream, stream
+    return stream
+
+
+def test_audio_endpoints_refuse_garbage_readably(server, tmp_path):
+    app, model, url = server
+    client = Client(url, verbose=False, download_files=False)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, 0.1 * np.sin(np.arange(3 * 8000) / 8000 * 2 * np.pi * 440), 8000)
+    ten_minutes = tmp_path / "long.wav"
+    sf.write(ten_minutes, np.zeros(600 * 8000, dtype=np.int16), 8000, subtype="PCM_16")
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not a sound")
+    run = settings(model, duration=3.0)
+    region = dict(region_start=0.5, region_end=1.5)
+    # a path the client did not upload (gradio_client would upload it: sent raw): Gradio refuses
+    # it before any handler runs (its message is empty; our own check, in the handler, says
+    # "was not uploaded to this server": tests/test_audio_studio.py)
+    foreign = {"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}
+    runs_before = sum(len(session.runs) for session in app.sessions._sessions.values())
+    assert "Traceback" not in _raw_call(url, "continue", [foreign, 1, *run.values()])
+    assert sum(len(session.runs) for session in app.sessions._sessions.values()) == runs_before
+    _refused(client, "/continue", "needs audio", audio=None, keep_seconds=1, **run)
+    _refused(
+        client,
+        "/continue",
+        "Seconds to keep must be a number, got 'x'",
+        audio=handle_file(clip),
+        keep_seconds="x",
+        **run,
+    )
+    _refused(client, "/inpaint", "is reversed", audio=handle_file(clip), region_start=2, region_end=1, **run)
+    _refused(
+        client,
+        "/inpaint",
+        "is outside the clip",
+        audio=handle_file(clip),
+        region_start=1,
+        region_end=20,
+        **run,
+    )
+    _refused(client, "/inpaint", "it is not a valid WAV file", audio=handle_file(not_audio), **region, **run)
+    _refused(
+        client,
+        "/inpaint",
+        "The audio is 600.0 s long; the longest upload is 60 s",
+        audio=handle_file(ten_minutes),
+        **region,
+        **run,
+    )
+    _refused(client, "/generate", "Unknown mode 'remix'", **run, mode="remix", audio=handle_file(clip))
+    # and a valid one is served
+    outputs = client.predict(audio=handle_file(clip), **region, **run, api_name="/inpaint")
+    assert "finished" in outputs[0]
