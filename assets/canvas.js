@@ -7,6 +7,8 @@ const TARGET_TICKS = 10, SCHEDULE_HEIGHT = 190, SCRUB_POLL_MS = 200;
 const STATE_FIXED = 1, STATE_GIVEN = 4;
 const TEXT = "#282830", MUTED = "#6e6e78", NOT_PREDICTED = "#e4e4e8", NOT_PREDICTED_BYTE = 255;
 const PLAN_COLOUR = "#9aa3b0", USED_COLOUR = "#d1495b", CURSOR_COLOUR = "#2d3039", STAGE_LINE = "#c8ccd2";
+const REGION_FILL = "rgba(255, 255, 255, 0.35)", REGION_EDGE = "#d1495b", REGION_MODE = "re-decode region";
+const MIN_DRAG_PX = 4, REGION_DECIMALS = 2;
 const PANELS = [["mask_rate", "mask rate"], ["cfg_coef", "CFG coefficient"], ["temperature", "temperature"]];
 
 const store = (window.magnetCanvasStore = window.magnetCanvasStore || {
@@ -65,7 +67,6 @@ function ingest(text) {  // read the lines of the feed not read yet
     });
   }
   const end = text.lastIndexOf("\n") + 1;
-  if (end <= store.consumed) return;
   for (const line of text.slice(store.consumed, end).split("\n")) {
     if (!line) continue;
     const item = JSON.parse(line);
@@ -75,7 +76,7 @@ function ingest(text) {  // read the lines of the feed not read yet
       if (item.step === item.steps_in_stage - 1) store.stageEnds[item.stage] = item.index;
     }
   }
-  store.consumed = end;
+  store.consumed = Math.max(store.consumed, end);
   store.views.forEach((redraw) => redraw());
 }
 
@@ -203,6 +204,8 @@ function drawSchedules(index) {
   const step = index === null ? null : store.steps[index];
   const planIds = Object.keys(store.plans);
   const plan = step ? store.plans[step.plan] : store.plans[planIds[planIds.length - 1]];
+  schedule.style.display = plan ? "" : "none";  // input audio shown before any run: no schedules
+  if (!plan) return;
   const panelW = width / PANELS.length, top = 22, bottom = SCHEDULE_HEIGHT - 30;
   PANELS.forEach(([key, name], p) => {
     const left = p * panelW + 40, right = (p + 1) * panelW - 12;
@@ -299,18 +302,83 @@ function describe(event) {  // the hover readout: what is under the pointer
   readout.textContent = parts.join(" · ");
 }
 
+function field(id) {  // the number box of a Gradio slider or number field
+  return document.querySelector(`#${id} input[type=number]`);
+}
+
+function region() {  // [start, end] seconds when the mode is "re-decode region", else null
+  const mode = document.querySelector("#mode input:checked");
+  if (!mode || mode.value !== REGION_MODE) return null;
+  const [start, end] = ["region-start", "region-end"].map((id) => parseFloat(field(id)?.value));
+  return Number.isFinite(start) && Number.isFinite(end) ? [start, end] : null;
+}
+
+function drawRegion(span) {  // shade what the region re-decodes, on every codebook
+  if (!span || !store.header) return;
+  const { frames: T, frame_rate: rate, codebooks: K } = store.header;
+  const ctx = canvas.getContext("2d"), fw = (canvas.clientWidth - LABEL - RIGHT) / T;
+  const [a, b] = [LABEL + span[0] * rate * fw, LABEL + Math.min(span[1] * rate, T) * fw];
+  const height = K * ROW + (K - 1) * ROW_GAP;
+  ctx.fillStyle = REGION_FILL;
+  ctx.fillRect(a, 0, b - a, height);
+  ctx.strokeStyle = REGION_EDGE;
+  ctx.lineWidth = 2;
+  ctx.strokeRect(a, 1, b - a, height - 2);
+  ctx.lineWidth = 1;
+}
+
+function setField(id, value) {  // as if typed: Gradio reads the box on input and on blur
+  const input = field(id);
+  if (!input) return;
+  input.value = String(value);
+  input.dispatchEvent(new Event("input", { bubbles: true }));
+  input.dispatchEvent(new Event("change", { bubbles: true }));
+  input.dispatchEvent(new Event("blur"));
+}
+
+function secondsAt(event) {
+  const { frames: T, frame_rate: rate } = store.header;
+  const rect = canvas.getBoundingClientRect(), fw = (rect.width - LABEL - RIGHT) / T;
+  const frame = Math.max(0, Math.min(T, (event.clientX - rect.left - LABEL) / fw));
+  return Number((frame / rate).toFixed(REGION_DECIMALS));
+}
+
+let drag = null;  // {x, start, end} while the pointer drags a region across the canvas
+canvas.addEventListener("mousedown", (event) => {
+  if (store.header) drag = { x: event.clientX, start: secondsAt(event), end: secondsAt(event) };
+});
+window.addEventListener("mousemove", (event) => {
+  if (!drag) return;
+  drag.end = secondsAt(event);
+  drawnKey = null;
+  requestDraw();
+});
+window.addEventListener("mouseup", (event) => {
+  if (!drag) return;
+  const { x, start } = drag, end = secondsAt(event);
+  drag = null;
+  if (Math.abs(event.clientX - x) < MIN_DRAG_PX) return;
+  document.querySelector(`#mode input[value="${REGION_MODE}"]`)?.click();
+  setField("region-start", Math.min(start, end));
+  setField("region-end", Math.max(start, end));
+  drawnKey = null;
+  requestDraw();
+});
+
 function redraw() {
   pending = false;
   if (!store.header) return;
   shown = stepToShow();
   const step = shown === null ? null : store.steps[shown];
   // the same step of the same feed, drawn at the same width, looks the same: skip it
-  const key = `${store.header.feed}:${shown}:${!!step}:${element.clientWidth}:${Object.keys(store.plans).length}`;
+  const span = drag ? [Math.min(drag.start, drag.end), Math.max(drag.start, drag.end)] : region();
+  const key = `${store.header.feed}:${shown}:${!!step}:${element.clientWidth}:${Object.keys(store.plans).length}:${span}`;
   if (key === drawnKey) return;
   drawnKey = key;
   const run = `Run #${store.header.run}`;
-  title.textContent = step ? `${run} · ${step.title}` : `${run} · starting…`;
+  title.textContent = step ? `${run} · ${step.title}` : store.header.title || `${run} · starting…`;
   drawCanvas(step);
+  drawRegion(span);
   drawSchedules(shown);
   if (legendBox.dataset.feed !== String(store.header.feed)) {
     drawLegend();
@@ -328,6 +396,12 @@ store.views.add(requestDraw);
 canvas.addEventListener("mousemove", describe);
 canvas.addEventListener("mouseleave", () => (readout.textContent = "Point at the canvas to read a token."));
 new ResizeObserver(requestDraw).observe(element);
+document.addEventListener("input", (event) => {
+  if (event.target.closest && event.target.closest("#mode, #region-start, #region-end")) requestDraw();
+}, true);
+document.addEventListener("change", (event) => {
+  if (event.target.closest && event.target.closest("#mode")) requestDraw();
+}, true);
 if (props.role === "inspect") {
   // the slider's own events redraw at once; polling catches values the server sets
   let polled = null;

@@ -119,6 +119,7 @@ class CanvasFeed:
         anneal: whether the temperature is annealed (the planned curve).
         given: ``[K, T]`` bool of tokens given by the input audio, or None.
         given_tokens: ``[K, T]`` their token ids (ignored where not given), or None.
+        title: the picture's title before the first step (default: the run is starting).
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class CanvasFeed:
         anneal: bool = True,
         given: np.ndarray | None = None,
         given_tokens: np.ndarray | None = None,
+        title: str | None = None,
     ):
         self.decoding_steps = tuple(int(n) for n in decoding_steps)
         self.sample = sample
@@ -146,6 +148,7 @@ class CanvasFeed:
             "version": FEED_VERSION,
             "feed": next(_feed_ids),  # a new feed is a new picture, even for the same run
             "run": run,
+            "title": title,
             "codebooks": len(self.decoding_steps),
             "frames": int(num_frames),
             "frame_rate": float(frame_rate),

@@ -416,6 +416,9 @@ def wire(
         api_button = gr.Button(visible=False)
         api_button.click(handler, [*first_inputs, *run_inputs], outputs, api_name=name, **decoding)
     audio.use_run.click(app.use_run_audio, [main.runs, inspect.sample_shown], audio.audio, **PRIVATE)
+    audio.audio.change(
+        app.audio_preview, [audio.audio, left.model, left.duration], [main.canvas, main.status], **PRIVATE
+    )
     left.stop.click(app.stop, None, left.steer_note, api_name="stop", queue=False)
 
     steer = (app.steer, left.live_inputs(), left.steer_note)

@@ -21,7 +21,7 @@ import gradio as gr
 import numpy as np
 from gradio import utils as gradio_utils
 
-from magnet_demo import texts, viz
+from magnet_demo import audio_in, texts, viz
 from magnet_demo.audio_modes import (
     CONTINUE,
     DEFAULT_KEEP_SECONDS,
@@ -30,7 +30,8 @@ from magnet_demo.audio_modes import (
     REGION,
     AudioRequest,
 )
-from magnet_demo.controls import Limits
+from magnet_demo.canvas_feed import CanvasFeed
+from magnet_demo.controls import DecodingConfig, Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import (
     Settings,
@@ -686,6 +687,36 @@ class DemoApp:
             comp.downloads: session.files(),
             comp.scrub: gr.update(maximum=run.total_steps, value=len(run.records)),
         }
+
+    def audio_preview(self, audio: object, model_name: str, duration: object) -> dict:
+        """The input audio on the canvas, as given tokens, before any run: encoded with the model's
+        codec and cropped to the duration (drag across it to pick a region to re-decode)."""
+        comp = self.components
+        if audio in (None, ""):
+            return {comp.status: "Ready."}
+        try:
+            path, name = uploaded_file(audio, [gradio_utils.get_upload_folder()])
+            model = self.load(model_name)
+            seconds = number(duration, "Duration", 0, model.max_duration)
+            config = DecodingConfig(duration=seconds)
+            codes, note = audio_in.audio_codes(model, path, duration=seconds)
+        except (ValueError, gr.Error) as error:
+            return {comp.status: f"⚠️ {getattr(error, 'message', None) or error}"}
+        T = model.frames(config)
+        tokens = np.zeros((model.num_codebooks, T), dtype=np.int64)
+        given = np.zeros_like(tokens, dtype=bool)
+        kept = min(T, codes.shape[-1])
+        tokens[:, :kept], given[:, :kept] = codes[0, :, :kept].numpy(), True
+        feed = CanvasFeed(
+            0,
+            config.decoding_steps,
+            T,
+            model.frame_rate,
+            given=given,
+            given_tokens=tokens,
+            title=f"Input audio: {name}, {kept / model.frame_rate:g} s as given tokens",
+        )
+        return {comp.canvas: feed.text, comp.status: f"Input audio {name} ready. {note}".strip()}
 
     def use_run_audio(self, run_number: object, sample_shown: object = 1, request: gr.Request = None):
         """The WAV of a run of this session, for the audio input (continue it, re-decode part of it)."""

@@ -15,7 +15,9 @@ import os
 from urllib.parse import urlparse
 
 import huggingface_hub.constants
+import numpy as np
 import pytest
+import soundfile as sf
 
 from magnet_demo.layout import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint
@@ -140,3 +142,88 @@ def test_generate_scrub_fork_stop(server, tmp_path):
         if urlparse(url).scheme not in ("data", "blob") and urlparse(url).hostname not in LOCAL_HOSTS
     }
     assert requests and not outside, f"requests outside localhost: {sorted(outside)}"
+
+
+def pixel(page, selector: str, x: float, y: float) -> list[int]:
+    """The RGB a person sees at CSS pixel (x, y) of a canvas."""
+    return page.evaluate(
+        f"""() => {{
+            const canvas = document.querySelector({selector!r}), ratio = canvas.width / canvas.clientWidth;
+            return Array.from(canvas.getContext('2d').getImageData({x} * ratio, {y} * ratio, 1, 1).data.slice(0, 3));
+        }}"""
+    )
+
+
+def test_upload_redecode_a_region_scrub_and_play(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    clip = tmp_path / "clip.wav"
+    t = np.arange(4 * 22050) / 22050
+    sf.write(clip, 0.3 * np.sin(2 * np.pi * 330 * t), 22050)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(server, wait_until="load")
+            page.wait_for_function(text_contains("#status", "Ready."))
+            page.get_by_text("Audio in: continue a clip").click()
+            page.locator("#audio-in input[type=file]").set_input_files(str(clip))
+            page.wait_for_function(
+                text_contains("#status", "Input audio 'clip.wav' ready"), timeout=STEP_TIMEOUT_MS
+            )
+            page.wait_for_function(text_contains("#live-canvas .mc-title", "Input audio: 'clip.wav', 4"))
+
+            # drag across the canvas from 1 s to 2 s of its 10 s: the region and the mode follow
+            live = "#live-canvas .mc-canvas"
+            box = page.locator(live).bounding_box()
+            frames_px = box["width"] - 84 - 12
+            page.mouse.move(box["x"] + 84 + 0.1 * frames_px, box["y"] + 30)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 84 + 0.2 * frames_px, box["y"] + 40, steps=4)
+            page.mouse.up()
+            page.wait_for_function(
+                "() => document.querySelector('#mode input:checked')?.value === 're-decode region'"
+            )
+            start = float(page.locator("#region-start input[type=number]").input_value())
+            end = float(page.locator("#region-end input[type=number]").input_value())
+            assert 0.9 <= start <= 1.1 and 1.9 <= end <= 2.1, (start, end)
+
+            page.get_by_label("Prompt").fill("a calm piano melody")
+            page.locator("#generate").click()
+            page.wait_for_function(text_contains("#status", "Run #1 finished"), timeout=RUN_TIMEOUT_MS)
+            assert "re-decodes" in page.locator("#status").inner_text() or "re-decodes" in page.content()
+            # codebook 1 after the run: given (input audio) outside the region, decoded inside; the
+            # region is shaded while the mode is 're-decode region'
+            page.wait_for_function(f"() => {INSPECT_CANVAS}.dataset.step === '50'")
+            shaded = pixel(page, live, 84 + 0.15 * frames_px, 10)
+            page.locator("#mode").get_by_text("generate", exact=True).click()
+            page.wait_for_function(
+                "() => document.querySelector('#mode input:checked')?.value === 'generate'"
+            )
+            page.wait_for_timeout(300)  # a few animation frames
+            assert pixel(page, live, 84 + 0.15 * frames_px, 10) == [60, 120, 180] != shaded
+            assert pixel(page, live, 84 + 0.05 * frames_px, 10) == [0, 158, 115]
+            # past the clip's 4 s the output is decoded too
+            assert pixel(page, live, 84 + 0.6 * frames_px, 10) == [60, 120, 180]
+
+            # scrub to step 2: the page redraws it, the server sends its sound
+            last = page.evaluate(f"() => {INSPECT_CANVAS}.toDataURL()")
+            scrub = page.locator("#scrub input[type=number]")
+            scrub.fill("2")
+            page.wait_for_function(f"() => {INSPECT_CANVAS}.dataset.step === '2'", timeout=DRAW_TIMEOUT_MS)
+            assert page.evaluate(f"() => {INSPECT_CANVAS}.toDataURL()") != last
+            scrub.blur()
+            page.wait_for_function(text_contains("#inspect-text", "step 2 of 50"), timeout=STEP_TIMEOUT_MS)
+
+            # play the run: its clock moves
+            page.locator("#final-audio button[aria-label='Play']").first.click()
+            page.wait_for_function(
+                "() => document.querySelector('#final-audio #time')?.innerText !== '0:00'",
+                timeout=STEP_TIMEOUT_MS,
+            )
+        finally:
+            browser.close()
