@@ -397,8 +397,15 @@ def wire(
     )
     run_inputs = [*left.run_inputs(), inspect.sample_shown]
     outputs = main.outputs()
+    # a click while a run (or the writing of its files) is pending starts one run after it: Gradio's
+    # default would ignore it without a word
     started = left.generate.click(
-        app.generate, [*run_inputs, *audio.inputs()], outputs, api_name="generate", **decoding
+        app.generate,
+        [*run_inputs, *audio.inputs()],
+        outputs,
+        api_name="generate",
+        trigger_mode="always_last",
+        **decoding,
     )
     forked = inspect.fork.click(
         app.fork, [main.runs, main.scrub, *run_inputs], outputs, api_name="fork", **decoding

@@ -1,9 +1,12 @@
-"""Take README's screenshot: the studio on the embedded model, mid-generation (headless Chromium).
+"""Take README's screenshots: the studio on the embedded model, mid-generation (headless Chromium).
 
-    .venv/bin/python scripts/screenshot.py [--out assets/screenshot.png] [--after-step 30]
+    .venv/bin/python scripts/screenshot.py [--out assets/screenshot.png] [--after-step 24]
+    .venv/bin/python scripts/screenshot.py --region 3 6 --out assets/screenshot_region.png
 
 Launches the app on a free localhost port, types a prompt, presses Generate, waits until the
-status line reaches step 24 (codebook 2) and shoots the page (Debian's /usr/bin/chromium via Playwright).
+status line reaches step 24 (codebook 2) or a later one and shoots the page (Debian's /usr/bin/chromium via Playwright).
+With ``--region START END``, a first run is generated and finished, its audio becomes the input,
+and the shot is taken while a second run re-decodes that region of it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,29 @@ PROMPT = "upbeat funk with slap bass, electric piano and drums at 120 bpm"
 TIMEOUT_MS = 300_000
 
 
+def status_has(text: str) -> str:
+    return f"() => (document.querySelector('#status')?.innerText || '').includes({text!r})"
+
+
+def redecode(page, region: list[float]) -> None:
+    """Make a first run, take its audio as the input and set up the re-decoding of ``region``."""
+    page.locator("#generate").click()
+    page.wait_for_function(  # the run's event ends once its files are written
+        "() => { const s = document.querySelector('#status')?.innerText || '';"
+        " return s.includes('Run #1 finished') && !s.includes('writing'); }",
+        timeout=TIMEOUT_MS,
+    )
+    page.get_by_text("Audio in: continue a clip").click()
+    page.locator("#use-run").click()
+    page.wait_for_function(status_has("Input audio"), timeout=TIMEOUT_MS)
+    page.locator("#mode").get_by_text("re-decode region", exact=True).click()
+    for elem_id, value in zip(("region-start", "region-end"), region, strict=True):
+        box = page.locator(f"#{elem_id} input[type=number]")
+        box.fill(str(value))
+        box.blur()
+    page.get_by_label("Prompt").fill("a calm piano interlude")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -31,8 +57,9 @@ def main() -> None:
     parser.add_argument("--out", default="assets/screenshot.png")
     parser.add_argument("--model", default="embedded")
     parser.add_argument(
-        "--wait-for", default="(step 24 of 50)", help="status text to wait for before the shot"
+        "--after-step", type=int, default=24, help="shoot once the status line is at this step or later"
     )
+    parser.add_argument("--region", type=float, nargs=2, metavar=("START", "END"), help="re-decode a region")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -40,18 +67,22 @@ def main() -> None:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 1060})
+            page = browser.new_page(viewport={"width": 1440, "height": 1200 if args.region else 1060})
             page.goto(url, wait_until="load")
             page.wait_for_function(
                 "() => (document.querySelector('#status')?.innerText || '').includes('Ready.')"
             )
             page.get_by_label("Prompt").fill(PROMPT)
+            if args.region:
+                redecode(page, args.region)
             page.locator("#generate").click()
+            # steps the page had no time to show are skipped: wait for this step or a later one
             page.wait_for_function(
-                f"() => (document.querySelector('#status')?.innerText || '').includes({args.wait_for!r})",
+                "() => { const m = (document.querySelector('#status')?.innerText || '')"
+                f".match(/\\(step (\\d+) of/); return m && Number(m[1]) >= {args.after_step}; }}",
                 timeout=TIMEOUT_MS,
             )
-            page.wait_for_timeout(200)  # let the streamed images paint
+            page.wait_for_timeout(200)  # let the page draw the step
             page.screenshot(path=args.out, full_page=False)
             browser.close()
     finally:
