@@ -164,7 +164,8 @@ def main() -> None:
             api_seconds(client, settings)
             before, bytes_before = files_under(TEMP / "gradio", outputs), page.stream_bytes
             page.run()
-            files_per_run = len(files_under(TEMP / "gradio", outputs) - before)
+            written = files_under(TEMP / "gradio", outputs) - before
+            files_per_run = len(written)
             bytes_per_step = (page.stream_bytes - bytes_before) / total_steps
             for i in range(args.runs):
                 times["engine"].append(engine_seconds(app, settings))
@@ -188,7 +189,10 @@ def main() -> None:
     for key in ("engine", "api", "browser"):
         print(f"  {key:8s} {median[key]:6.2f} s")
     print(f"bytes the page received per step: {bytes_per_step:,.0f} (target <= {STEP_BYTES_TARGET:,})")
-    print(f"files written by one run: {files_per_run} for {total_steps} steps (target: none per step)")
+    kinds = ", ".join(sorted(path.name for path in written))
+    print(
+        f"files written by one run: {files_per_run} for {total_steps} steps (target: none per step): {kinds}"
+    )
     browser_ratio = median["browser"] / median["engine"]
     print(f"browser / engine alone: {browser_ratio:.3f} (target <= {BROWSER_TARGET})")
     print(f"API / engine alone: {median['api'] / median['engine']:.3f} (target <= {API_TARGET})")

@@ -92,3 +92,33 @@ def test_a_missing_piece_names_every_repo_and_its_cache(standins, tmp_path, remo
     assert f"into {cache / 'hub'}" in out
     present = {"t5-base", "facebook/encodec_32khz", "facebook/magnet-small-10secs"} - set(named)
     assert not any(f"{repo} (" in out for repo in present)
+
+
+INPAINT = """
+import sys
+import numpy as np
+import bench.hub_load as bench
+network = bench.NetworkRefused()
+from magnet_demo import audio_in
+from magnet_demo.controls import DecodingConfig
+from magnet_demo.engine import Engine
+from magnet_demo.models import load_model
+
+model = load_model("facebook/magnet-small-10secs", device="cpu")
+config = DecodingConfig(decoding_steps=(2, 1, 1, 1), duration=2.0)
+clip = 0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)  # 1 s at 48 kHz
+codes, note = audio_in.audio_codes(model, clip, duration=config.duration, source_rate=48000)
+T = model.frames(config)
+region = audio_in.region_given(codes, 0.3, 0.6, T, model.frame_rate, model.lm.span_len)
+result = Engine(model).decode(["a piano"], config, seed=1, given_tokens=region.tokens, given_mask=region.mask)
+mask = region.mask.numpy()
+kept = (result.tokens[mask] == region.tokens.numpy()[mask]).all()
+print(f"inpainted {T} frames, region {region.start_s:g}-{region.end_s:g} s, kept {mask.sum()} tokens exactly: {kept}")
+"""
+
+
+def test_a_released_checkpoint_re_decodes_a_region_of_its_own_codecs_codes(standins):
+    out = _python(["-c", INPAINT], standins)
+    # 1 s of audio in a 2 s output: frames 15-30 re-decoded, and from 48 (the clip's last whole
+    # span) on; frames 0-15 and 30-48 given: 33 frames x 4 codebooks
+    assert "inpainted 99 frames, region 0.3-0.6 s, kept 132 tokens exactly: True" in out, out
