@@ -326,7 +326,8 @@ class DemoApp:
     def _audio_request(self, mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
         """The checked audio request (gr.Error for a bad one); None in mode 'generate'."""
         try:
-            upload = uploaded_file(audio, [gradio_utils.get_upload_folder()]) if mode != GENERATE else None
+            with_audio = mode not in (None, "", GENERATE)
+            upload = uploaded_file(audio, [gradio_utils.get_upload_folder()]) if with_audio else None
             path, name = upload if upload else (None, "")
             return AudioRequest.checked(mode, path, name, keep, start, end)
         except ValueError as error:
