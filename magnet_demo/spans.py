@@ -41,24 +41,12 @@ def unit_count(T: int, arrangement: str, span_len: int) -> int:
     return T // span_len if uses_chunks(arrangement, span_len) else T
 
 
-def prompt_units(prompt_length: int, arrangement: str, span_len: int) -> int:
-    """Units wholly inside the prompt (they start at NEVER_REMASK)."""
-    return prompt_length // span_len if uses_chunks(arrangement, span_len) else prompt_length
-
-
-def initial_scores(B: int, n_units: int, n_prompt_units: int) -> torch.Tensor:
-    """Scores at the start of a stage: 0, and NEVER_REMASK on the prompt. ``[B, 1, N]`` float32."""
-    scores = torch.zeros((B, 1, n_units), dtype=torch.float32)
-    scores[..., :n_prompt_units] = NEVER_REMASK
-    return scores
-
-
 def given_units(given: torch.Tensor, arrangement: str, span_len: int) -> torch.Tensor:
     """``[B, 1, T]`` bool given frames -> ``[B, 1, N]`` bool: units whose every frame is given.
 
     A chunk that is only partly given is *not* a given unit: it is decoded like any other, and its
     given frames are put back after every masking (audiocraft's rule for a prompt whose length is
-    not a multiple of the span). For a prefix of ``P`` frames this gives :func:`prompt_units` units.
+    not a multiple of the span). A prefix of ``P`` frames gives ``P // span_len`` given chunks.
     """
     if uses_chunks(arrangement, span_len):
         B, _, T = given.shape
@@ -69,8 +57,7 @@ def given_units(given: torch.Tensor, arrangement: str, span_len: int) -> torch.T
 def given_scores(units: torch.Tensor) -> torch.Tensor:
     """Scores at the start of a stage: 0, and NEVER_REMASK on given units. ``[B, 1, N]`` float32.
 
-    ``units`` is the ``[B, 1, N]`` bool of :func:`given_units`; with a prefix this equals
-    :func:`initial_scores`.
+    ``units`` is the ``[B, 1, N]`` bool of :func:`given_units`.
     """
     return torch.zeros(units.shape, dtype=torch.float32).masked_fill(units.cpu(), NEVER_REMASK)
 

@@ -323,11 +323,16 @@ class DemoApp:
         audio_request = self._audio_request(REGION, audio, start=region_start, end=region_end)
         yield from self._fresh_run(settings, sample_shown, request, audio_request)
 
+    @staticmethod
+    def _upload(audio: object) -> tuple[Path, str] | None:
+        """(path, name) of an audio input's raw value: only files in Gradio's upload folder."""
+        return uploaded_file(audio, [gradio_utils.get_upload_folder()])
+
     def _audio_request(self, mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
         """The checked audio request (gr.Error for a bad one); None in mode 'generate'."""
         try:
             with_audio = mode not in (None, "", GENERATE)
-            upload = uploaded_file(audio, [gradio_utils.get_upload_folder()]) if with_audio else None
+            upload = self._upload(audio) if with_audio else None
             path, name = upload if upload else (None, "")
             return AudioRequest.checked(mode, path, name, keep, start, end)
         except ValueError as error:
@@ -346,6 +351,7 @@ class DemoApp:
             given = None if audio is None else audio.given(loaded, config)
         except ValueError as error:
             raise gr.Error(str(error), title="Check the settings") from None
+        kept = given if given is not None and given.mask.any() else None  # all-False: plain generation
         previous = session.run(None)
         run = session.new_run(
             model_name=self.model_name(settings.model),
@@ -357,8 +363,8 @@ class DemoApp:
             num_frames=loaded.frames(config),
             notes=() if given is None else given.notes,
             source="" if given is None else given.source,
-            given=None if given is None or not given.mask.any() else given.mask,
-            given_tokens=None if given is None or not given.mask.any() else given.tokens,
+            given=None if kept is None else kept.mask,
+            given_tokens=None if kept is None else kept.tokens,
         )
         yield from self._stream(session, run, loaded, previous, sample_shown)
 
@@ -696,7 +702,7 @@ class DemoApp:
         if audio in (None, ""):
             return {comp.status: "Ready."}
         try:
-            path, name = uploaded_file(audio, [gradio_utils.get_upload_folder()])
+            path, name = self._upload(audio)
             model = self.load(model_name)
             seconds = number(duration, "Duration", 0, model.max_duration)
             config = DecodingConfig(duration=seconds)

@@ -79,7 +79,9 @@ def test_trim_and_units():
     assert spans.decoded_length(500, "nonoverlap", 3) == 498
     assert spans.decoded_length(500, "stride1", 3) == 500
     assert spans.unit_count(498, "nonoverlap", 3) == 166
-    assert spans.prompt_units(50, "nonoverlap", 3) == 16
+    prefix = torch.zeros((1, 1, 498), dtype=torch.bool)
+    prefix[..., :50] = True
+    assert int(spans.given_units(prefix, "nonoverlap", 3).sum()) == 16
 
 
 def test_sampling_matches_audiocraft_draw_for_draw():
