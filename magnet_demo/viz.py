@@ -148,7 +148,7 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     row[before & ~after] = STATE_NEW
     row[before & after] = STATE_REMASKED
     states[record.stage] = row
-    given = getattr(record, "given", None)
+    given = record.given
     if given is not None:
         states[given[sample]] = STATE_GIVEN
     return states
@@ -335,7 +335,7 @@ def step_image(
         fw,
         record.rescorer_confidence is not None,
         float(frame_rate) if frame_rate else None,
-        getattr(record, "given", None) is not None,
+        record.given is not None,
     )
     image = base.copy()
     canvas = canvas_image(record, sample, frame_px=fw)
