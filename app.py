@@ -20,8 +20,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from magnet_demo.controls import (  # noqa: E402  (light: no torch model code)
     DEFAULT_KEEP_RUNS,
+    DEFAULT_KEEP_RUNS_PER_SESSION,
     DEFAULT_MAX_MODELS,
+    DEFAULT_MAX_RUN_SECONDS,
     DEFAULT_MAX_STEPS,
+    DEFAULT_MAX_WORK,
+    DEFAULT_MEMORY_MB,
     PRECISIONS,
 )
 from magnet_demo.hosting import DEVICES, WORKERS  # noqa: E402  (light)
@@ -85,24 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="let visitors load any Hub repo or folder (a trusted single-user machine only)",
     )
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=DEFAULT_MAX_STEPS,
-        help=f"most decoding steps in one run, all codebooks together (default {DEFAULT_MAX_STEPS})",
-    )
-    parser.add_argument(
-        "--keep-runs",
-        type=int,
-        default=DEFAULT_KEEP_RUNS,
-        help=f"runs whose files the server keeps, oldest deleted first (default {DEFAULT_KEEP_RUNS})",
-    )
-    parser.add_argument(
-        "--max-models",
-        type=int,
-        default=DEFAULT_MAX_MODELS,
-        help=f"models kept loaded, least recently used evicted (default {DEFAULT_MAX_MODELS})",
-    )
+    _add_limits(parser)
     parser.add_argument(
         "--precision",
         default="auto",
@@ -110,10 +97,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
     )
     args = parser.parse_args(argv)
-    for flag in ("max_steps", "keep_runs", "max_models", "queue_size", "concurrency"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    for flag in POSITIVE_FLAGS:
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be more than 0")
+    if args.allow_any_model:
+        from magnet_demo.hosting import loopback, on_spaces
+
+        host = args.host or os.environ.get("GRADIO_SERVER_NAME")
+        public = "--share" if args.share else "a Space" if on_spaces() else None
+        public = public or (None if host is None or loopback(host) else f"--host {host}")
+        if public:
+            parser.error(
+                f"--allow-any-model lets visitors make the server load any file: refused with {public}; "
+                "name the folders they may load with --model-root"
+            )
     return args
+
+
+#: flags whose value must be above 0
+POSITIVE_FLAGS = (
+    "max_steps", "keep_runs", "keep_runs_per_session", "max_models", "queue_size", "concurrency",
+    "max_work", "max_run_seconds", "memory_mb",
+)  # fmt: skip
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """The caps a public server puts on each run, each visitor and itself (README's limits table)."""
+    limits = [
+        ("--max-steps", int, DEFAULT_MAX_STEPS, "most decoding steps in one run, all codebooks together"),
+        ("--max-work", float, DEFAULT_MAX_WORK, "most work in one run: steps x samples x seconds of audio"),
+        ("--max-run-seconds", float, DEFAULT_MAX_RUN_SECONDS, "seconds a run decodes before it is stopped"),
+        ("--keep-runs", int, DEFAULT_KEEP_RUNS, "runs whose files the server keeps, all visitors together"),
+        ("--keep-runs-per-session", int, DEFAULT_KEEP_RUNS_PER_SESSION, "runs whose files one visitor keeps"),
+        ("--memory-mb", float, DEFAULT_MEMORY_MB, "MiB all runs keep in memory (steps, previews, audio)"),
+        ("--max-models", int, DEFAULT_MAX_MODELS, "models kept loaded, least recently used evicted"),
+    ]
+    for flag, kind, default, text in limits:
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    parser.add_argument(
+        "--hub-models-on-cpu",
+        action="store_true",
+        help="offer the released facebook/magnet-* models on a server without a GPU (minutes per clip)",
+    )
 
 
 def make_worker(kind: str, models, loader, gpu):
@@ -144,20 +169,24 @@ def main(argv: list[str] | None = None) -> None:
     from magnet_demo.layout import build_ui
     from magnet_demo.model_cache import ModelCache
     from magnet_demo.models import checkpoint_available, load_model
-    from magnet_demo.session import DEFAULT_OUTPUT_ROOT
+    from magnet_demo.session import DEFAULT_OUTPUT_ROOT, private_root
     from magnet_demo.sources import ModelSources
     from magnet_demo.ui import DemoApp
 
     device = hosting.resolve_device(args.device)
     choice = hosting.choose_model(args.model, device, checkpoint_available)
     logging.getLogger("app").info("model %s on %s: %s", choice.name, device, choice.reason)
-    output_dir = args.output_dir or DEFAULT_OUTPUT_ROOT
+    try:
+        output_dir = args.output_dir or private_root(DEFAULT_OUTPUT_ROOT)
+    except ValueError as error:
+        raise SystemExit(f"app.py: {error}") from None
     loader = functools.partial(load_model, device=device, precision=args.precision)
     models = ModelCache(loader, max_models=args.max_models)
     sources = ModelSources(
         roots=tuple(os.path.abspath(root) for root in args.model_root),
         allow_any=args.allow_any_model,
         extra=(choice.name,),
+        hub_offered=device == "cuda" or args.hub_models_on_cpu,
     )
     if args.allow_any_model:
         logging.getLogger("app").warning(
@@ -169,12 +198,15 @@ def main(argv: list[str] | None = None) -> None:
         models=models,
         worker=make_worker(args.worker, models, loader, gpu),
         model_note=f"Opened with **{choice.name}** on {device}: {choice.reason}.",
-        limits=Limits(max_steps=args.max_steps),
+        limits=Limits(max_steps=args.max_steps, max_work=args.max_work, max_run_seconds=args.max_run_seconds),
         sources=sources,
         keep_runs=args.keep_runs,
+        keep_runs_per_session=args.keep_runs_per_session,
+        memory_mb=args.memory_mb,
     )
     demo = build_ui(app, concurrency_limit=args.concurrency)
-    demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    # api_open=False: every run goes through the queue (its size, its slots, the per-visitor check)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency, api_open=False)
     demo.launch(
         server_name=host,
         server_port=port,

@@ -141,7 +141,6 @@ class CanvasFeed:
         self.anneal = anneal
         self.records_seen = 0
         self._plans: dict[ControlValues, int] = {}
-        self._lines: list[str] = []
         self._lock = threading.Lock()
         header = {
             "kind": "run",
@@ -161,8 +160,7 @@ class CanvasFeed:
             if given_tokens is None
             else b64(np.where(given, given_tokens, 0).astype(np.uint16)),
         }
-        self._lines.append(_dumps(header))
-        self._text = self._lines[0] + "\n"
+        self._text = _dumps(header) + "\n"  # the feed is held once: this text, nothing else
 
     @property
     def text(self) -> str:
@@ -183,7 +181,6 @@ class CanvasFeed:
                 new.append(_dumps(step_line(record, self.sample, plan)))
             self.records_seen = max(self.records_seen, len(records))
             if new:
-                self._lines.extend(new)
                 self._text += "\n".join(new) + "\n"
             return self._text
 

@@ -35,6 +35,15 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 DEFAULT_MAX_STEPS = 400
 #: runs whose files a server keeps, all sessions together (``--keep-runs``)
 DEFAULT_KEEP_RUNS = 50
+#: runs whose files one session keeps; beyond it that session's oldest go (``--keep-runs-per-session``)
+DEFAULT_KEEP_RUNS_PER_SESSION = 10
+#: bytes all runs keep in memory, in MiB (``--memory-mb``): records, step previews, feeds, audio
+DEFAULT_MEMORY_MB = 256
+#: a run's work: decoding steps x samples x seconds of audio, all codebooks (``--max-work``);
+#: audiocraft's default 50 steps of one 10 s sample is 500, 400 steps of one 10 s sample 4000
+DEFAULT_MAX_WORK = 4000
+#: wall-clock seconds a run may decode before it is stopped like Stop (``--max-run-seconds``)
+DEFAULT_MAX_RUN_SECONDS = 300
 #: models a process keeps loaded; loading one more evicts the least recently used (``--max-models``)
 DEFAULT_MAX_MODELS = 2
 MAX_PROMPT_CHARS = 500
@@ -54,6 +63,8 @@ class Limits:
         cfg_points: points of a CFG curve.
         fork_depth: forks of forks of ... a run.
         max_cfg, max_temperature: the largest CFG coefficient and temperature accepted.
+        max_work: decoding steps x samples x seconds of a run (a fork counts its parent's steps).
+        max_run_seconds: wall-clock seconds a run decodes before the server stops it.
     """
 
     max_steps: int = DEFAULT_MAX_STEPS
@@ -62,6 +73,8 @@ class Limits:
     fork_depth: int = MAX_FORK_DEPTH
     max_cfg: float = MAX_CFG_COEF
     max_temperature: float = MAX_TEMPERATURE
+    max_work: float = DEFAULT_MAX_WORK
+    max_run_seconds: float = DEFAULT_MAX_RUN_SECONDS
 
     def check_steps(self, steps: tuple[int, ...]) -> None:
         total = sum(steps)
@@ -69,6 +82,17 @@ class Limits:
             raise ValueError(
                 f"Decoding steps: {total} steps in all; this server allows at most {self.max_steps} per "
                 f"run (audiocraft's default is {sum(DEFAULT_DECODING_STEPS)})."
+            )
+
+    def check_work(self, steps: tuple[int, ...], samples: int, duration: float) -> None:
+        """ValueError when ``steps`` (all codebooks) x ``samples`` x ``duration`` s is over :attr:`max_work`."""
+        total = sum(steps)
+        work = total * samples * duration
+        if work > self.max_work + 1e-9:
+            raise ValueError(
+                f"This run is too much work for this server: {total} steps x {samples} "
+                f"sample{'s' if samples != 1 else ''} x {duration:g} s = {work:g}; it allows at most "
+                f"{self.max_work:g} per run. Ask for fewer steps, samples or seconds."
             )
 
 

@@ -168,7 +168,7 @@ class Settings:
         prompt = text(self.prompt, "The prompt", limits.prompt_chars).strip()
         if not prompt:
             raise ValueError("The prompt is empty: describe the music or sound you want.")
-        return (prompt,) * whole(self.samples, "Number of samples", 1, MAX_BATCH)
+        return (prompt,) * self.sample_count()
 
     def pick_seed(self) -> int:
         if self.random_seed is True:
@@ -215,16 +215,20 @@ class Settings:
             **self.sampling(limits, model.lm.card),
         )
         config.check_model(model.num_codebooks, model.max_duration, model.lm.card)
+        limits.check_work(config.decoding_steps, self.sample_count(), config.duration)
         return config
 
+    def sample_count(self) -> int:
+        return whole(self.samples, "Number of samples", 1, MAX_BATCH)
+
     def fork_config(
-        self, parent: DecodingConfig, record: StepRecord, limits: Limits, card: int
+        self, parent: DecodingConfig, record: StepRecord, limits: Limits, card: int, samples: int = 1
     ) -> tuple[DecodingConfig, list[str]]:
         """Settings for re-decoding after ``record`` of a run made with ``parent``.
 
         The canvas fixes the duration and span arrangement, and the stages already decoded fix
-        their step counts; everything else comes from these settings. Returns the config and
-        notes on what was kept from the parent.
+        their step counts; everything else comes from these settings. The work cap counts the
+        parent's steps and its ``samples``. Returns the config and notes on what was kept.
         """
         notes = []
         steps = parent.decoding_steps
@@ -234,6 +238,7 @@ class Settings:
             notes.append(f"kept the decoding steps of codebooks 1-{done} ({steps_text(steps[:done])})")
         steps = steps[:done] + tuple(wanted[done:])
         limits.check_steps(steps)
+        limits.check_work(steps, samples, parent.duration)
         if number(self.duration, "Duration", 0) != parent.duration:
             notes.append(f"kept the duration ({parent.duration:g} s)")
         if self.span_arrangement != parent.span_arrangement:

@@ -38,6 +38,11 @@ def on_zero_gpu(env: dict | None = None) -> bool:
     return env.get("SPACES_ZERO_GPU", "").lower() in TRUE_VALUES
 
 
+def loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.x, ::1, localhost)."""
+    return host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]")
+
+
 def server_address(host: str | None, port: int | None, env: dict | None = None) -> tuple[str, int]:
     """Flags first, then Gradio's variables (what Spaces set), then localhost:7860."""
     env = os.environ if env is None else env

@@ -9,7 +9,9 @@ handler updates; its field order is the order of the outputs of ``/generate``, `
 
 from __future__ import annotations
 
+import functools
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +35,7 @@ from magnet_demo.controls import (
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import MAX_SEED, default_steps, steps_text
 from magnet_demo.schedules import CFG_LINEAR, CFG_SCHEDULES
+from magnet_demo.sources import CPU_ONLY_NOTE
 from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
 from magnet_demo.ui import INTRO, RESCORING_HELP, TITLE, DemoApp
 
@@ -58,6 +61,8 @@ DELETE_CACHE = (300, 900)
 #: string sent to a number is a generic "the app raised an exception"
 RAW = {"preprocess": False}
 PRIVATE = {"api_visibility": "private", **RAW}
+#: the concurrency group of every decoding event (``--concurrency`` slots)
+DECODE_SLOT = "decode"
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,14 @@ class InspectPanel:
         return [self.preview, self.text]
 
 
+def _work_info(limits: Limits) -> str:
+    """The server's caps on a run's work and time, next to the controls that spend them."""
+    return (
+        f"A run's work, steps × samples × seconds, is at most {limits.max_work:g} here (50 steps of one "
+        f"10 s sample: 500); a run stops after {limits.max_run_seconds:g} s."
+    )
+
+
 def _prompt_and_model(app: DemoApp, limits: Limits) -> dict:
     prompt = gr.Textbox(
         label="Prompt",
@@ -191,7 +204,9 @@ def _prompt_and_model(app: DemoApp, limits: Limits) -> dict:
         value=app.default_model,
         allow_custom_value=True,
         label="Model",
-        info="The embedded model, a Hugging Face MAGNeT, or a local checkpoint folder.",
+        info="The embedded model, a Hugging Face MAGNeT, or a local checkpoint folder."
+        if app.sources.hub_offered
+        else f"The released MAGNeT models are not listed: {CPU_ONLY_NOTE}",
     )
     gr.Markdown(app.model_note, elem_id="model-note")
     model_info = gr.Markdown("", label="Model information")
@@ -202,7 +217,7 @@ def _prompt_and_model(app: DemoApp, limits: Limits) -> dict:
         duration = gr.Slider(
             MIN_DURATION, DEFAULT_DURATION, DEFAULT_DURATION, step=DURATION_STEP, label="Duration (s)"
         )
-        samples = gr.Slider(1, MAX_BATCH, 1, step=1, label="Samples")
+        samples = gr.Slider(1, MAX_BATCH, 1, step=1, label="Samples", info=_work_info(limits))
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
         random_seed = gr.Checkbox(True, label="Random seed")
@@ -250,7 +265,7 @@ def _decoding_settings(limits: Limits) -> dict:
         decoding_steps = gr.Textbox(
             steps_text(default_steps(4)),
             label="Decoding steps per codebook (one number per codebook)",
-            info=f"At most {limits.max_steps} steps in all on this server.",
+            info=f"At most {limits.max_steps} steps in all on this server. {_work_info(limits)}",
         )
         span_arrangement = gr.Radio(
             list(SPAN_ARRANGEMENTS), value=DEFAULT_SPAN_ARRANGEMENT, label="Span arrangement"
@@ -371,6 +386,31 @@ def main_panel(app: DemoApp, seed: gr.Number) -> tuple[MainView, InspectPanel]:
     return main, inspect
 
 
+def _waiting(demo: gr.Blocks, session_hash: str | None) -> int:
+    """Runs of ``session_hash`` waiting in ``demo``'s queue for a decoding slot (Gradio's queue)."""
+    queue = getattr(demo, "_queue", None)
+    events = getattr(queue, "event_queue_per_concurrency_id", {}).get(DECODE_SLOT)
+    return sum(1 for event in getattr(events, "queue", ()) if event.session_hash == session_hash)
+
+
+def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable) -> Callable:
+    """A validator for ``handler``'s event: Gradio calls it before the request joins the queue,
+    with the handler's inputs and request (hence the handler's signature)."""
+
+    @functools.wraps(handler)
+    def admit(*values):
+        inputs = [value for value in values if not isinstance(value, gr.Request)]
+        request = next((value for value in values if isinstance(value, gr.Request)), None)
+        refusal = app.admit(request, _waiting(demo, getattr(request, "session_hash", None)))
+        # one verdict per input; a refusal is shown on the first (the prompt, the audio, the run)
+        verdicts = [gr.validate(True, "") for _ in inputs]
+        if refusal is not None and verdicts:
+            verdicts[0] = gr.validate(False, refusal)
+        return verdicts
+
+    return admit
+
+
 def wire(
     app: DemoApp,
     demo: gr.Blocks,
@@ -390,7 +430,7 @@ def wire(
     # it repaints the whole page many times a second, CPU the decoding needs
     decoding = dict(
         concurrency_limit=concurrency_limit,
-        concurrency_id="decode",
+        concurrency_id=DECODE_SLOT,
         show_progress="minimal",
         show_progress_on=[main.status],
         **RAW,
@@ -405,10 +445,16 @@ def wire(
         outputs,
         api_name="generate",
         trigger_mode="always_last",
+        validator=_admission(app, demo, app.generate),
         **decoding,
     )
     forked = inspect.fork.click(
-        app.fork, [main.runs, main.scrub, *run_inputs], outputs, api_name="fork", **decoding
+        app.fork,
+        [main.runs, main.scrub, *run_inputs],
+        outputs,
+        api_name="fork",
+        validator=_admission(app, demo, app.fork),
+        **decoding,
     )
     step_inputs = [main.runs, main.scrub, inspect.sample_shown]
     for event in (started, forked):
@@ -421,7 +467,10 @@ def wire(
     )
     for name, handler, first_inputs in endpoints:
         api_button = gr.Button(visible=False)
-        api_button.click(handler, [*first_inputs, *run_inputs], outputs, api_name=name, **decoding)
+        admit = _admission(app, demo, handler)
+        api_button.click(
+            handler, [*first_inputs, *run_inputs], outputs, api_name=name, validator=admit, **decoding
+        )
     audio.use_run.click(app.use_run_audio, [main.runs, inspect.sample_shown], audio.audio, **PRIVATE)
     audio.audio.change(
         app.audio_preview, [audio.audio, left.model, left.duration], [main.canvas, main.status], **PRIVATE
@@ -473,7 +522,7 @@ def launch_local(app: DemoApp, *, queue_size: int = 8) -> tuple[gr.Blocks, str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo = build_ui(app)
-    demo.queue(max_size=queue_size)
+    demo.queue(max_size=queue_size, api_open=False)
     demo.launch(
         server_name="127.0.0.1",
         server_port=port,

@@ -82,6 +82,20 @@ class StepRecord:
     given: np.ndarray | None = None
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of this record's own arrays (``given`` is shared by the run's records: not counted)."""
+        arrays = (
+            self.tokens,
+            self.mask_before,
+            self.mask_after,
+            self.confidence,
+            self.scores,
+            self.rng_state,
+        )
+        extra = 0 if self.rescorer_confidence is None else self.rescorer_confidence.nbytes
+        return sum(np.asarray(a).nbytes for a in arrays) + extra
+
+    @property
     def newly_fixed(self) -> np.ndarray:
         """``[B, T]`` bool: frames whose token this step fixed for good."""
         return self.mask_before & ~self.mask_after

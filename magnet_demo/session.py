@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import secrets
+import stat
 import tempfile
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ import numpy as np
 
 from magnet_demo import viz
 from magnet_demo.audio import preview_codes, write_wav
+from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.canvas_feed import CanvasFeed
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
 from magnet_demo.controls import DEFAULT_KEEP_RUNS, DecodingConfig
@@ -36,16 +40,47 @@ from magnet_demo.records import StepRecord
 
 log = logging.getLogger(__name__)
 
-#: where sessions write their files unless told otherwise
-DEFAULT_OUTPUT_ROOT = Path(tempfile.gettempdir()) / "magnet-demo"
-#: sessions kept in memory (least recently used ones are forgotten first; their files stay)
+#: where sessions write their files unless told otherwise: private to this user (0700)
+DEFAULT_OUTPUT_ROOT = Path(tempfile.gettempdir()) / f"magnet-demo-{os.getuid()}"
+#: sessions kept in memory (least recently used ones without a decoding run are forgotten first;
+#: their files stay until the file budget deletes them)
 MAX_SESSIONS = 64
 #: runs a session keeps in memory (older ones are forgotten)
 MAX_RUNS_PER_SESSION = 20
-#: previews (decoded audio of a step) kept per run
-PREVIEW_CACHE = 8
+#: previews (decoded audio of a step) kept per session
+PREVIEW_CACHE = 2
+#: hex characters of a session folder's random name
+SESSION_NAME_HEX = 12
+#: what the page says of a run whose steps were released
+RELEASED_NOTE = (
+    "its steps were released to keep this server's memory bounded (the least recently used runs go "
+    "first); its audio file, trace file, settings and seed stay"
+)
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+
+
+def private_root(path: str | Path) -> Path:
+    """``path`` as a folder only this user can enter: made with mode 0700, or an existing one
+    this user owns (its group and other bits are cleared). ValueError when another user owns it
+    or it is a link (someone planted it to read or forge what the server writes)."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ValueError(
+            f"The output folder {path} is a link or not a folder: choose another with --output-dir."
+        )
+    if info.st_uid != os.geteuid():
+        raise ValueError(
+            f"The output folder {path} belongs to another user: choose another with --output-dir."
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,8 +128,10 @@ class Run:
     audio: np.ndarray | None = None  # [B, samples]
     files: list[Path] = field(default_factory=list)
     files_deleted: bool = False
+    steps_released: bool = False
+    stop_reason: str = ""  # why the server stopped the run ("" = a person did, or it finished)
     started: float = field(default_factory=time.time)
-    _previews: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _record_bytes: int = field(default=0, repr=False)
     _feed: CanvasFeed | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -102,7 +139,32 @@ class Run:
         self.controls = SharedControls(self.channel, self.config.controls())
         self.cancel = StopFlag(self.channel)
         if self.parent is not None:
-            self.records.extend(self.parent.records[: self.fork_index + 1])
+            self.add_records(self.parent.records[: self.fork_index + 1])
+
+    # --- memory
+    def add_records(self, records: list[StepRecord]) -> None:
+        self.records.extend(records)
+        self._record_bytes += sum(record.nbytes for record in records)
+
+    def memory_bytes(self) -> int:
+        """What this run holds in memory: records, canvas feed, final audio, given tokens."""
+        feed = 0 if self._feed is None else len(self._feed.text)
+        audio = 0 if self.audio is None else self.audio.nbytes
+        given = sum(a.nbytes for a in (self.given, self.given_tokens) if a is not None)
+        return self._record_bytes + feed + audio + given
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == RUNNING
+
+    def release(self) -> None:
+        """Free the steps, feed and audio (the memory budget's choice); files, settings and seed stay."""
+        with self._lock:
+            self.records = []
+            self._record_bytes = 0
+            self._feed = None
+            self.audio = None
+            self.steps_released = True
 
     # --- description
     @property
@@ -136,8 +198,15 @@ class Run:
         source = f" · {self.source}" if self.source else ""
         return (
             f"#{self.number}{origin} · {prompt}{samples}{source} · seed {self.seed} · "
-            f"{len(self.records)}/{self.total_steps} steps · {self.status}"
+            f"{self.steps_shown()}/{self.total_steps} steps · {self.status}"
         )
+
+    def steps_shown(self) -> str:
+        return "released" if self.steps_released else str(len(self.records))
+
+    def wav_files(self) -> list[Path]:
+        """This run's WAV files still on disk (one per sample)."""
+        return [path for path in self.files if path.suffix == ".wav" and path.is_file()]
 
     def record_summary(self, index: int | None = None) -> dict:
         """A JSON-able summary of one step (default: the last one)."""
@@ -170,11 +239,12 @@ class Run:
             "prompts": list(self.prompts),
             "seed": self.seed,
             "steps_done": len(self.records),
+            "steps_released": self.steps_released,
             "total_steps": self.total_steps,
             "forked_from": None if self.parent is None else [self.parent.number, self.fork_index],
             "audio_in": self.source or None,
             "config": dataclasses.asdict(self.config),
-            "files": [str(p) for p in self.files],
+            "files": [p.name for p in self.files],  # names only: no server path reaches a visitor
         }
 
     # --- pictures and sound
@@ -201,35 +271,20 @@ class Run:
         feed.sync(list(self.records), self.controls.snapshot())
         return feed
 
-    def preview(self, index: int, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """Audio ``[B, samples]`` of step ``index`` (finished codebooks + current proposals), cached.
-
-        ``decode`` turns codes ``[B, K', T]`` into audio (the worker's codec).
-        """
-        with self._lock:
-            if index in self._previews:
-                self._previews.move_to_end(index)
-                return self._previews[index]
-        audio = decode(preview_codes(self.records[index]))
-        with self._lock:
-            self._previews[index] = audio
-            while len(self._previews) > PREVIEW_CACHE:
-                self._previews.popitem(last=False)
-        return audio
-
     # --- the end of a run
     def finish(self, audio: np.ndarray | None) -> None:
         """Record how the run ended and write its WAV files from ``audio`` ``[B, samples]`` (the
         finished tokens' audio, or a stopped run's last preview; None when no step ran)."""
         remove_channel(self.channel)
+        why = f" ({self.stop_reason})" if self.stop_reason else ""
         if not self.records or audio is None:
             self.status = STOPPED
-            self.message = "stopped before the first step"
+            self.message = "stopped before the first step" + why
             return
         last = self.records[-1]
         self.status = FINISHED if last.is_last else STOPPED
         if not last.is_last:
-            self.message = f"stopped after step {last.global_step + 1} of {last.total_steps}"
+            self.message = f"stopped after step {last.global_step + 1} of {last.total_steps}{why}"
         self.audio = np.asarray(audio)
         for b, wav in enumerate(self.audio):
             suffix = "" if len(self.audio) == 1 else f"-sample{b + 1}"
@@ -285,7 +340,9 @@ class Run:
 class Session:
     """The runs of one person (browser tab or API client), in order; files in ``directory``.
 
-    At most ``max_runs`` runs stay in memory (older ones are forgotten; a fork keeps its parent).
+    The folder has a random name of the server's (never the visitor's key) and is made, private,
+    when the first run starts. At most ``max_runs`` runs stay in memory (older ones are
+    forgotten; a fork keeps its parent), and at most :data:`PREVIEW_CACHE` step previews.
     """
 
     def __init__(self, key: str, directory: Path, max_runs: int = MAX_RUNS_PER_SESSION):
@@ -294,10 +351,17 @@ class Session:
         self.max_runs = max_runs
         self.runs: list[Run] = []
         self._made = 0
+        self._previews: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The session's folder name: what the log calls it (the key stays out of logs)."""
+        return self.directory.name
 
     def new_run(self, **kwargs) -> Run:
         with self._lock:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._made += 1
             run = Run(number=self._made, directory=self.directory, **kwargs)
             self.runs.append(run)
@@ -328,6 +392,24 @@ class Session:
         """The run still decoding, if any."""
         return next((r for r in reversed(self.runs) if r.status == RUNNING), None)
 
+    def preview(self, run: Run, index: int, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Audio ``[B, samples]`` of step ``index`` of ``run`` (finished codebooks + current
+        proposals), cached: the session's last :data:`PREVIEW_CACHE` previews are kept.
+
+        ``decode`` turns codes ``[B, K', T]`` into audio (the worker's codec).
+        """
+        key = (run.number, index)
+        with self._lock:
+            if key in self._previews:
+                self._previews.move_to_end(key)
+                return self._previews[key]
+        audio = decode(preview_codes(run.records[index]))
+        with self._lock:
+            self._previews[key] = audio
+            while len(self._previews) > PREVIEW_CACHE:
+                self._previews.popitem(last=False)
+        return audio
+
     def files(self) -> list[str]:
         """Every file of every run, oldest first."""
         return [str(p) for run in self.runs for p in run.files if p.exists()]
@@ -337,62 +419,55 @@ class Session:
         return [(run.label(), run.number) for run in reversed(self.runs)]
 
 
-class FileBudget:
-    """The files of at most ``keep_runs`` finished runs, server-wide: the oldest run's go first.
-
-    A run whose files were deleted keeps its records, audio, settings and seed in its session
-    (``run.files_deleted``), and says so.
-    """
-
-    def __init__(self, keep_runs: int = DEFAULT_KEEP_RUNS):
-        if keep_runs < 1:
-            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}.")
-        self.keep_runs = keep_runs
-        self._runs: deque[Run] = deque()
-        self._lock = threading.Lock()
-
-    def add(self, run: Run) -> list[Run]:
-        """Count ``run``'s files; delete those of the oldest runs beyond the budget (returned)."""
-        with self._lock:
-            self._runs.append(run)
-            evicted = []
-            while len(self._runs) > self.keep_runs:
-                evicted.append(self._runs.popleft())
-        for old in evicted:
-            old.delete_files()
-        return evicted
-
-
 class SessionStore:
-    """Sessions by key (Gradio's session hash), least recently used forgotten beyond a limit."""
+    """Sessions by key (Gradio's session hash).
+
+    Only :meth:`open` (a run endpoint) makes a session; :meth:`get` only looks one up, so calls
+    with made-up keys cost nothing. Beyond ``capacity`` the least recently used sessions without
+    a decoding run are forgotten (their files stay until the file budget deletes them).
+    """
 
     def __init__(
         self,
         root: str | Path = DEFAULT_OUTPUT_ROOT,
         capacity: int = MAX_SESSIONS,
         keep_runs: int = DEFAULT_KEEP_RUNS,
+        files: FileBudget | None = None,
+        memory: MemoryBudget | None = None,
     ):
         self.root = Path(root)
         self.capacity = capacity
-        self.budget = FileBudget(keep_runs)
+        self.budget = files or FileBudget(keep_runs)
+        self.memory = memory or MemoryBudget()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str | None) -> Session:
+    def get(self, key: str | None) -> Session | None:
+        """The session of ``key``, or None: nothing is made."""
+        with self._lock:
+            session = self._sessions.get(key or "local")
+            if session is not None:
+                self._sessions.move_to_end(session.key)
+            return session
+
+    def open(self, key: str | None) -> Session:
+        """The session of ``key``, made (with a random folder name) when new."""
         key = key or "local"
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
-                safe = "".join(c for c in key if c.isalnum() or c in "-_")[:64] or "session"
-                directory = self.root / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}"
-                directory.mkdir(parents=True, exist_ok=True)
-                session = self._sessions[key] = Session(key, directory)
+                name = secrets.token_hex(SESSION_NAME_HEX // 2)
+                session = self._sessions[key] = Session(key, self.root / f"{time.strftime('%Y%m%d')}-{name}")
             self._sessions.move_to_end(key)
-            while len(self._sessions) > self.capacity:
-                self._sessions.popitem(last=False)
+            idle = [k for k, kept in self._sessions.items() if kept.active is None and k != key]
+            for old in idle[: max(0, len(self._sessions) - self.capacity)]:
+                del self._sessions[old]
             return session
 
     def forget(self, key: str | None) -> None:
-        """Drop a session's runs from memory (their files stay until the budget deletes them)."""
+        """Drop a session's runs from memory, unless one is decoding (files stay until the budget
+        deletes them)."""
         with self._lock:
-            self._sessions.pop(key or "local", None)
+            session = self._sessions.get(key or "local")
+            if session is not None and session.active is None:
+                del self._sessions[session.key]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from magnet_demo.records import StepRecord
-from magnet_demo.session import Run
+from magnet_demo.session import RELEASED_NOTE, Run
 
 
 def step_status(run: Run, record: StepRecord) -> str:
@@ -19,6 +19,12 @@ def step_status(run: Run, record: StepRecord) -> str:
 def run_status(run: Run, keep_runs: int) -> str:
     """The status line of an ended run; says so when the server's budget (``keep_runs`` runs'
     files) deleted its files, and how to make it again."""
+    if run.steps_released:
+        gone = f"; its files were deleted too (this server keeps the files of its last {keep_runs} runs)"
+        return (
+            f"**Run #{run.number}** {run.status}: {RELEASED_NOTE}{gone if run.files_deleted else ''} · "
+            f"seed {run.seed}: the same model, settings and seed (Step details) make it again"
+        )
     steps = len(run.records) - run.first_new_index
     elapsed = run.records[-1].elapsed if steps > 0 else 0.0
     per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +31,9 @@ from magnet_demo.audio_modes import (
     REGION,
     AudioRequest,
 )
+from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.canvas_feed import CanvasFeed
-from magnet_demo.controls import DecodingConfig, Limits
+from magnet_demo.controls import DEFAULT_KEEP_RUNS_PER_SESSION, DEFAULT_MEMORY_MB, DecodingConfig, Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import (
     Settings,
@@ -43,12 +45,14 @@ from magnet_demo.form import (
     uploaded_file,
     whole,
 )
+from magnet_demo.incidents import visitor_message, without_paths
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, SETTINGS_FIELDS, LoadedModel
 from magnet_demo.schedules import CFG_LINEAR, CFGSchedule
 from magnet_demo.session import (
     DEFAULT_KEEP_RUNS,
     DEFAULT_OUTPUT_ROOT,
+    RELEASED_NOTE,
     RUNNING,
     Run,
     Session,
@@ -121,7 +125,9 @@ class DemoApp:
         model_note: a line on how the model was chosen, shown under the model menu.
         limits: the caps on one request (steps, prompt length, CFG points, fork depth).
         sources: which model names visitors may load (default: the embedded and released ones).
-        keep_runs: runs whose files the server keeps on disk (the oldest are deleted first).
+        keep_runs: runs whose files the server keeps on disk (the largest holder's oldest go first).
+        keep_runs_per_session: runs whose files one session keeps (its oldest go first).
+        memory_mb: what all runs keep in memory, MiB (least recently used runs release their steps).
     """
 
     def __init__(
@@ -135,6 +141,8 @@ class DemoApp:
         limits: Limits | None = None,
         sources: ModelSources | None = None,
         keep_runs: int = DEFAULT_KEEP_RUNS,
+        keep_runs_per_session: int = DEFAULT_KEEP_RUNS_PER_SESSION,
+        memory_mb: float = DEFAULT_MEMORY_MB,
     ):
         self.default_model = default_model
         self.models = models or ModelCache()
@@ -142,17 +150,26 @@ class DemoApp:
         self.model_note = model_note
         self.limits = limits or Limits()
         self.sources = sources or ModelSources(extra=(default_model,))
-        self.sessions = SessionStore(output_root, keep_runs=keep_runs)
+        self.sessions = SessionStore(
+            output_root,
+            files=FileBudget(keep_runs, keep_runs_per_session),
+            memory=MemoryBudget(int(memory_mb * 2**20)),
+        )
         self.examples = load_examples() if examples is None else examples
         #: the components run handlers update, handed over by :func:`magnet_demo.layout.build_ui`
         self.components: MainView | None = None
 
     # ----------------------------------------------------------------- helpers
-    def session(self, request: gr.Request | None) -> Session:
+    def session(self, request: gr.Request | None) -> Session | None:
+        """The session of ``request``, or None: looking one up never makes one."""
         return self.sessions.get(getattr(request, "session_hash", None))
 
+    def open_session(self, request: gr.Request | None) -> Session:
+        """The session of ``request``, made if new (only the run endpoints call this)."""
+        return self.sessions.open(getattr(request, "session_hash", None))
+
     def model_choices(self) -> list[str]:
-        choices = [EMBEDDED_NAME, *HUB_MODELS]
+        choices = [EMBEDDED_NAME, *(HUB_MODELS if self.sources.hub_offered else ())]
         if self.default_model not in choices:
             choices.insert(0, self.default_model)
         return choices
@@ -168,10 +185,12 @@ class DemoApp:
         try:
             return self.models.get(self.model_name(name))
         except ValueError as error:
-            raise gr.Error(str(error), title="Model not available") from None
+            raise gr.Error(without_paths(str(error)), title="Model not available") from None
 
-    def run_of(self, session: Session, number: object) -> Run | None:
+    def run_of(self, session: Session | None, number: object) -> Run | None:
         """Run ``number`` of ``session`` (None: the latest), or gr.Error for one it does not hold."""
+        if session is None:
+            return None
         try:
             return session.run(number)
         except ValueError as error:
@@ -191,10 +210,11 @@ class DemoApp:
             name = self.model_name(model_name)
             model = self.models.get(name)
         except ValueError as error:
-            name = str(model_name)[:60]
-            gr.Warning(str(error))
+            name = without_paths(str(model_name)[:60])
+            message = without_paths(str(error))
+            gr.Warning(message)
             return (
-                f"⚠️ **{name}** cannot be used: {error}",
+                f"⚠️ **{name}** cannot be used: {message}",
                 gr.update(),
                 gr.update(),
                 gr.Dataset(samples=self.examples_for(name)),
@@ -336,13 +356,14 @@ class DemoApp:
             path, name = upload if upload else (None, "")
             return AudioRequest.checked(mode, path, name, keep, start, end)
         except ValueError as error:
-            raise gr.Error(str(error), title="Check the audio") from None
+            raise gr.Error(without_paths(str(error)), title="Check the audio") from None
 
     def _fresh_run(
         self, settings: Settings, sample_shown: object, request, audio: AudioRequest | None = None
     ) -> Iterator[dict]:
         """A new run of ``settings`` (given tokens from ``audio`` when set), streamed to the page."""
-        session = self.session(request)
+        session = self.open_session(request)
+        self._one_at_a_time(session)
         loaded = self.load(settings.model)
         try:
             prompts = settings.prompts(self.limits)
@@ -350,7 +371,7 @@ class DemoApp:
             seed_used = settings.pick_seed()
             given = None if audio is None else audio.given(loaded, config)
         except ValueError as error:
-            raise gr.Error(str(error), title="Check the settings") from None
+            raise gr.Error(without_paths(str(error)), title="Check the settings") from None
         kept = given if given is not None and given.mask.any() else None  # all-False: plain generation
         previous = session.run(None)
         run = session.new_run(
@@ -400,10 +421,15 @@ class DemoApp:
         settings = self._settings(locals())
         session = self.session(request)
         parent = self.run_of(session, run_number)
+        if parent is not None and parent.steps_released:
+            raise gr.Error(
+                f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to re-decode from its steps."
+            )
         if parent is None or not parent.records:
             raise gr.Error("Nothing to fork yet: generate a run first, then pick a step.")
         if parent.status == RUNNING:
             raise gr.Error(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
+        self._one_at_a_time(session)
         index = self._index(parent, step)
         record = parent.records[index]
         if record.is_last:
@@ -416,7 +442,9 @@ class DemoApp:
             )
         loaded = self.load(parent.model_name)
         try:
-            config, notes = settings.fork_config(parent.config, record, self.limits, loaded.lm.card)
+            config, notes = settings.fork_config(
+                parent.config, record, self.limits, loaded.lm.card, samples=len(parent.prompts)
+            )
         except ValueError as error:
             raise gr.Error(str(error), title="Check the settings") from None
         run = session.new_run(
@@ -479,20 +507,105 @@ class DemoApp:
             given_mask=run.given if run.parent is None else None,
         )
 
+    def admit(self, request: gr.Request | None, waiting: int) -> str | None:
+        """Why a new run of ``request``'s session may not join the queue (None: it may).
+
+        ``waiting`` counts the session's runs already waiting in the queue. One run per visitor,
+        decoding or waiting: the page's own button waits for the pending run and then sends only
+        the last click (Gradio's ``always_last``), so this refuses API clients and a fork sent
+        while a run is pending.
+        """
+        session = self.session(request)
+        active = None if session is None else session.active
+        if active is not None:
+            return (
+                f"Run #{active.number} of this session is still decoding: stop it or wait for it to "
+                "finish before starting another."
+            )
+        if waiting:
+            return (
+                "This session already has a run waiting in the queue: wait for it, or stop it once it starts."
+            )
+        return None
+
+    @staticmethod
+    def _one_at_a_time(session: Session) -> None:
+        """gr.Error when ``session`` already has a run decoding: one run per visitor at a time."""
+        active = session.active
+        if active is not None:
+            raise gr.Error(
+                f"Run #{active.number} of this session is still decoding: stop it or wait for it to "
+                "finish before starting another.",
+                title="One run at a time",
+            )
+
     def _stream(self, session: Session, run: Run, model: LoadedModel, previous: Run | None, sample: int):
         """Decode ``run`` and yield page updates: start, one per step, audio, files.
 
         Every update carries the canvas feed: it only grows, so Gradio sends only its new lines.
+        The run is stopped like Stop after the server's ``max_run_seconds``.
         """
         sample = self._sample(run, sample)
         comp = self.components
         rescorer_offered = self.models.rescorer_name(run.model_name)[0] is not None
+        yield self._start_update(session, run, previous, sample, rescorer_offered)
+        audio = None
+        deadline = threading.Timer(self.limits.max_run_seconds, self._out_of_time, (run,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            job = self._job(run, rescorer_offered)
+            # the decoding never waits for the page: steps that arrive while the newest one is
+            # drawn and sent are recorded, and only the newest of them is drawn
+            for batch in batches_in_thread(
+                lambda: self.worker.run(job, run.controls, run.cancel), run.cancel
+            ):
+                records = [item for item in batch if not isinstance(item, FinalAudio)]
+                audio = next((item.audio for item in batch if isinstance(item, FinalAudio)), audio)
+                run.add_records(records)
+                if records:
+                    self.sessions.memory.charge(run)
+                    yield {
+                        comp.status: texts.step_status(run, records[-1]),
+                        comp.canvas: run.feed(sample).text,
+                        comp.step_info: run.record_summary(),
+                    }
+            run.finish(audio)
+        except Exception as error:  # shown in the page; the queue goes on serving others
+            context = f"run {run.number} of session {session.name}"
+            message = visitor_message(error, log, context, readable=(gr.Error,))
+            run.fail(message)
+            kept = len(run.records) - run.first_new_index
+            raise gr.Error(
+                f"Run #{run.number} failed after {kept} of its steps: {message} Its steps so far stay "
+                "in the history: scrub them or re-decode from one.",
+                title="Decoding failed",
+            ) from None
+        except GeneratorExit:  # the visitor went away: the worker was told to stop
+            run.fail("the page or client went away during the run")
+            raise
+        finally:
+            deadline.cancel()
+        self.sessions.memory.charge(run)
+        yield from self._end_updates(session, run, sample)
+
+    def _out_of_time(self, run: Run) -> None:
+        """The wall-clock limit: stop ``run`` before its next step, saying why."""
+        if run.status == RUNNING:
+            run.stop_reason = f"this server stops a run after {self.limits.max_run_seconds:g} s"
+            run.cancel.set()
+
+    def _start_update(
+        self, session: Session, run: Run, previous: Run | None, sample: int, rescorer_offered: bool
+    ) -> dict:
+        """The page when ``run`` starts: its number, notes, the A/B audio and its first canvas."""
+        comp = self.components
         notes = list(run.notes)
         if run.config.rescore_weight > 0 and not rescorer_offered:
             notes.append("rescoring off: no rescorer reads this model's tokens")
         origin = "" if run.parent is None else f" (from run #{run.parent.number}, step {run.fork_index + 1})"
         origin += f", {run.source}" if run.source else ""
-        first = {
+        return {
             comp.status: f"**Run #{run.number}**{origin}: starting… " + "; ".join(notes),
             comp.scrub: gr.update(maximum=run.total_steps, value=run.total_steps),
             comp.runs: gr.update(choices=session.choices(), value=run.number),
@@ -503,38 +616,11 @@ class DemoApp:
             comp.step_info: run.summary(),
             comp.canvas: run.feed(sample).text,  # a fork starts from its parent's step
         }
-        yield first
-        audio = None
-        try:
-            job = self._job(run, rescorer_offered)
-            # the decoding never waits for the page: steps that arrive while the newest one is
-            # drawn and sent are recorded, and only the newest of them is drawn
-            for batch in batches_in_thread(
-                lambda: self.worker.run(job, run.controls, run.cancel), run.cancel
-            ):
-                records = [item for item in batch if not isinstance(item, FinalAudio)]
-                audio = next((item.audio for item in batch if isinstance(item, FinalAudio)), audio)
-                run.records.extend(records)
-                if records:
-                    yield {
-                        comp.status: texts.step_status(run, records[-1]),
-                        comp.canvas: run.feed(sample).text,
-                        comp.step_info: run.record_summary(),
-                    }
-            run.finish(audio)
-        except Exception as error:  # shown in the page; the queue goes on serving others
-            run.fail(str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
-            log.exception("run %s of session %s failed", run.number, session.key)
-            kept = len(run.records) - run.first_new_index
-            raise gr.Error(
-                f"Run #{run.number} failed after {kept} of its steps: {error} Its steps so far stay "
-                "in the history: scrub them or re-decode from one.",
-                title="Decoding failed",
-            ) from None
-        except GeneratorExit:  # the visitor went away: the worker was told to stop
-            run.fail("the page or client went away during the run")
-            raise
-        yield {  # the audio first; the spectrogram, trace and animation follow
+
+    def _end_updates(self, session: Session, run: Run, sample: int) -> Iterator[dict]:
+        """The page after ``run`` decoded: the audio first; the spectrogram, trace and animation follow."""
+        comp = self.components
+        yield {
             comp.status: texts.run_status(run, self.sessions.budget.keep_runs)
             + " · drawing the spectrogram, writing the trace and the animation…",
             comp.audio: self._audio_update(run, sample, "This run: "),
@@ -549,8 +635,9 @@ class DemoApp:
             try:
                 writer()
             except Exception as error:  # a missing extra must not hide the audio
-                log.exception("writing a file of run %s failed", run.number)
-                extras.append(f"{type(error).__name__}: {error}")
+                extras.append(
+                    visitor_message(error, log, f"a file of run {run.number} of session {session.name}")
+                )
         self.sessions.budget.add(run)
         yield {
             comp.status: texts.run_status(run, self.sessions.budget.keep_runs)
@@ -579,6 +666,10 @@ class DemoApp:
 
     @staticmethod
     def _audio_update(run: Run | None, sample: int, prefix: str):
+        """The run's audio for a player: from memory, or from its WAV file once its steps were released."""
+        wavs = [] if run is None or run.audio is not None else run.wav_files()
+        if wavs:
+            return gr.update(value=str(wavs[min(sample, len(wavs) - 1)]), label=f"{prefix}run #{run.number}")
         if run is None or run.audio is None:
             return gr.update(value=None, label=prefix + "no earlier run")
         index = min(sample, len(run.audio) - 1)
@@ -596,7 +687,8 @@ class DemoApp:
     # ----------------------------------------------------------------- stop and steer
     def stop(self, request: gr.Request = None) -> str:
         """Ask the running decoding of this session to stop before its next step."""
-        run = self.session(request).active
+        session = self.session(request)
+        run = None if session is None else session.active
         if run is None:
             return "Nothing is decoding."
         run.cancel.set()
@@ -613,7 +705,8 @@ class DemoApp:
         request: gr.Request = None,
     ) -> str:
         """Apply the live controls to the running decoding (from its next step)."""
-        run = self.session(request).active
+        session = self.session(request)
+        run = None if session is None else session.active
         limits = self.limits
         try:
             curve = (
@@ -651,17 +744,21 @@ class DemoApp:
     # ----------------------------------------------------------------- inspecting runs
     def inspect(self, run_number: int, step: int, sample_shown: int = 1, request: gr.Request = None):
         """A step of a run: (audio of that step, description). The page draws the step itself."""
-        run = self.run_of(self.session(request), run_number)
+        session = self.session(request)
+        run = self.run_of(session, run_number)
+        if run is not None and run.steps_released:
+            return None, f"Run #{run.number}: {RELEASED_NOTE}."
         if run is None or not run.records:
             return None, "No step to show yet: generate a run first."
         index = self._index(run, step)
         sample = self._sample(run, sample_shown)
         record = run.records[index]
         try:
-            audio = run.preview(index, lambda codes: self.decode_audio(run.model_name, codes))[sample]
+            decode = lambda codes: self.decode_audio(run.model_name, codes)  # noqa: E731
+            audio = session.preview(run, index, decode)[sample]
             sound = (run.sample_rate, _pcm(audio))
         except (ValueError, RuntimeError) as error:
-            sound, error_note = None, f" (cannot decode: {error})"
+            sound, error_note = None, f" (cannot decode: {visitor_message(error, log, 'a step preview')})"
         else:
             error_note = ""
         origin = "" if index >= run.first_new_index else f" (inherited from run #{run.parent.number})"
@@ -678,7 +775,7 @@ class DemoApp:
         session = self.session(request)
         run = self.run_of(session, run_number)
         comp = self.components
-        if run is None or not run.records:
+        if run is None or not (run.records or run.steps_released):
             return {comp.status: "No run yet."}
         sample = self._sample(run, sample_shown)
         previous = run.parent or next((r for r in reversed(session.runs) if r.number < run.number), None)
@@ -708,7 +805,7 @@ class DemoApp:
             config = DecodingConfig(duration=seconds)
             codes, note = audio_in.audio_codes(model, path, duration=seconds)
         except (ValueError, gr.Error) as error:
-            return {comp.status: f"⚠️ {getattr(error, 'message', None) or error}"}
+            return {comp.status: f"⚠️ {without_paths(str(getattr(error, 'message', None) or error))}"}
         T = model.frames(config)
         tokens = np.zeros((model.num_codebooks, T), dtype=np.int64)
         given = np.zeros_like(tokens, dtype=bool)
@@ -727,13 +824,9 @@ class DemoApp:
 
     def use_run_audio(self, run_number: object, sample_shown: object = 1, request: gr.Request = None):
         """The WAV of a run of this session, for the audio input (continue it, re-decode part of it)."""
-        session = self.session(request)
-        try:
-            run = session.run(run_number)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
+        run = self.run_of(self.session(request), run_number)
         sample = self._sample(run, sample_shown)
-        wavs = [path for path in (run.files if run else []) if path.suffix == ".wav" and path.is_file()]
+        wavs = run.wav_files() if run else []
         if not wavs:
             raise gr.Error("That run has no audio file (yet, or any more): pick a finished run.")
         return str(wavs[min(sample, len(wavs) - 1)])

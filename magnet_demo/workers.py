@@ -36,6 +36,7 @@ import numpy as np
 
 from magnet_demo.audio import decode_tokens, preview_codes
 from magnet_demo.controls import DecodingConfig, LiveControls
+from magnet_demo.incidents import ReadableFault
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.records import StepRecord
 
@@ -115,7 +116,7 @@ class Failure:
         return ValueError(self.message) if self.readable else RuntimeError(self.message)
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(ReadableFault):
     """The worker process ended during a run."""
 
 

@@ -71,7 +71,7 @@ def test_worker_choice():
 def test_the_flags_defaults_are_the_modules_defaults():
     from magnet_demo.controls import Limits
     from magnet_demo.model_cache import ModelCache
-    from magnet_demo.session import FileBudget
+    from magnet_demo.budgets import FileBudget
 
     args = app.parse_args([])
     assert (args.max_steps, args.keep_runs, args.max_models) == (
@@ -83,8 +83,12 @@ def test_the_flags_defaults_are_the_modules_defaults():
     assert app.parse_args(["--model-root", "/a", "--model-root", "/b"]).model_root == ["/a", "/b"]
 
 
-@pytest.mark.parametrize("flag", ["--max-steps", "--keep-runs", "--max-models", "--queue-size"])
+@pytest.mark.parametrize(
+    "flag",
+    ["--max-steps", "--keep-runs", "--keep-runs-per-session", "--max-models", "--queue-size", "--max-work",
+     "--max-run-seconds", "--memory-mb"],
+)  # fmt: skip
 def test_limits_below_one_are_refused(flag, capsys):
     with pytest.raises(SystemExit):
         app.parse_args([flag, "0"])
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "must be more than 0" in capsys.readouterr().err
