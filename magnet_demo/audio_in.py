@@ -18,9 +18,13 @@ Steps 1 and 3 are pure functions of their inputs.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import warnings
+import selectors
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -34,19 +38,49 @@ import torch
 MAX_UPLOAD_SECONDS = 60.0
 #: the largest file the server accepts at all (Gradio refuses bigger uploads before storing them)
 MAX_UPLOAD_MB = 64
-#: sample rates that can be resampled, in Hz (whole numbers only)
+#: sample rates accepted and resampled, in Hz (whole numbers only); a file outside is refused
+#: from its header
 MIN_SAMPLE_RATE = 1_000
-MAX_SAMPLE_RATE = 384_000
+MAX_SAMPLE_RATE = 192_000
 #: the most channels an array or file may have (they are mixed to mono); more means the array
-#: is probably ``[channels, samples]`` instead of ``[samples, channels]``
+#: is probably ``[channels, samples]`` instead of ``[samples, channels]``, and a file with more is
+#: refused from its header
 MAX_CHANNELS = 8
+#: bytes of one decoded sample (float32), for :data:`MAX_DECODED_BYTES`
+DECODED_SAMPLE_BYTES = 4
+#: the most a whole file may take decoded, all channels at its own rate (frames x channels x
+#: :data:`DECODED_SAMPLE_BYTES`), checked from its header. It fits 60 s of stereo up to 96 kHz
+#: (46 MB), 60 s of 5.1 at 44.1 kHz (63.5 MB) and 30 s of 8 channels at 48 kHz (46 MB); it refuses
+#: 60 s of 5.1 at 48 kHz (69 MB), 60 s of 8 channels at 48 kHz (92 MB) and the largest file the
+#: other limits allow, 60 s of 8 channels at 192 kHz (369 MB). Only the run's span is read, a block
+#: at a time, so a read holds far less than this (see :func:`read_audio`).
+MAX_DECODED_BYTES = 64_000_000
+#: frames read from a file at a time, every channel (65536 x 8 x 4 B = 2 MB at most)
+READ_BLOCK_FRAMES = 65_536
 #: the resampler's quality (soxr, the resampler librosa uses)
 RESAMPLE_QUALITY = "HQ"
 #: file extensions that soundfile reads itself; a file with one of them that soundfile cannot
-#: open is broken, and other extensions (m4a, aac, ...) are tried with librosa (needs ffmpeg)
+#: open is broken, and other extensions (m4a, aac, webm, ...) are decoded with ffmpeg when the
+#: server has it (soundfile reads by content: a WAV named ``.m4a`` is still read as a WAV)
 SOUNDFILE_EXTENSIONS = frozenset(
     {"wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "au", "caf", "w64", "rf64"}
 )
+#: the formats the server reads itself, named in refusals
+READABLE_FORMATS = "WAV, FLAC, OGG or MP3"
+#: the most seconds ffmpeg may take to decode a file, and ffprobe to read its header; past it
+#: they are killed and the file refused
+FFMPEG_TIMEOUT_SECONDS = 20.0
+FFPROBE_TIMEOUT_SECONDS = 10.0
+#: the most bytes of ffprobe's answer read (a header is a few hundred bytes)
+FFPROBE_MAX_BYTES = 64_000
+#: seconds of output allowed past what ffmpeg was asked for (its resampler's and decoders' edges),
+#: beyond which it is killed
+FFMPEG_SLACK_SECONDS = 1.0
+#: bytes read from a pipe at a time
+PIPE_READ_BYTES = 65_536
+#: the only demuxers ffmpeg and ffprobe may use (``-format_whitelist``): audio containers, and no
+#: playlist or list format (hls, concat, ...) that opens other files or addresses
+FFMPEG_FORMATS = "mov,matroska,webm,aac,asf,ac3,eac3,amr,wv,ape,tta,mpc,mpc8,wav,w64,mp3,ogg,flac,aiff,caf,au"
 #: note of a region that covers the whole clip
 PLAIN_GENERATION_NOTE = "The region covers the whole clip: nothing is kept, this is plain generation."
 
@@ -109,28 +143,65 @@ def check_sample_rate(rate, what: str = "The audio's sample rate") -> int:
     return int(value)
 
 
+def _check_header(name: str, channels: int, rate, frames: int | None) -> int:
+    """Refuse a file from its header alone, before any sample is decoded; its rate as an int Hz.
+
+    Args:
+        name: the file's base name (refusals name it, never its folder).
+        channels, rate: the header's; ``frames``: its length in frames, None when it has none.
+    Raises:
+        ValueError: no channel or more than :data:`MAX_CHANNELS`; a rate :func:`check_sample_rate`
+            refuses; longer than :data:`MAX_UPLOAD_SECONDS`; over :data:`MAX_DECODED_BYTES` decoded.
+    """
+    if channels < 1:
+        raise ValueError(f"'{name}' has no audio channel.")
+    if channels > MAX_CHANNELS:
+        raise ValueError(f"'{name}' has {channels} channels; at most {MAX_CHANNELS} are accepted.")
+    rate = check_sample_rate(rate, f"The sample rate of '{name}'")
+    if frames is None:
+        return rate
+    if frames / rate > MAX_UPLOAD_SECONDS:
+        raise _too_long(frames / rate)
+    decoded = frames * channels * DECODED_SAMPLE_BYTES
+    if decoded > MAX_DECODED_BYTES:
+        raise ValueError(
+            f"'{name}' is too big once decoded: {decoded / 1e6:.0f} MB ({_fmt(frames / rate)} s, "
+            f"{channels} channels at {rate} Hz); at most {MAX_DECODED_BYTES / 1e6:.0f} MB is accepted. "
+            "Use fewer channels, a lower sample rate or a shorter clip."
+        )
+    return rate
+
+
 def _as_float(samples: np.ndarray) -> np.ndarray:
     """Samples as float32 in [-1, 1] (integer PCM is scaled, as soundfile and browsers store it)."""
     if samples.dtype.kind == "f":
         return samples.astype(np.float32, copy=False)
-    if samples.dtype.kind == "i":
-        return (samples / float(-np.iinfo(samples.dtype).min)).astype(np.float32)
+    if samples.dtype.kind == "i":  # float32 all along: a power-of-two scale is exact
+        audio = samples.astype(np.float32)
+        audio /= np.float32(-np.iinfo(samples.dtype).min)
+        return audio
     if samples.dtype.kind == "u":
         middle = (float(np.iinfo(samples.dtype).max) + 1) / 2
         return ((samples - middle) / middle).astype(np.float32)
     raise ValueError(f"Audio samples must be numbers, got {samples.dtype}.")
 
 
-def _mono(samples: np.ndarray) -> np.ndarray:
-    """``[samples]`` or ``[samples, channels]`` -> ``[samples]`` (the channels' mean)."""
+def _check_layout(samples: np.ndarray) -> None:
+    """Refuse anything but ``[samples]`` or ``[samples, channels]`` with at most :data:`MAX_CHANNELS`
+    channels (from the shape alone: before any conversion of a big array)."""
     if samples.ndim == 1:
-        return samples
+        return
     if samples.ndim != 2 or samples.shape[1] > MAX_CHANNELS:
         raise ValueError(
             f"Audio must be [samples] or [samples, channels] with at most {MAX_CHANNELS} channels, "
             f"got shape {list(samples.shape)}."
         )
-    return samples.mean(axis=1)
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    """``[samples]`` or ``[samples, channels]`` -> ``[samples]`` (the channels' mean)."""
+    _check_layout(samples)
+    return samples if samples.ndim == 1 else samples.mean(axis=1)
 
 
 def _fmt(seconds: float) -> str:
@@ -138,10 +209,10 @@ def _fmt(seconds: float) -> str:
     return f"{seconds:.2f}".rstrip("0").rstrip(".")
 
 
-def _too_long(seconds: float) -> ValueError:
+def _too_long(seconds: float, *, at_least: bool = False) -> ValueError:
+    length = f"over {seconds:.1f} s" if at_least else f"{seconds:.1f} s"
     return ValueError(
-        f"The audio is {seconds:.1f} s long; the longest upload is {MAX_UPLOAD_SECONDS:g} s: "
-        "cut it shorter first."
+        f"The audio is {length} long; the longest upload is {MAX_UPLOAD_SECONDS:g} s: cut it shorter first."
     )
 
 
@@ -151,7 +222,8 @@ def resample(audio: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarra
         return audio
     import soxr  # librosa's resampler; imported here, only when needed
 
-    return soxr.resample(audio, source_rate, sample_rate, quality=RESAMPLE_QUALITY).astype(np.float32)
+    resampled = soxr.resample(audio, source_rate, sample_rate, quality=RESAMPLE_QUALITY)
+    return resampled.astype(np.float32, copy=False)
 
 
 def prepare_audio(
@@ -175,13 +247,15 @@ def prepare_audio(
         source_seconds: the source's full length when ``samples`` is already a cropped read.
     Raises:
         ValueError: empty, too short, longer than :data:`MAX_UPLOAD_SECONDS`, a sample rate that
-            cannot be resampled, non-finite samples, a bad shape or dtype.
+            cannot be resampled, non-finite samples, a bad shape (refused before any conversion)
+            or dtype.
     """
     source_rate = check_sample_rate(source_rate)
     sample_rate = check_sample_rate(sample_rate, "The model's sample rate")
     samples = np.asarray(samples)
     if samples.size == 0:
         raise ValueError("The audio is empty: it has no samples.")
+    _check_layout(samples)
     audio = _mono(_as_float(samples))
     full = len(audio) / source_rate if source_seconds is None else float(source_seconds)
     if full > MAX_UPLOAD_SECONDS:
@@ -202,21 +276,177 @@ def prepare_audio(
     return AudioClip(resample(audio, source_rate, sample_rate), sample_rate, full, note)
 
 
-def _read_with_librosa(path: Path) -> tuple[np.ndarray, int]:
-    """Formats soundfile cannot read (through audioread, which needs ffmpeg): ``[samples, channels]``,
-    at most a little more than :data:`MAX_UPLOAD_SECONDS` decoded."""
-    try:
-        import librosa
+def _read_mono(sound: sf.SoundFile, frames: int) -> np.ndarray:
+    """The next ``frames`` of an open file mixed to mono as they are read, a block of at most
+    :data:`READ_BLOCK_FRAMES` frames (every channel) at a time.
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            audio, rate = librosa.load(path, sr=None, mono=False, duration=MAX_UPLOAD_SECONDS + 1.0)
-    except Exception as error:
+    Returns ``[n]`` float32, the channels' mean, ``n <= frames`` (less when the file ends sooner
+    than its header says). Holds the ``[frames]`` result and one ``[block, channels]`` block.
+    """
+    mono = np.empty(frames, np.float32)
+    block = np.empty((min(frames, READ_BLOCK_FRAMES), sound.channels), np.float32)
+    done = 0
+    while done < frames:
+        want = min(len(block), frames - done)
+        got = len(sound.read(want, dtype="float32", always_2d=True, out=block[:want]))
+        if got == 0:
+            break
+        np.mean(block[:got], axis=1, out=mono[done : done + got])
+        done += got
+    return mono[:done]
+
+
+def _read_with_soundfile(
+    sound: sf.SoundFile, name: str, sample_rate: int, *, max_seconds: float, min_seconds: float
+) -> AudioClip:
+    """An open file -> an :class:`AudioClip`: its header checked (:func:`_check_header`), then only
+    the first ``max_seconds`` read, mixed to mono a block at a time (:func:`_read_mono`)."""
+    if sound.frames <= 0:
+        raise ValueError(f"'{name}' is empty: it has no samples.")
+    rate = _check_header(name, sound.channels, sound.samplerate, sound.frames)
+    span = min(sound.frames, max(1, round(max_seconds * rate)))
+    try:
+        mono = _read_mono(sound, span)
+    except sf.SoundFileError:
+        raise ValueError(f"Could not read '{name}': the file is damaged.") from None
+    return prepare_audio(
+        mono,
+        rate,
+        sample_rate,
+        max_seconds=max_seconds,
+        min_seconds=min_seconds,
+        source_seconds=sound.frames / rate,
+    )
+
+
+class _Run(NamedTuple):
+    """What :func:`_run_bounded` returns: the command's stdout, its exit status (None when it could
+    not start) and why it was stopped ("" when it ended by itself, "time", "size" or "start")."""
+
+    output: bytearray
+    returncode: int | None
+    stopped: str
+
+
+def _run_bounded(command: list[str], max_bytes: int, timeout: float) -> _Run:
+    """Run ``command`` with no input, reading its stdout as it comes (stderr is dropped); it is
+    killed once it has run ``timeout`` seconds or written more than ``max_bytes`` (so at most
+    ``max_bytes + PIPE_READ_BYTES`` are ever held)."""
+    deadline = time.monotonic() + timeout
+    output, stopped = bytearray(), ""
+    pipes = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        process = subprocess.Popen(command, **pipes)
+    except OSError:
+        return _Run(output, None, "start")
+    with process, selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while not stopped:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stopped = "time"
+            elif selector.select(left):
+                chunk = os.read(process.stdout.fileno(), PIPE_READ_BYTES)
+                if not chunk:
+                    break
+                output += chunk
+                if len(output) > max_bytes:
+                    stopped = "size"
+        if not stopped:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stopped = "time"
+        if stopped:
+            process.kill()
+    return _Run(output, process.returncode, stopped)
+
+
+def _ffmpeg_input(path: Path) -> list[str]:
+    """ffmpeg's and ffprobe's input options and input for ``path``: local files only, read only by
+    the demuxers of :data:`FFMPEG_FORMATS` (a name such as ``http:...`` stays a file name)."""
+    whitelists = ["-protocol_whitelist", "file", "-format_whitelist", FFMPEG_FORMATS]
+    return [*whitelists, "-i", f"file:{path.absolute()}"]
+
+
+def _undecodable(name: str) -> ValueError:
+    return ValueError(
+        f"Could not read '{name}': it is not an audio file this server can decode. Use {READABLE_FORMATS}."
+    )
+
+
+def _positive(value) -> float | None:
+    """ffprobe's number (a string, "N/A" or missing) as a float, None unless finite and above 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _probe(path: Path) -> float | None:
+    """Check the header of a file for ffmpeg with ffprobe (:func:`_check_header`), decoding none
+    of its audio; its length in seconds, None when ffprobe is missing or the header has none."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return None
+    entries = "stream=channels,sample_rate,duration:format=duration"
+    command = [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", entries, "-of", "json"]
+    run = _run_bounded([*command, *_ffmpeg_input(path)], FFPROBE_MAX_BYTES, FFPROBE_TIMEOUT_SECONDS)
+    try:
+        if run.stopped or run.returncode != 0:
+            raise ValueError(run.stopped)
+        header = json.loads(run.output)
+        stream = header["streams"][0]
+        channels, rate = int(stream["channels"]), int(stream["sample_rate"])
+        seconds = _positive(stream.get("duration")) or _positive(header.get("format", {}).get("duration"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise _undecodable(path.name) from None
+    frames = None if seconds is None or rate <= 0 else math.ceil(seconds * rate - 1e-6)
+    _check_header(path.name, channels, rate, frames)
+    return seconds
+
+
+def _read_with_ffmpeg(path: Path, sample_rate: int, *, max_seconds: float, min_seconds: float) -> AudioClip:
+    """A format soundfile cannot read -> an :class:`AudioClip`, decoded by ffmpeg to mono float32 at
+    ``sample_rate``: its header checked first (:func:`_probe`), only the first ``max_seconds``
+    decoded (up to just past :data:`MAX_UPLOAD_SECONDS` when the header has no length), within
+    :data:`FFMPEG_TIMEOUT_SECONDS` and that many seconds' bytes (+ :data:`FFMPEG_SLACK_SECONDS`)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        kind = f"'{path.suffix.lower()}'" if path.suffix else "extension-less"
         raise ValueError(
-            f"Could not read '{path.name}': it is not an audio file this machine can decode "
-            f"({type(error).__name__}). Use WAV, FLAC, OGG or MP3."
-        ) from None
-    return np.atleast_2d(audio).T, rate
+            f"Could not read '{path.name}': this server cannot decode {kind} files; use {READABLE_FORMATS}."
+        )
+    sample_rate = check_sample_rate(sample_rate, "The model's sample rate")
+    source_seconds = _probe(path)
+    seconds = MAX_UPLOAD_SECONDS + FFMPEG_SLACK_SECONDS
+    if source_seconds is not None:
+        seconds = min(seconds, max_seconds)
+    output = ["-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
+    command = [ffmpeg, "-nostdin", "-v", "error", "-t", f"{seconds:.6f}", *_ffmpeg_input(path), *output]
+    max_bytes = math.ceil((seconds + FFMPEG_SLACK_SECONDS) * sample_rate) * DECODED_SAMPLE_BYTES
+    run = _run_bounded(command, max_bytes, FFMPEG_TIMEOUT_SECONDS)
+    if run.stopped == "time":
+        raise ValueError(
+            f"Decoding '{path.name}' took more than {FFMPEG_TIMEOUT_SECONDS:g} s and was stopped. "
+            f"Use {READABLE_FORMATS}."
+        )
+    if run.stopped == "size":
+        raise ValueError(f"'{path.name}' decodes to more audio than its length: it was stopped.")
+    if run.stopped or run.returncode != 0:
+        raise _undecodable(path.name)
+    samples = np.frombuffer(run.output, dtype="<f4", count=len(run.output) // DECODED_SAMPLE_BYTES)
+    if source_seconds is None and len(samples) > MAX_UPLOAD_SECONDS * sample_rate:
+        raise _too_long(MAX_UPLOAD_SECONDS, at_least=True)
+    return prepare_audio(
+        samples.astype(np.float32, copy=False),
+        sample_rate,
+        sample_rate,
+        max_seconds=max_seconds,
+        min_seconds=min_seconds,
+        source_seconds=source_seconds,
+    )
 
 
 def read_audio(
@@ -224,43 +454,31 @@ def read_audio(
 ) -> AudioClip:
     """An audio file -> an :class:`AudioClip` (mono float32 at ``sample_rate``, at most ``max_seconds``).
 
-    WAV, FLAC, OGG and MP3 are read with soundfile, reading only the first ``max_seconds``; a
-    file longer than :data:`MAX_UPLOAD_SECONDS` is refused from its header, before any decoding.
-    Other formats go through librosa (audioread, so ffmpeg), decoded up to just past the cap.
-    See :func:`prepare_audio` for ``min_seconds`` and the refusals (ValueError).
+    Every file is first refused or accepted from its header alone (:func:`_check_header`: channels,
+    sample rate, length and decoded size). WAV, FLAC, OGG and MP3 (whatever their name: soundfile
+    reads by content) are then read with soundfile, only the first ``max_seconds``, a block at a
+    time mixed to mono: a read holds the mono span at the file's rate, one block of every channel
+    (:data:`READ_BLOCK_FRAMES`) and the resampled clip. Other formats are decoded by ffmpeg when the
+    server has it (:func:`_read_with_ffmpeg`), else refused. See :func:`prepare_audio` for
+    ``min_seconds`` and the other refusals (ValueError; messages name the file, never its folder).
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"No audio file at '{path}'.")
+        raise ValueError(f"No audio file '{path.name}': it is missing or not a file.")
     if path.stat().st_size == 0:
         raise ValueError(f"'{path.name}' is empty.")
     try:
-        info = sf.info(str(path))
+        sound = sf.SoundFile(str(path))  # opening reads the header, no sample
     except sf.SoundFileError:
         if path.suffix.lower().lstrip(".") in SOUNDFILE_EXTENSIONS:
             raise ValueError(
                 f"Could not read '{path.name}': it is not a valid {path.suffix.lstrip('.').upper()} file."
             ) from None
-        samples, rate = _read_with_librosa(path)
-        return prepare_audio(samples, rate, sample_rate, max_seconds=max_seconds, min_seconds=min_seconds)
-    if info.frames <= 0:
-        raise ValueError(f"'{path.name}' is empty: it has no samples.")
-    rate = check_sample_rate(info.samplerate, f"The sample rate of '{path.name}'")
-    if info.duration > MAX_UPLOAD_SECONDS:
-        raise _too_long(info.duration)
-    frames = min(info.frames, max(1, round(max_seconds * rate)))
-    try:
-        samples, _ = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
-    except sf.SoundFileError as error:
-        raise ValueError(f"Could not read '{path.name}': {error}") from None
-    return prepare_audio(
-        samples,
-        rate,
-        sample_rate,
-        max_seconds=max_seconds,
-        min_seconds=min_seconds,
-        source_seconds=info.frames / rate,
-    )
+        return _read_with_ffmpeg(path, sample_rate, max_seconds=max_seconds, min_seconds=min_seconds)
+    with sound:
+        return _read_with_soundfile(
+            sound, path.name, sample_rate, max_seconds=max_seconds, min_seconds=min_seconds
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,9 +69,9 @@ def test_worker_choice():
 
 
 def test_the_flags_defaults_are_the_modules_defaults():
+    from magnet_demo.budgets import FileBudget
     from magnet_demo.controls import Limits
     from magnet_demo.model_cache import ModelCache
-    from magnet_demo.budgets import FileBudget
 
     args = app.parse_args([])
     assert (args.max_steps, args.keep_runs, args.max_models) == (

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -303,18 +305,24 @@ def test_compressed_formats_are_read(tmp_path, fmt, tolerance):
 
 
 def test_a_long_file_is_cropped_to_the_run_reading_only_that(tmp_path, monkeypatch):
-    sf.write(tmp_path / "x.wav", _tone(3.0), RATE)
+    stereo = np.stack([_tone(3.0, seed=1), _tone(3.0, seed=2)], axis=1)
+    sf.write(tmp_path / "x.wav", stereo, RATE, subtype="FLOAT")
     asked = []
-    real_read = sf.read
-    monkeypatch.setattr(audio_in.sf, "read", lambda *a, **k: asked.append(k["frames"]) or real_read(*a, **k))
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(
+        sf.SoundFile, "read", lambda self, frames, **k: asked.append(frames) or real_read(self, frames, **k)
+    )
     clip = audio_in.read_audio(tmp_path / "x.wav", RATE, max_seconds=1.0)
-    assert asked == [RATE] and len(clip.audio) == RATE and clip.source_seconds == 3.0
+    block = audio_in.READ_BLOCK_FRAMES
+    assert asked == [block] * (RATE // block) + [RATE % block]  # a block at a time, the run's second only
+    assert len(clip.audio) == RATE and clip.source_seconds == 3.0
     assert clip.note == "Used the first 1 s of the 3 s audio."
+    assert np.array_equal(clip.audio, stereo[:RATE].mean(axis=1))  # mixed to mono block by block
 
 
 def test_an_upload_over_the_cap_is_refused_before_decoding(tmp_path, monkeypatch):
     sf.write(tmp_path / "ten_minutes.wav", np.zeros(600 * 1000, np.int16), 1000)
-    monkeypatch.setattr(audio_in.sf, "read", lambda *a, **k: pytest.fail("the file was decoded"))
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("the file was decoded"))
     with pytest.raises(ValueError, match="The audio is 600.0 s long; the longest upload is 60 s"):
         audio_in.read_audio(tmp_path / "ten_minutes.wav", RATE, max_seconds=10)
     with pytest.raises(ValueError, match="The audio is 61.0 s long; the longest upload is 60 s"):
@@ -331,16 +339,32 @@ def test_unreadable_and_empty_files_are_refused(tmp_path):
     (tmp_path / "junk.wav").write_bytes(np.random.default_rng(0).bytes(4000))
     with pytest.raises(ValueError, match="Could not read 'junk.wav': it is not a valid WAV file"):
         audio_in.read_audio(tmp_path / "junk.wav", RATE, max_seconds=2)
-    with pytest.raises(ValueError, match="No audio file at"):
+    with pytest.raises(
+        ValueError, match="No audio file 'missing.wav': it is missing or not a file"
+    ) as refusal:
         audio_in.read_audio(tmp_path / "missing.wav", RATE, max_seconds=2)
+    assert str(tmp_path) not in str(refusal.value)  # a message names the file, never its folder
     with pytest.raises(ValueError, match="The audio is empty: it has no samples"):
         audio_in.prepare_audio(np.zeros((0, 2), np.float32), RATE, RATE, max_seconds=2)
 
 
-def test_other_formats_go_through_librosa(tmp_path):
+@pytest.mark.parametrize("ffmpeg", [True, False], ids=["ffmpeg", "no ffmpeg"])
+def test_other_formats_go_through_ffmpeg(tmp_path, monkeypatch, ffmpeg):
+    """A name soundfile does not claim, content it cannot read: ffmpeg's bounded path (see
+    test_hostile_audio.py), or a readable refusal on a server without ffmpeg."""
+    if ffmpeg and shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
+    if not ffmpeg:
+        monkeypatch.setattr(shutil, "which", lambda name: None)
     (tmp_path / "junk.m4a").write_bytes(np.random.default_rng(0).bytes(4000))
-    with pytest.raises(ValueError, match="Could not read 'junk.m4a': it is not an audio file this machine"):
+    expected = (
+        "it is not an audio file this server can decode. Use WAV, FLAC, OGG or MP3."
+        if ffmpeg
+        else "this server cannot decode '.m4a' files; use WAV, FLAC, OGG or MP3."
+    )
+    with pytest.raises(ValueError) as refusal:
         audio_in.read_audio(tmp_path / "junk.m4a", RATE, max_seconds=2)
+    assert str(refusal.value) == f"Could not read 'junk.m4a': {expected}"
 
 
 def test_a_clip_shorter_than_one_span_is_refused(tiny_model, tmp_path):
@@ -363,7 +387,7 @@ def test_a_file_with_an_absurd_rate_is_refused(tmp_path):
         audio_in.read_audio(tmp_path / "slow.wav", RATE, max_seconds=2)
 
 
-def test_arrays_integer_pcm_and_layouts():
+def test_arrays_integer_pcm_and_layouts(monkeypatch):
     pcm = np.array([16384, -32768, 0, 8192], np.int16)
     clip = audio_in.prepare_audio(pcm, RATE, RATE, max_seconds=1)
     assert clip.audio.tolist() == [0.5, -1.0, 0.0, 0.25]
@@ -371,6 +395,16 @@ def test_arrays_integer_pcm_and_layouts():
         ValueError, match=r"\[samples, channels\] with at most 8 channels, got shape \[2, 32000\]"
     ):
         audio_in.prepare_audio(np.zeros((2, RATE), np.float32), RATE, RATE, max_seconds=1)
+    with monkeypatch.context() as patch:  # the shape is refused before any conversion of the array
+        patch.setattr(audio_in, "_as_float", lambda samples: pytest.fail("converted before the check"))
+        with pytest.raises(ValueError, match=r"got shape \[2, 32000\]"):
+            audio_in.prepare_audio(np.zeros((2, RATE), np.int16), RATE, RATE, max_seconds=1)
+    stereo = np.array([[32767, -32768], [16384, 0]], np.int16)
+    clip = audio_in.prepare_audio(stereo, RATE, RATE, max_seconds=1)
+    assert clip.audio.dtype == np.float32 and clip.audio.tolist() == [
+        (32767 / 32768 - 1) / 2,
+        0.25,
+    ]
     with pytest.raises(ValueError, match="NaN or infinite"):
         audio_in.prepare_audio(np.full(100, np.nan, np.float32), RATE, RATE, max_seconds=1)
 

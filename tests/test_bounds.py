@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from magnet_demo.budgets import FileBudget
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
 from magnet_demo.controls import DecodingConfig, Limits
 from magnet_demo.form import Settings, number, parse_numbers, whole
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import ModelLoadError, load_model
-from magnet_demo.budgets import FileBudget
 from magnet_demo.session import Session
 from magnet_demo.sources import ModelSources
 
