@@ -21,7 +21,19 @@ audiocraft it:
 - skips the unconditional half of the batch at steps whose CFG coefficient is exactly 1 (CFG off),
   where it cancels out: those steps cost half.
 
-The loop body (:meth:`Engine._step`) takes a small :class:`_State` and returns the next one.
+A unit of masking is a chunk of ``span_len`` frames ('nonoverlap') or a frame ('stride1'). A
+wholly given unit is never masked and is not counted in the units to decode. A chunk that is only
+*partly* given (a region edge off a span boundary) is decoded like the free chunks: it counts as a
+unit, may be masked, its score comes from all of its frames, and its given frames are put back
+after every masking, so they keep their tokens (audiocraft's rule for a prompt whose length is not a
+multiple of the span; :mod:`magnet_demo.audio_in` snaps regions to whole spans so that only a
+continuation's prefix meets it).
+
+The loop body (:meth:`Engine._step`) takes a small :class:`_State` and returns the next one, in
+named parts: :class:`_Plan` (what the schedules and the live controls fix for the step),
+:func:`_masked_canvas`, :meth:`Engine._guided_logits`, :func:`_propose` (the step's one draw),
+then the span choice (:meth:`Engine._rescored`, :func:`magnet_demo.spans.span_scores`,
+:meth:`Engine._next_state`); :func:`_record_fields` turns its :class:`_Outcome` into a record.
 """
 
 from __future__ import annotations
@@ -100,6 +112,132 @@ class _State:
     mask: torch.Tensor  # [B, 1, T] bool: frames the coming step masks
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What the schedules and the live controls fix for a step before the model runs."""
+
+    n_steps: int  # steps of the current stage
+    n_units: int  # units of the stage that are decoded (not wholly given)
+    n_masked: int  # units masked at this step (in item 0)
+    rate: torch.Tensor  # float32 scalar: the mask rate of this step
+    cfg_coef: float
+    temperature: float  # after annealing (the softmax floors it at MIN_TEMPERATURE)
+    stage_end: bool  # the stage's last step: its scores choose no mask
+
+    @classmethod
+    def of(
+        cls,
+        state: _State,
+        controls: ControlValues,
+        config: DecodingConfig,
+        given: _Given | None,
+        span_len: int,
+    ) -> _Plan:
+        """The plan of the step that ``state`` is about to run, under ``controls``."""
+        stage, step = state.stage, state.step
+        n_steps, arrangement = config.decoding_steps[stage], config.span_arrangement
+        rate = schedules.mask_rate(step, n_steps)
+        return cls(
+            n_steps=n_steps,
+            n_units=_free_units(given, stage, state.tokens.shape[-1], arrangement, span_len),
+            n_masked=int(spans.unit_mask(state.mask, arrangement, span_len)[0].sum()),
+            rate=rate,
+            cfg_coef=controls.cfg.coef(float(rate)),
+            temperature=schedules.temperature_at(controls.temperature, step, n_steps, config.anneal_temp),
+            stage_end=step + 1 >= n_steps,
+        )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a step did, as tensors; :func:`_record_fields` copies them into read-only arrays."""
+
+    tokens: torch.Tensor  # [B, K, T] long: the canvas after the step
+    mask_before: torch.Tensor  # [B, 1, T] bool: frames masked during the step
+    mask_after: torch.Tensor  # [B, 1, T] bool: frames the next step masks (none at a stage's end)
+    confidence: torch.Tensor  # [B, 1, T] float32: MAGNeT's probability of each proposal
+    rescorer_confidence: torch.Tensor | None  # [B, 1, T] float32, None when not rescored
+    rescore_weight: float  # the weight used (0 when not rescored)
+    scores: torch.Tensor  # [B, 1, N] float32 unit scores after the step
+
+
+def _mask_at(
+    scores: torch.Tensor, step: int, n_steps: int, n_units: int, arrangement: str, span_len: int
+) -> torch.Tensor:
+    """``[B, 1, T]`` (CPU) bool frames that ``step`` masks: the ``num_masked`` units of ``scores``
+    ``[B, 1, N]`` that score highest, ``n_units`` being the stage's decoded units."""
+    k = schedules.num_masked(schedules.mask_rate(step, n_steps), n_units)
+    return spans.select_mask(scores.cpu(), k, arrangement, span_len)
+
+
+def _masked_canvas(state: _State, given: _Given | None, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The canvas the model sees at a step: a new ``[B, K, T]`` copy of ``state.tokens`` whose
+    ``state.mask`` frames of the current stage hold ``mask_id``, except given frames (put back at
+    once), and ``mask_before`` ``[B, 1, T]`` bool: the frames it masks."""
+    stage = state.stage
+    tokens = state.tokens.clone()
+    row = tokens[:, [stage]]  # [B, 1, T], a copy
+    row[state.mask] = mask_id
+    if given is not None:
+        row = torch.where(given.mask[:, [stage]], given.tokens[:, [stage]], row)
+    tokens[:, [stage]] = row
+    return tokens, row == mask_id
+
+
+def _propose(
+    logits: torch.Tensor, temperature: float, config: DecodingConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per frame from guided ``logits`` ``[B, 1, T, card]``: ``[B, 1, T, 1]`` long and its
+    probability ``[B, 1, T]`` (under the top-k truncated distribution for top-k, like audiocraft).
+
+    Sampling draws from ``generator`` exactly once (one ``multinomial``); greedy draws nothing.
+    """
+    probs = torch.softmax(logits / max(temperature, schedules.MIN_TEMPERATURE), dim=-1)
+    if config.use_sampling:
+        sampled, scoring_probs = sample(probs, top_k=config.top_k, top_p=config.top_p, generator=generator)
+    else:
+        sampled, scoring_probs = torch.argmax(logits, dim=-1, keepdim=True), probs
+    return sampled, torch.gather(scoring_probs, 3, sampled)[..., 0]
+
+
+def _with_proposals(
+    tokens: torch.Tensor, stage: int, mask_before: torch.Tensor, sampled: torch.Tensor
+) -> torch.Tensor:
+    """A new ``[B, K, T]`` canvas: ``tokens`` with ``sampled`` ``[B, 1, T, 1]`` on the frames of
+    codebook ``stage`` that ``mask_before`` ``[B, 1, T]`` masks."""
+    tokens = tokens.clone()
+    tokens[:, [stage]] = torch.where(mask_before, sampled[..., 0], tokens[:, [stage]])
+    return tokens
+
+
+def _record_fields(
+    state: _State, plan: _Plan, outcome: _Outcome, rng_state: torch.Tensor, mask_id: int, given: _Given | None
+) -> dict:
+    """The fields of a step's :class:`StepRecord` but the loop's counters, controls and timings."""
+    masked = outcome.mask_before[:, 0]  # [B, T]
+    rescored = outcome.rescorer_confidence
+    return {
+        "stage": state.stage,
+        "step": state.step,
+        "steps_in_stage": plan.n_steps,
+        "mask_rate": float(plan.rate),
+        "num_masked": plan.n_masked,
+        "num_units": plan.n_units,
+        "cfg_coef": float(plan.cfg_coef),
+        "temperature": float(plan.temperature),
+        "rescore_weight": float(outcome.rescore_weight),
+        "tokens": frozen_array(outcome.tokens, np.int16),
+        "mask_before": frozen_array(masked),
+        "mask_after": frozen_array(outcome.mask_after[:, 0]),
+        "confidence": frozen_array(outcome.confidence[:, 0].masked_fill(~masked, float("nan")), np.float32),
+        "rescorer_confidence": None if rescored is None else frozen_array(rescored[:, 0], np.float32),
+        "scores": frozen_array(outcome.scores, np.float32),
+        "rng_state": frozen_array(rng_state, np.uint8),
+        "mask_id": mask_id,
+        "given": None if given is None else given.frozen,
+    }
+
+
 class Engine:
     """Runs MAGNeT decoding on a loaded model, optionally with a rescorer (see module doc)."""
 
@@ -151,12 +289,9 @@ class Engine:
         else:
             units = spans.given_units(given.mask[:, [stage]].cpu(), arrangement, span_len)
         scores = spans.given_scores(units).to(tokens.device)
-        n_steps = config.decoding_steps[stage]
-        k = schedules.num_masked(
-            schedules.mask_rate(0, n_steps), _free_units(given, stage, T, arrangement, span_len)
-        )
-        mask = spans.select_mask(scores.cpu(), k, arrangement, span_len).to(tokens.device)
-        return _State(tokens, stage, 0, scores, mask)
+        n_units = _free_units(given, stage, T, arrangement, span_len)
+        mask = _mask_at(scores, 0, config.decoding_steps[stage], n_units, arrangement, span_len)
+        return _State(tokens, stage, 0, scores, mask.to(tokens.device))
 
     # ---------------------------------------------------------------- the loop body
     @torch.no_grad()
@@ -170,86 +305,87 @@ class Engine:
         generator: torch.Generator,
         prompts: tuple[str, ...],
     ) -> tuple[_State, dict]:
-        """One decoding step; returns the next state and the fields of its record."""
-        lm, span_len, arrangement = self.lm, self.lm.span_len, config.span_arrangement
-        mask_id = lm.special_token_id
-        stage, i = state.stage, state.step
-        n_steps = config.decoding_steps[stage]
-        B, _, T = state.tokens.shape
-        n_gen = _free_units(given, stage, T, arrangement, span_len)
-        rate = schedules.mask_rate(i, n_steps)
+        """One decoding step; returns the next state and the fields of its record.
 
-        tokens = state.tokens.clone()
-        row = tokens[:, [stage]]  # [B, 1, T]
-        row[state.mask] = mask_id
-        if given is not None:  # given frames inside a masked unit are put back at once
-            row = torch.where(given.mask[:, [stage]], given.tokens[:, [stage]], row)
-        tokens[:, [stage]] = row
-        mask_before = row == mask_id
+        Masks the state's frames, samples proposals from the guided logits, scores the units with
+        the proposals' confidences (mixed with the rescorer's) and picks the frames to re-mask.
+        """
+        span_len, arrangement, mask_id = self.lm.span_len, config.span_arrangement, self.lm.special_token_id
+        plan = _Plan.of(state, controls, config, given, span_len)
+        tokens, mask_before = _masked_canvas(state, given, mask_id)
+        logits = self._guided_logits(tokens, state.stage, plan.cfg_coef, conditions)
+        sampled, confidence = _propose(logits, plan.temperature, config, generator)
+        tokens = _with_proposals(tokens, state.stage, mask_before, sampled)
 
-        cfg_coef = controls.cfg.coef(float(rate))
-        if cfg_coef == GUIDANCE_OFF:  # uncond + (cond - uncond) * 1 is cond: skip the null half
-            logits = stage_logits(lm, tokens, _first_rows(conditions, B), stage).float()
-        else:
-            logits = stage_logits(lm, torch.cat([tokens, tokens], dim=0), conditions, stage).float()
-            cond, uncond = logits.split(B, dim=0)
-            logits = uncond + (cond - uncond) * cfg_coef
-        logits = logits.unsqueeze(1)  # [B, 1, T, card]
-        temperature = schedules.temperature_at(controls.temperature, i, n_steps, config.anneal_temp)
-        probs = torch.softmax(logits / max(temperature, schedules.MIN_TEMPERATURE), dim=-1)
-        if config.use_sampling:
-            sampled, scoring_probs = sample(
-                probs, top_k=config.top_k, top_p=config.top_p, generator=generator
-            )
-        else:
-            sampled, scoring_probs = torch.argmax(logits, dim=-1, keepdim=True), probs
-        row = torch.where(mask_before, sampled[..., 0], row)
-        tokens[:, [stage]] = row
-        confidence = torch.gather(scoring_probs, 3, sampled)[..., 0]  # [B, 1, T]
-
-        rescorer_conf = None
         weight = controls.rescore_weight
-        mixed = confidence
-        # at a stage's last step the scores choose no mask: the rescorer would change nothing
-        if weight > 0 and self.rescorer is not None and i + 1 < n_steps:
-            rescorer_conf = self.rescorer.token_probs(tokens, prompts)[:, [stage]].to(confidence)
-            mixed = (1 - weight) * confidence + weight * rescorer_conf
+        mixed, rescored = self._rescored(confidence, tokens, state.stage, weight, plan, prompts)
         scoring_mask = state.mask if spans.uses_chunks(arrangement, span_len) else mask_before
         scores = spans.span_scores(mixed, scoring_mask, arrangement, span_len, config.span_scoring)
+        next_state = self._next_state(state, tokens, scores, plan, config, given)
 
-        if i + 1 < n_steps:
-            k = schedules.num_masked(schedules.mask_rate(i + 1, n_steps), n_gen)
-            next_mask = spans.select_mask(scores.cpu(), k, arrangement, span_len).to(tokens.device)
-            next_state = _State(tokens, stage, i + 1, scores, next_mask)
-            mask_after = next_mask
+        outcome = _Outcome(
+            tokens=tokens,
+            mask_before=mask_before,
+            mask_after=torch.zeros_like(mask_before) if plan.stage_end else next_state.mask,
+            confidence=confidence,
+            rescorer_confidence=rescored,
+            rescore_weight=weight if rescored is not None else 0.0,
+            scores=scores,
+        )
+        return next_state, _record_fields(state, plan, outcome, generator.get_state(), mask_id, given)
+
+    def _guided_logits(
+        self, tokens: torch.Tensor, stage: int, cfg_coef: float, conditions: dict
+    ) -> torch.Tensor:
+        """Float32 logits ``[B, 1, T, card]`` of codebook ``stage`` for the canvas ``tokens``
+        ``[B, K, T]``, guided: ``uncond + (cond - uncond) * cfg_coef`` over the batch ``2B`` of
+        ``conditions`` (prompts, then null prompts). At :data:`GUIDANCE_OFF` that is ``cond``,
+        so only the conditional half runs."""
+        B = tokens.shape[0]
+        if cfg_coef == GUIDANCE_OFF:
+            logits = stage_logits(self.lm, tokens, _first_rows(conditions, B), stage).float()
         else:
-            next_state = self._stage_start(tokens, stage + 1, config, given)
-            mask_after = torch.zeros_like(mask_before)
-        fields = {
-            "stage": stage,
-            "step": i,
-            "steps_in_stage": n_steps,
-            "mask_rate": float(rate),
-            "num_masked": int(spans.unit_mask(state.mask, arrangement, span_len)[0].sum()),
-            "num_units": n_gen,
-            "cfg_coef": float(cfg_coef),
-            "temperature": float(temperature),
-            "rescore_weight": float(weight if rescorer_conf is not None else 0.0),
-            "tokens": frozen_array(tokens, np.int16),
-            "mask_before": frozen_array(mask_before[:, 0]),
-            "mask_after": frozen_array(mask_after[:, 0]),
-            "confidence": frozen_array(
-                confidence[:, 0].masked_fill(~mask_before[:, 0], float("nan")), np.float32
-            ),
-            "rescorer_confidence": None
-            if rescorer_conf is None
-            else frozen_array(rescorer_conf[:, 0], np.float32),
-            "scores": frozen_array(scores, np.float32),
-            "rng_state": frozen_array(generator.get_state(), np.uint8),
-            "mask_id": mask_id,
-            "given": None if given is None else given.frozen,
-        }
-        return next_state, fields
+            logits = stage_logits(self.lm, torch.cat([tokens, tokens], dim=0), conditions, stage).float()
+            cond, uncond = logits.split(B, dim=0)
+            logits = uncond + (cond - uncond) * cfg_coef
+        return logits.unsqueeze(1)
+
+    def _rescored(
+        self,
+        confidence: torch.Tensor,
+        tokens: torch.Tensor,
+        stage: int,
+        weight: float,
+        plan: _Plan,
+        prompts: tuple[str, ...],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The confidences ``[B, 1, T]`` that score the units and the rescorer's own ``[B, 1, T]``:
+        ``(1 - weight) * confidence + weight * rescorer's`` on the canvas ``tokens`` ``[B, K, T]``.
+
+        ``(confidence, None)`` (no rescorer call) at weight 0, without a rescorer, and at a stage's
+        last step, whose scores choose no mask: the rescorer would change nothing.
+        """
+        if weight > 0 and self.rescorer is not None and not plan.stage_end:
+            rescored = self.rescorer.token_probs(tokens, prompts)[:, [stage]].to(confidence)
+            return (1 - weight) * confidence + weight * rescored, rescored
+        return confidence, None
+
+    def _next_state(
+        self,
+        state: _State,
+        tokens: torch.Tensor,
+        scores: torch.Tensor,
+        plan: _Plan,
+        config: DecodingConfig,
+        given: _Given | None,
+    ) -> _State:
+        """The state after a step with canvas ``tokens`` and unit ``scores`` ``[B, 1, N]``: the
+        same stage masking its highest-scoring units, or the start of the next stage."""
+        if plan.stage_end:
+            return self._stage_start(tokens, state.stage + 1, config, given)
+        step = state.step + 1
+        mask = _mask_at(scores, step, plan.n_steps, plan.n_units, config.span_arrangement, self.lm.span_len)
+        return _State(tokens, state.stage, step, scores, mask.to(tokens.device))
 
     # ---------------------------------------------------------------- public API
     def steps(
@@ -282,14 +418,7 @@ class Engine:
             given_mask: ``[B, K, T]`` (or ``[1, K, T]``) bool, True = given: the token is never
                 masked and the model sees it as context on both sides. It must be the same for
                 every prompt and leave at least one unit to decode in every codebook; an all-False
-                mask is plain generation. A unit (a chunk of ``span_len`` frames in 'nonoverlap', a
-                frame in 'stride1') that is wholly given is never masked and is not counted in the
-                units to decode. A chunk that is only *partly* given (a region edge off a span
-                boundary) is decoded like the free chunks: it counts as a unit, may be masked, its
-                score comes from all of its frames, and its given frames are put back after every
-                masking, so they keep their tokens (audiocraft's rule for a prompt whose length is
-                not a multiple of the span; :mod:`magnet_demo.audio_in` snaps regions to whole
-                spans so that only a continuation's prefix meets it).
+                mask is plain generation. Units partly given: see the module docstring.
             resume_from: a record of an earlier run with the same prompts and length: decoding
                 continues after it, its generator state included, with ``config``/``controls``.
                 A record with given tokens (``record.given``) carries them: pass none (they are
@@ -301,36 +430,55 @@ class Engine:
         """
         config = config or self.model.default_config()
         prompts = self._check_prompts(prompts)
-        lm, model = self.lm, self.model
-        config.check_model(model.num_codebooks, model.max_duration, lm.card)
+        config.check_model(self.model.num_codebooks, self.model.max_duration, self.lm.card)
         controls = controls or LiveControls.from_config(config)
-        device = model.device
-        B, K, T = len(prompts), model.num_codebooks, self.frames(config)
-        if T < lm.span_len:
+        shape = self._canvas_shape(config, len(prompts))
+        given = self._given(shape, config, prompt_tokens, given_tokens, given_mask, resume_from)
+        total = sum(config.decoding_steps)
+        generator = torch.Generator(device=self.model.device).manual_seed(int(seed))
+        conditions = self._conditions(prompts)
+        state, global_step = self._start(shape, config, given, resume_from, generator)
+        return self._iterate(
+            state, global_step, total, config, controls, conditions, given, generator, prompts, cancel
+        )
+
+    def _canvas_shape(self, config: DecodingConfig, B: int) -> tuple[int, int, int]:
+        """``(B, K, T)``, the canvas of a run of ``B`` prompts; at least one span of frames."""
+        T = self.frames(config)
+        if T < self.lm.span_len:
             raise ValueError(f"duration {config.duration} s is too short: it gives {T} frames.")
+        return B, self.model.num_codebooks, T
+
+    def _given(
+        self, shape, config: DecodingConfig, prompt_tokens, given_tokens, given_mask, resume_from
+    ) -> _Given | None:
+        """The run's given tokens: a prompt's prefix, ``given_tokens``/``given_mask``, or those of
+        ``resume_from`` (see :meth:`steps`); None when nothing is given."""
+        B, K, T = shape
         if prompt_tokens is not None:
             if given_tokens is not None or given_mask is not None:
                 raise ValueError("Pass either prompt_tokens or given_tokens/given_mask, not both.")
             given_tokens, given_mask = self._prefix_as_given(prompt_tokens, B, K, T)
         given = self._check_given(given_tokens, given_mask, config, B, K, T)
         if resume_from is not None:
-            given = self._resume_given(resume_from, given, (B, K, T))
-        total = sum(config.decoding_steps)
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-        conditions = self._conditions(prompts)
+            given = self._resume_given(resume_from, given, shape)
+        return given
 
-        if resume_from is None:
-            tokens = torch.full((B, K, T), lm.special_token_id, dtype=torch.long, device=device)
-            if given is not None:
-                tokens = given.tokens.clone()
-            state = self._stage_start(tokens, 0, config, given)
-            global_step = 0
-        else:
-            state, global_step = self._resume_state(resume_from, config, B, K, T, given, device)
+    def _start(
+        self, shape, config: DecodingConfig, given: _Given | None, resume_from, generator: torch.Generator
+    ) -> tuple[_State, int]:
+        """The first state and its global step: a fresh canvas (given tokens in place), or the
+        state after ``resume_from``, whose generator state ``generator`` then takes."""
+        device = self.model.device
+        if resume_from is not None:
+            state, global_step = self._resume_state(resume_from, config, *shape, given, device)
             generator.set_state(torch.from_numpy(np.array(resume_from.rng_state, dtype=np.uint8)))
-        return self._iterate(
-            state, global_step, total, config, controls, conditions, given, generator, prompts, cancel
-        )
+            return state, global_step
+        if given is not None:
+            tokens = given.tokens.clone()
+        else:
+            tokens = torch.full(shape, self.lm.special_token_id, dtype=torch.long, device=device)
+        return self._stage_start(tokens, 0, config, given), 0
 
     def _prefix_as_given(self, prompt_tokens, B: int, K: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, K, P]`` prompt codes -> the ``[B, K, T]`` given tokens and mask of a prefix."""
