@@ -18,6 +18,17 @@ of them at module level, although generation with MAGNeT on a CPU needs none of 
 
 Call :func:`import_audiocraft` (idempotent) before importing anything from audiocraft.
 Real modules always win: a stand-in is registered only when the real package cannot be imported.
+
+Reading checkpoints. audiocraft's ``loaders._get_state_dict`` (behind ``load_compression_model_ckpt``,
+``load_lm_model_ckpt``, ``load_compression_model`` and so ``CompressionModel.get_pretrained`` of a
+local path) calls ``torch.load`` without ``weights_only``, which then depends on torch's default and
+on the ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` environment variable, and hands ``https://`` addresses
+to ``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False``.
+:func:`audiocraft_checkpoint_file` and :func:`pretrained_codec_file` name the file audiocraft would
+read, and :func:`read_audiocraft_checkpoint` reads it with
+:func:`magnet_demo.checkpoints.load_package` (tensors and plain values only); the loaders of
+:mod:`magnet_demo.models` and :mod:`magnet_demo.rescoring` go through them, never through
+audiocraft's ``torch.load``.
 """
 
 from __future__ import annotations
@@ -25,10 +36,15 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from magnet_demo.checkpoints import COMPRESSION_FILE, load_package
 
 #: names of the stand-in modules registered by this process (for diagnostics and tests)
 STANDINS: list[str] = []
@@ -118,3 +134,73 @@ def import_audiocraft() -> types.ModuleType:
 def has_real_xformers() -> bool:
     """True when the real xformers package (not our stand-in) is importable."""
     return "xformers" not in STANDINS and _available("xformers")
+
+
+# --------------------------------------------------------------------------------------------
+# reading audiocraft's checkpoint files with weights_only
+
+#: codecs that ``CompressionModel.get_pretrained`` builds from their name alone (before it looks for
+#: a local path): DAC through the ``dac`` package, audiocraft's random debug codec
+BUILTIN_CODECS = ("dac_44khz", "dac_24khz", "debug_compression_model")
+#: what audiocraft's loaders would hand to ``torch.hub.load_state_dict_from_url``
+URL_PREFIX = "https://"
+
+
+def audiocraft_checkpoint_file(file_or_id: str | os.PathLike, filename: str) -> str:
+    """The file audiocraft's ``loaders._get_state_dict(file_or_id, filename)`` would ``torch.load``.
+
+    Same order as audiocraft: ``file_or_id`` itself when it is a file, ``filename`` inside it when
+    it is a folder, else ``filename`` of the Hugging Face repo ``file_or_id``, downloaded where
+    audiocraft downloads (``AUDIOCRAFT_CACHE_DIR``, or the Hub cache). An ``https://`` address, which
+    audiocraft would load with ``weights_only=False``, is refused (ValueError) before any request.
+    """
+    import_audiocraft()
+    from audiocraft.models import loaders
+
+    location = os.fspath(file_or_id)
+    if os.path.isfile(location):
+        return location
+    if os.path.isdir(location):
+        return os.path.join(location, filename)
+    if location.startswith(URL_PREFIX):
+        raise ValueError(
+            f"Checkpoints are read from local files and Hugging Face repos, not from addresses "
+            f"('{location[:80]}')."
+        )
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(
+        repo_id=location,
+        filename=filename,
+        cache_dir=loaders.get_audiocraft_cache_dir(),
+        library_name="audiocraft",
+        library_version=importlib.import_module("audiocraft").__version__,
+    )
+
+
+def read_audiocraft_checkpoint(file_or_id: str | os.PathLike, filename: str) -> Any:
+    """What ``loaders._get_state_dict(file_or_id, filename)`` returns, read with ``weights_only``.
+
+    Raises ``pickle.UnpicklingError`` (unrun) for a file that needs code to unpickle, ValueError for
+    an address; see :func:`audiocraft_checkpoint_file` for where the file is looked up.
+    """
+    return load_package(audiocraft_checkpoint_file(file_or_id, filename))
+
+
+def pretrained_codec_file(name: object) -> str | None:
+    """The exported package ``CompressionModel.get_pretrained(name)`` would ``torch.load``, or None.
+
+    ``name`` is the ``pretrained`` entry of a compression package. audiocraft reads a package for a
+    name that is an existing local path (``loaders.load_compression_model``: the file, or the
+    folder's ``compression_state_dict.bin``); for the others it reads nothing with ``torch.load``:
+    DAC and the debug codec (:data:`BUILTIN_CODECS`) are built by name, any other name is a Hugging
+    Face EnCodec that transformers reads (safetensors, or ``torch.load`` with ``weights_only=True``).
+    ValueError when ``name`` is not text.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"A compression package's 'pretrained' must name a codec, got {type(name).__name__}."
+        )
+    if name in BUILTIN_CODECS or not Path(name).exists():
+        return None
+    return audiocraft_checkpoint_file(name, COMPRESSION_FILE)

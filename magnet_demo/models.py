@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from magnet_demo import spans
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, load_package
-from magnet_demo.compat import has_real_xformers, import_audiocraft
+from magnet_demo.compat import has_real_xformers, import_audiocraft, pretrained_codec_file
 from magnet_demo.controls import PRECISIONS, DecodingConfig
 
 import_audiocraft()
@@ -442,14 +442,17 @@ def _checkpoint_file(name: str, kind: str, filename: str) -> str:
 
 #: how torch's ``weights_only`` loader says a file names code to run (a class or function to rebuild)
 WEIGHTS_ONLY_REFUSAL = "Unsupported global"
+#: how many compression packages may chain through ``pretrained`` paths (audiocraft follows them
+#: without end: a package naming itself would recurse until Python's stack runs out)
+MAX_PRETRAINED_CHAIN = 4
 
 
-def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The LM and codec packages of a folder or hub name, memory-mapped (:func:`load_package`):
-    the model built from them then holds the only in-memory copy of the weights."""
-    lm_file, comp_file = (_checkpoint_file(name, kind, f) for f in (LM_FILE, COMPRESSION_FILE))
+def read_package(path: str | os.PathLike, name: str) -> dict[str, Any]:
+    """One package file of the checkpoint ``name``, memory-mapped (:func:`load_package`: tensors and
+    plain values only, never code); ModelLoadError, saying why, when it cannot be read or needs
+    code to unpickle."""
     try:
-        return load_package(lm_file), load_package(comp_file)
+        package = load_package(path)
     except pickle.UnpicklingError as error:
         if WEIGHTS_ONLY_REFUSAL.lower() not in str(error).lower():  # not a pickle at all
             raise ModelLoadError(f"Could not read the checkpoint of '{name}': {error}") from error
@@ -459,6 +462,19 @@ def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]
         ) from error
     except Exception as error:  # a truncated, foreign or unreadable file
         raise ModelLoadError(f"Could not read the checkpoint of '{name}': {error}") from error
+    if not isinstance(package, dict):
+        raise ModelLoadError(
+            f"Could not read the checkpoint of '{name}': {Path(path).name} holds a "
+            f"{type(package).__name__}, not a checkpoint package."
+        )
+    return package
+
+
+def _read_packages(name: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The LM and codec packages of a folder or hub name, memory-mapped (:func:`read_package`):
+    the model built from them then holds the only in-memory copy of the weights."""
+    lm_file, comp_file = (_checkpoint_file(name, kind, f) for f in (LM_FILE, COMPRESSION_FILE))
+    return read_package(lm_file, name), read_package(comp_file, name)
 
 
 def resolve_name(name: str) -> tuple[str, str]:
@@ -585,12 +601,32 @@ def _unreadable_message(name: str, error: Exception) -> str:
     return f"'{name}' is not a checkpoint this app can read ({type(error).__name__}: {detail})."
 
 
-def _build_codec(comp_pkg: dict[str, Any], device: str) -> tuple[CompressionModel, list[str]]:
+def pretrained_codec(name: object, device: str = "cpu", chain: int = 0) -> tuple[CompressionModel, list[str]]:
+    """The codec a compression package's ``pretrained`` entry names, and ``["codec"]`` when it is
+    our own spectral codec.
+
+    As ``CompressionModel.get_pretrained``, but an exported package at a local path is read with
+    ``weights_only`` (:func:`read_package`) instead of audiocraft's ``torch.load``, and a chain of
+    packages naming packages ends after :data:`MAX_PRETRAINED_CHAIN`. Names of Hub codecs, DAC and
+    the debug codec go to audiocraft (see :func:`magnet_demo.compat.pretrained_codec_file`).
+    """
+    path = pretrained_codec_file(name)
+    if path is None:
+        return CompressionModel.get_pretrained(name, device=device), []
+    if chain >= MAX_PRETRAINED_CHAIN:
+        raise ModelLoadError(
+            f"The codec '{name}' names another pretrained codec, {MAX_PRETRAINED_CHAIN} packages deep: "
+            "give the codec's own package."
+        )
+    return _build_codec(read_package(path, str(name)), device, chain + 1)
+
+
+def _build_codec(comp_pkg: dict[str, Any], device: str, chain: int = 0) -> tuple[CompressionModel, list[str]]:
     """The codec of a compression package (a pretrained name, or a config with weights), and
     ``["codec"]`` when it is our own spectral codec."""
     custom: list[str] = []
     if "pretrained" in comp_pkg:
-        codec = CompressionModel.get_pretrained(comp_pkg["pretrained"], device=device)
+        codec, custom = pretrained_codec(comp_pkg["pretrained"], device, chain)
     else:
         comp_cfg = OmegaConf.create(comp_pkg["xp.cfg"])
         if comp_cfg.compression_model == SPECTRAL_CODEC:
@@ -602,8 +638,10 @@ def _build_codec(comp_pkg: dict[str, Any], device: str) -> tuple[CompressionMode
 
 def load_lm(location: str, device: str = "cpu") -> LMModel:
     """Load just the language model of a folder or hub name (e.g. an autoregressive rescorer),
-    read like :func:`load_model`'s (cache first, memory-mapped, no random initialisation)."""
-    lm_pkg = load_package(_checkpoint_file(location, "folder" if os.path.isdir(location) else "hub", LM_FILE))
+    read like :func:`load_model`'s (cache first, memory-mapped, tensors and plain values only, no
+    random initialisation). Raises ModelLoadError for a file it cannot read or refuses."""
+    kind = "folder" if os.path.isdir(location) else "hub"
+    lm_pkg = read_package(_checkpoint_file(location, kind, LM_FILE), location)
     cfg = OmegaConf.create(lm_pkg["xp.cfg"])
     with hub_access(location, package_pieces(cfg, None)):
         return build_lm_for(lm_pkg["best_state"], cfg, device).eval()

@@ -44,7 +44,7 @@ import torch
 from omegaconf import OmegaConf
 
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE
-from magnet_demo.compat import import_audiocraft
+from magnet_demo.compat import audiocraft_checkpoint_file, import_audiocraft
 from magnet_demo.models import (
     EMBEDDED_DIR,
     EMBEDDED_NAME,
@@ -52,12 +52,13 @@ from magnet_demo.models import (
     LoadedModel,
     build_compression_model,
     load_lm,
+    pretrained_codec,
+    read_package,
     resolve_name,
     resolve_precision,
 )
 
 import_audiocraft()
-from audiocraft.models import loaders  # noqa: E402
 from audiocraft.models.encodec import CompressionModel  # noqa: E402
 from audiocraft.models.lm import LMModel  # noqa: E402
 from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes  # noqa: E402
@@ -181,13 +182,14 @@ def _package_tokenizer(location: str) -> Tokenizer:
     with _TOKENIZER_LOCK:
         if key in _TOKENIZER_CACHE:
             return _TOKENIZER_CACHE[key]
-    package = loaders.load_compression_model_ckpt(location)
+    # audiocraft's load_compression_model_ckpt, read with weights_only (ModelLoadError if refused)
+    package = read_package(audiocraft_checkpoint_file(location, COMPRESSION_FILE), location)
     if "pretrained" in package:
         name = package["pretrained"]
-        if name in KNOWN_TOKENIZERS:
+        if isinstance(name, str) and name in KNOWN_TOKENIZERS:
             tokenizer = KNOWN_TOKENIZERS[name]
         else:
-            tokenizer = _codec_numbers(CompressionModel.get_pretrained(name, device="cpu"), name)
+            tokenizer = _codec_numbers(pretrained_codec(name, "cpu")[0], str(name))
     else:
         cfg = OmegaConf.create(package["xp.cfg"])
         codec = build_compression_model(cfg, "cpu")  # random weights: only its numbers are read
