@@ -37,6 +37,18 @@ MODEL_SCALES = {
 }
 
 
+#: the LM architecture of MAGNeT checkpoints (any other is a plain audiocraft LM, e.g. the tests')
+MAGNET_LM = "transformer_lm_magnet"
+#: the sample rate of the magnet-* checkpoints' EnCodec (32 kHz)
+SAMPLE_RATE = 32000
+#: the CFG coefficient audiocraft's solver config writes (the engine's schedule replaces it)
+INFERENCE_CFG_COEF = 3.0
+#: the default conditioner: a LUT over the ``noop`` tokenizer's words, which builds offline
+DEFAULT_CONDITIONERS: dict[str, Any] = {
+    "description": {"model": "lut", "lut": {"n_bins": 64, "dim": 32, "tokenizer": "noop"}}
+}
+
+
 def magnet_lm_config(
     *,
     n_q: int = 4,
@@ -48,93 +60,105 @@ def magnet_lm_config(
     memory_efficient: bool = True,
     conditioners: dict[str, Any] | None = None,
     cross: tuple[str, ...] = ("description",),
-    lm_model: str = "transformer_lm_magnet",
+    lm_model: str = MAGNET_LM,
     cfg_dropout: float = 0.2,
 ) -> dict[str, Any]:
     """The ``xp.cfg`` of a MAGNeT language model as audiocraft's magnet_32khz solver writes it.
 
     Defaults are those of facebook/magnet-small-10secs (pre-norm, no biases, 4 x 2048 codes,
     cross-attention to a ``description`` condition). ``conditioners`` maps a condition name to its
-    conditioner config; by default a LUT conditioner with the ``noop`` tokenizer, which builds
-    offline (the real checkpoints use T5).
+    conditioner config; by default :data:`DEFAULT_CONDITIONERS`, a LUT conditioner with the
+    ``noop`` tokenizer, which builds offline (the real checkpoints use T5). Another ``lm_model``
+    than :data:`MAGNET_LM` gives a plain causal LM with the delay pattern.
     """
-    if conditioners is None:
-        conditioners = {
-            "description": {"model": "lut", "lut": {"n_bins": 64, "dim": 32, "tokenizer": "noop"}}
-        }
-    magnet = lm_model == "transformer_lm_magnet"
+    magnet = lm_model == MAGNET_LM
+    sizes = {"dim": dim, "num_heads": num_heads, "num_layers": num_layers, "n_q": n_q, "card": card}
     cfg: dict[str, Any] = {
         "lm_model": lm_model,
         "device": "cpu",
         "dtype": "float32",
-        "sample_rate": 32000,
+        "sample_rate": SAMPLE_RATE,
         "channels": 1,
         "dataset": {"segment_duration": segment_duration},
-        "codebooks_pattern": (
-            {"modeling": "parallel", "parallel": {"empty_initial": -1}}
-            if magnet
-            else {
-                "modeling": "delay",
-                "delay": {"delays": list(range(n_q)), "flatten_first": 0, "empty_initial": 0},
-            }
-        ),
-        "transformer_lm": {
-            "dim": dim,
-            "num_heads": num_heads,
-            "num_layers": num_layers,
-            "hidden_scale": 4,
-            "n_q": n_q,
-            "card": card,
-            "dropout": 0.0,
-            "emb_lr": None,
-            "activation": "gelu",
-            "norm_first": True,
-            "bias_ff": False,
-            "bias_attn": False,
-            "bias_proj": False,
-            "past_context": None,
-            "causal": not magnet,
-            "custom": False,
-            "memory_efficient": memory_efficient,
-            "attention_as_float32": False,
-            "layer_scale": None,
-            "positional_embedding": "sin",
-            "xpos": False,
-            "checkpointing": "none",
-            "weight_init": "gaussian",
-            "depthwise_init": "current",
-            "zero_bias_init": True,
-            "norm": "layer_norm",
-            "cross_attention": False,
-            "qk_layer_norm": False,
-            "qk_layer_norm_cross": False,
-            "attention_dropout": None,
-            "kv_repeat": 1,
-            "two_step_cfg": False,
-        },
-        "classifier_free_guidance": {"training_dropout": cfg_dropout, "inference_coef": 3.0},
+        "codebooks_pattern": _codebooks_pattern(n_q, magnet),
+        "transformer_lm": _transformer_lm(sizes, magnet=magnet, memory_efficient=memory_efficient),
+        "classifier_free_guidance": {"training_dropout": cfg_dropout, "inference_coef": INFERENCE_CFG_COEF},
         "attribute_dropout": {},
-        "fuser": {
-            "cross_attention_pos_emb": False,
-            "cross_attention_pos_emb_scale": 1,
-            "sum": [],
-            "prepend": [],
-            "cross": list(cross),
-            "input_interpolate": [],
-        },
-        "conditioners": copy.deepcopy(conditioners),
+        "fuser": _fuser(cross),
+        "conditioners": copy.deepcopy(DEFAULT_CONDITIONERS if conditioners is None else conditioners),
     }
     if magnet:
-        cfg["transformer_lm"].update(
-            {
-                "subcodes_context": SUBCODES_CONTEXT,
-                "compression_model_framerate": FRAME_RATE,
-                "segment_duration": 0,
-                "span_len": -1,
-            }
-        )
         cfg["masking"] = {"span_len": SPAN_LEN}
     return cfg
+
+
+def _codebooks_pattern(n_q: int, magnet: bool) -> dict[str, Any]:
+    """How the ``n_q`` codebooks are interleaved: all in parallel for MAGNeT, else delayed by one
+    frame each (audiocraft's MusicGen pattern)."""
+    if magnet:
+        return {"modeling": "parallel", "parallel": {"empty_initial": -1}}
+    return {
+        "modeling": "delay",
+        "delay": {"delays": list(range(n_q)), "flatten_first": 0, "empty_initial": 0},
+    }
+
+
+def _transformer_lm(sizes: dict[str, int], *, magnet: bool, memory_efficient: bool) -> dict[str, Any]:
+    """The ``transformer_lm`` section: ``sizes`` holds ``dim``, ``num_heads``, ``num_layers``,
+    ``n_q`` and ``card``. MAGNeT's is non-causal and restricts the attention of codebooks > 0 to
+    :data:`SUBCODES_CONTEXT` frames on each side."""
+    section = {
+        "dim": sizes["dim"],
+        "num_heads": sizes["num_heads"],
+        "num_layers": sizes["num_layers"],
+        "hidden_scale": 4,
+        "n_q": sizes["n_q"],
+        "card": sizes["card"],
+        "dropout": 0.0,
+        "emb_lr": None,
+        "activation": "gelu",
+        "norm_first": True,
+        "bias_ff": False,
+        "bias_attn": False,
+        "bias_proj": False,
+        "past_context": None,
+        "causal": not magnet,
+        "custom": False,
+        "memory_efficient": memory_efficient,
+        "attention_as_float32": False,
+        "layer_scale": None,
+        "positional_embedding": "sin",
+        "xpos": False,
+        "checkpointing": "none",
+        "weight_init": "gaussian",
+        "depthwise_init": "current",
+        "zero_bias_init": True,
+        "norm": "layer_norm",
+        "cross_attention": False,
+        "qk_layer_norm": False,
+        "qk_layer_norm_cross": False,
+        "attention_dropout": None,
+        "kv_repeat": 1,
+        "two_step_cfg": False,
+    }
+    if magnet:
+        section["subcodes_context"] = SUBCODES_CONTEXT
+        section["compression_model_framerate"] = FRAME_RATE
+        section["segment_duration"] = 0
+        section["span_len"] = -1
+    return section
+
+
+def _fuser(cross: tuple[str, ...]) -> dict[str, Any]:
+    """How conditions reach the transformer: the ``cross`` ones by cross-attention, none other."""
+    return {
+        "cross_attention_pos_emb": False,
+        "cross_attention_pos_emb_scale": 1,
+        "sum": [],
+        "prepend": [],
+        "cross": list(cross),
+        "input_interpolate": [],
+    }
 
 
 def save_package(state_dict: dict[str, torch.Tensor], cfg: dict[str, Any], path: str | Path) -> Path:

@@ -31,9 +31,10 @@ continuation's prefix meets it).
 
 The loop body (:meth:`Engine._step`) takes a small :class:`_State` and returns the next one, in
 named parts: :class:`_Plan` (what the schedules and the live controls fix for the step),
-:func:`_masked_canvas`, :meth:`Engine._guided_logits`, :func:`_propose` (the step's one draw),
+:func:`_masked_canvas`, :func:`_guided_logits`, :func:`_propose` (the step's one draw),
 then the span choice (:meth:`Engine._rescored`, :func:`magnet_demo.spans.span_scores`,
-:meth:`Engine._next_state`); :func:`_record_fields` turns its :class:`_Outcome` into a record.
+:func:`_next_state`); :func:`_record_fields` turns its :class:`_Outcome` into a record. What stays
+fixed during a run is one :class:`_Run`; the given tokens are checked in :mod:`magnet_demo.given`.
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ from magnet_demo import schedules, spans
 from magnet_demo.audio import decode_tokens, preview_audio
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.controls import ControlValues, DecodingConfig, LiveControls
+from magnet_demo.given import Canvas, Given, run_given
 from magnet_demo.models import LoadedModel, stage_logits
 from magnet_demo.records import DecodeResult, StepRecord, frozen_array
 from magnet_demo.sampling import sample
 
 import_audiocraft()
+from audiocraft.models.lm_magnet import MagnetLMModel  # noqa: E402
 from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes  # noqa: E402
 
 #: maximum number of prompts (samples) in one run
@@ -68,34 +71,7 @@ def _first_rows(conditions: dict, rows: int) -> dict:
     return {name: tuple(part[:rows] for part in value) for name, value in conditions.items()}
 
 
-@dataclass(frozen=True)
-class _Given:
-    """Tokens that are given, never masked: ``tokens`` ``[B, K, T]`` long (``mask_id`` where not
-    given), ``mask`` ``[B, K, T]`` bool (the same for every item), ``frozen``: the mask as the
-    read-only array every record shares."""
-
-    tokens: torch.Tensor
-    mask: torch.Tensor
-    frozen: np.ndarray
-
-    @classmethod
-    def of(cls, tokens: torch.Tensor, mask: torch.Tensor, mask_id: int) -> _Given:
-        tokens = torch.where(mask, tokens, torch.full_like(tokens, mask_id))
-        return cls(tokens, mask, frozen_array(mask, np.bool_))
-
-    def free_units(self, stage: int, arrangement: str, span_len: int) -> int:
-        """Units of codebook ``stage`` that are decoded (not wholly given), in item 0 (all items agree)."""
-        row = self.mask[:1, [stage]].cpu()
-        units = spans.given_units(row, arrangement, span_len)
-        return int(units.numel() - units.sum())
-
-
-def _tensor(x) -> torch.Tensor:
-    """``x`` as a CPU tensor (a read-only numpy array is copied, not shared)."""
-    return x.cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
-
-
-def _free_units(given: _Given | None, stage: int, T: int, arrangement: str, span_len: int) -> int:
+def _free_units(given: Given | None, stage: int, T: int, arrangement: str, span_len: int) -> int:
     if given is None:
         return spans.unit_count(T, arrangement, span_len)
     return given.free_units(stage, arrangement, span_len)
@@ -130,7 +106,7 @@ class _Plan:
         state: _State,
         controls: ControlValues,
         config: DecodingConfig,
-        given: _Given | None,
+        given: Given | None,
         span_len: int,
     ) -> _Plan:
         """The plan of the step that ``state`` is about to run, under ``controls``."""
@@ -170,7 +146,7 @@ def _mask_at(
     return spans.select_mask(scores.cpu(), k, arrangement, span_len)
 
 
-def _masked_canvas(state: _State, given: _Given | None, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _masked_canvas(state: _State, given: Given | None, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The canvas the model sees at a step: a new ``[B, K, T]`` copy of ``state.tokens`` whose
     ``state.mask`` frames of the current stage hold ``mask_id``, except given frames (put back at
     once), and ``mask_before`` ``[B, 1, T]`` bool: the frames it masks."""
@@ -182,6 +158,23 @@ def _masked_canvas(state: _State, given: _Given | None, mask_id: int) -> tuple[t
         row = torch.where(given.mask[:, [stage]], given.tokens[:, [stage]], row)
     tokens[:, [stage]] = row
     return tokens, row == mask_id
+
+
+def _guided_logits(
+    lm: MagnetLMModel, tokens: torch.Tensor, stage: int, cfg_coef: float, conditions: dict
+) -> torch.Tensor:
+    """Float32 logits ``[B, 1, T, card]`` of codebook ``stage`` of ``lm`` for the canvas ``tokens``
+    ``[B, K, T]``, guided: ``uncond + (cond - uncond) * cfg_coef`` over the batch ``2B`` of
+    ``conditions`` (prompts, then null prompts). At :data:`GUIDANCE_OFF` that is ``cond``,
+    so only the conditional half runs."""
+    B = tokens.shape[0]
+    if cfg_coef == GUIDANCE_OFF:
+        logits = stage_logits(lm, tokens, _first_rows(conditions, B), stage).float()
+    else:
+        logits = stage_logits(lm, torch.cat([tokens, tokens], dim=0), conditions, stage).float()
+        cond, uncond = logits.split(B, dim=0)
+        logits = uncond + (cond - uncond) * cfg_coef
+    return logits.unsqueeze(1)
 
 
 def _propose(
@@ -211,7 +204,7 @@ def _with_proposals(
 
 
 def _record_fields(
-    state: _State, plan: _Plan, outcome: _Outcome, rng_state: torch.Tensor, mask_id: int, given: _Given | None
+    state: _State, plan: _Plan, outcome: _Outcome, rng_state: torch.Tensor, mask_id: int, given: Given | None
 ) -> dict:
     """The fields of a step's :class:`StepRecord` but the loop's counters, controls and timings."""
     masked = outcome.mask_before[:, 0]  # [B, T]
@@ -238,6 +231,126 @@ def _record_fields(
     }
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed during a run once :meth:`Engine.steps` has checked it (the generator's
+    state changes, the generator does not)."""
+
+    prompts: tuple[str, ...]  # the B text descriptions
+    config: DecodingConfig
+    controls: LiveControls  # read once at the start of every step
+    conditions: dict  # condition tensors of [prompts..., null prompts...] (batch 2B)
+    given: Given | None
+    generator: torch.Generator  # the sampler's: one draw per step
+    total_steps: int  # steps over all stages
+    cancel: threading.Event | None  # when set, the run stops before the next step
+
+
+def _check_prompts(prompts: Sequence[str]) -> tuple[str, ...]:
+    """``prompts`` (one string or a sequence) as a tuple of 1 to :data:`MAX_BATCH` non-empty texts."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = tuple(prompts)
+    if not prompts:
+        raise ValueError("No prompt given: pass at least one text description.")
+    if len(prompts) > MAX_BATCH:
+        raise ValueError(f"At most {MAX_BATCH} prompts per run, got {len(prompts)}.")
+    for i, text in enumerate(prompts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Prompt {i + 1} is empty: describe the music you want.")
+    return prompts
+
+
+def _stage_start(
+    tokens: torch.Tensor, stage: int, config: DecodingConfig, given: Given | None, span_len: int
+) -> _State:
+    """The state before the first step of ``stage`` on the canvas ``tokens`` ``[B, K, T]`` (past
+    the last stage: a finished state).
+
+    Wholly given units start at NEVER_REMASK, so no step ever selects them; the number of
+    units to mask counts only the others.
+    """
+    B, K, T = tokens.shape
+    if stage >= K:
+        return _State(tokens, stage, 0, torch.zeros((B, 1, 0)), torch.zeros((B, 1, T), dtype=torch.bool))
+    arrangement = config.span_arrangement
+    if given is None:
+        units = torch.zeros((B, 1, spans.unit_count(T, arrangement, span_len)), dtype=torch.bool)
+    else:
+        units = spans.given_units(given.mask[:, [stage]].cpu(), arrangement, span_len)
+    scores = spans.given_scores(units).to(tokens.device)
+    n_units = _free_units(given, stage, T, arrangement, span_len)
+    mask = _mask_at(scores, 0, config.decoding_steps[stage], n_units, arrangement, span_len)
+    return _State(tokens, stage, 0, scores, mask.to(tokens.device))
+
+
+def _next_state(
+    state: _State,
+    tokens: torch.Tensor,
+    scores: torch.Tensor,
+    plan: _Plan,
+    config: DecodingConfig,
+    given: Given | None,
+    span_len: int,
+) -> _State:
+    """The state after a step with canvas ``tokens`` ``[B, K, T]`` and unit ``scores`` ``[B, 1, N]``:
+    the same stage masking its highest-scoring units, or the start of the next stage."""
+    if plan.stage_end:
+        return _stage_start(tokens, state.stage + 1, config, given, span_len)
+    step = state.step + 1
+    mask = _mask_at(scores, step, plan.n_steps, plan.n_units, config.span_arrangement, span_len)
+    return _State(tokens, state.stage, step, scores, mask.to(tokens.device))
+
+
+def _resume_state(
+    record: StepRecord, config: DecodingConfig, given: Given | None, canvas: Canvas
+) -> tuple[_State, int]:
+    """The state after ``record`` and the global step it starts, once the record is checked
+    against this run's ``canvas`` and ``config`` (ValueError when it does not fit)."""
+    B, K, T = canvas.shape
+    if record.tokens.shape != (B, K, T):
+        raise ValueError(
+            f"Cannot resume: the record's canvas is {list(record.tokens.shape)} but this run's is {[B, K, T]} "
+            f"(same prompts count, duration and span arrangement are needed)."
+        )
+    if record.global_step + 1 >= sum(config.decoding_steps):
+        raise ValueError("Cannot resume after the last step: nothing is left to decode.")
+    steps_done = sum(config.decoding_steps[: record.stage]) + record.step + 1
+    if steps_done != record.global_step + 1 or record.step >= config.decoding_steps[record.stage]:
+        raise ValueError(
+            "Cannot resume: the decoding steps of the record's stages differ from this config's "
+            f"({list(config.decoding_steps)})."
+        )
+    tokens = torch.as_tensor(np.asarray(record.tokens, dtype=np.int64), device=canvas.device)
+    scores = torch.as_tensor(np.array(record.scores), device=canvas.device)
+    if record.is_stage_end:
+        state = _stage_start(tokens, record.stage + 1, config, given, canvas.span_len)
+    else:
+        mask = torch.as_tensor(np.array(record.mask_after), device=canvas.device)[:, None]
+        state = _State(tokens, record.stage, record.step + 1, scores, mask)
+    return state, record.global_step + 1
+
+
+def _first_state(
+    canvas: Canvas,
+    config: DecodingConfig,
+    given: Given | None,
+    resume_from: StepRecord | None,
+    generator: torch.Generator,
+) -> tuple[_State, int]:
+    """The first state of a run and its global step: a fresh canvas (given tokens in place), or
+    the state after ``resume_from``, whose generator state ``generator`` then takes."""
+    if resume_from is not None:
+        state, global_step = _resume_state(resume_from, config, given, canvas)
+        generator.set_state(torch.from_numpy(np.array(resume_from.rng_state, dtype=np.uint8)))
+        return state, global_step
+    if given is not None:
+        tokens = given.tokens.clone()
+    else:
+        tokens = torch.full(canvas.shape, canvas.mask_id, dtype=torch.long, device=canvas.device)
+    return _stage_start(tokens, 0, config, given, canvas.span_len), 0
+
+
 class Engine:
     """Runs MAGNeT decoding on a loaded model, optionally with a rescorer (see module doc)."""
 
@@ -247,19 +360,6 @@ class Engine:
         self.lm = model.lm
 
     # ---------------------------------------------------------------- set-up
-    def _check_prompts(self, prompts: Sequence[str]) -> tuple[str, ...]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = tuple(prompts)
-        if not prompts:
-            raise ValueError("No prompt given: pass at least one text description.")
-        if len(prompts) > MAX_BATCH:
-            raise ValueError(f"At most {MAX_BATCH} prompts per run, got {len(prompts)}.")
-        for i, text in enumerate(prompts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"Prompt {i + 1} is empty: describe the music you want.")
-        return prompts
-
     def _conditions(self, prompts: tuple[str, ...]) -> dict:
         """Condition tensors for ``[prompts..., null prompts...]`` (batch 2B, for CFG)."""
         names = [n for n in self.lm.condition_provider.text_conditions]
@@ -272,56 +372,41 @@ class Engine:
         """Frames actually decoded for ``config`` (nonoverlap trims to a multiple of the span)."""
         return self.model.frames(config)
 
-    def _stage_start(
-        self, tokens: torch.Tensor, stage: int, config: DecodingConfig, given: _Given | None
-    ) -> _State:
-        """The state before the first step of ``stage`` (past the last stage: a finished state).
-
-        Wholly given units start at NEVER_REMASK, so no step ever selects them; the number of
-        units to mask counts only the others.
-        """
-        B, K, T = tokens.shape
-        if stage >= K:
-            return _State(tokens, stage, 0, torch.zeros((B, 1, 0)), torch.zeros((B, 1, T), dtype=torch.bool))
-        span_len, arrangement = self.lm.span_len, config.span_arrangement
-        if given is None:
-            units = torch.zeros((B, 1, spans.unit_count(T, arrangement, span_len)), dtype=torch.bool)
-        else:
-            units = spans.given_units(given.mask[:, [stage]].cpu(), arrangement, span_len)
-        scores = spans.given_scores(units).to(tokens.device)
-        n_units = _free_units(given, stage, T, arrangement, span_len)
-        mask = _mask_at(scores, 0, config.decoding_steps[stage], n_units, arrangement, span_len)
-        return _State(tokens, stage, 0, scores, mask.to(tokens.device))
+    def _canvas(self, config: DecodingConfig, B: int) -> Canvas:
+        """The canvas ``(B, K, T)`` of a run of ``B`` prompts; at least one span of frames."""
+        T = self.frames(config)
+        if T < self.lm.span_len:
+            raise ValueError(f"duration {config.duration} s is too short: it gives {T} frames.")
+        return Canvas(
+            shape=(B, self.model.num_codebooks, T),
+            card=self.lm.card,
+            mask_id=self.lm.special_token_id,
+            span_len=self.lm.span_len,
+            arrangement=config.span_arrangement,
+            device=self.model.device,
+        )
 
     # ---------------------------------------------------------------- the loop body
     @torch.no_grad()
-    def _step(
-        self,
-        state: _State,
-        controls: ControlValues,
-        config: DecodingConfig,
-        conditions: dict,
-        given: _Given | None,
-        generator: torch.Generator,
-        prompts: tuple[str, ...],
-    ) -> tuple[_State, dict]:
-        """One decoding step; returns the next state and the fields of its record.
+    def _step(self, state: _State, controls: ControlValues, run: _Run) -> tuple[_State, dict]:
+        """One decoding step under ``controls``; returns the next state and the fields of its record.
 
         Masks the state's frames, samples proposals from the guided logits, scores the units with
         the proposals' confidences (mixed with the rescorer's) and picks the frames to re-mask.
         """
+        config, given = run.config, run.given
         span_len, arrangement, mask_id = self.lm.span_len, config.span_arrangement, self.lm.special_token_id
         plan = _Plan.of(state, controls, config, given, span_len)
         tokens, mask_before = _masked_canvas(state, given, mask_id)
-        logits = self._guided_logits(tokens, state.stage, plan.cfg_coef, conditions)
-        sampled, confidence = _propose(logits, plan.temperature, config, generator)
+        logits = _guided_logits(self.lm, tokens, state.stage, plan.cfg_coef, run.conditions)
+        sampled, confidence = _propose(logits, plan.temperature, config, run.generator)
         tokens = _with_proposals(tokens, state.stage, mask_before, sampled)
 
         weight = controls.rescore_weight
-        mixed, rescored = self._rescored(confidence, tokens, state.stage, weight, plan, prompts)
+        mixed, rescored = self._rescored(confidence, tokens, state.stage, weight, plan, run.prompts)
         scoring_mask = state.mask if spans.uses_chunks(arrangement, span_len) else mask_before
         scores = spans.span_scores(mixed, scoring_mask, arrangement, span_len, config.span_scoring)
-        next_state = self._next_state(state, tokens, scores, plan, config, given)
+        next_state = _next_state(state, tokens, scores, plan, config, given, span_len)
 
         outcome = _Outcome(
             tokens=tokens,
@@ -332,23 +417,7 @@ class Engine:
             rescore_weight=weight if rescored is not None else 0.0,
             scores=scores,
         )
-        return next_state, _record_fields(state, plan, outcome, generator.get_state(), mask_id, given)
-
-    def _guided_logits(
-        self, tokens: torch.Tensor, stage: int, cfg_coef: float, conditions: dict
-    ) -> torch.Tensor:
-        """Float32 logits ``[B, 1, T, card]`` of codebook ``stage`` for the canvas ``tokens``
-        ``[B, K, T]``, guided: ``uncond + (cond - uncond) * cfg_coef`` over the batch ``2B`` of
-        ``conditions`` (prompts, then null prompts). At :data:`GUIDANCE_OFF` that is ``cond``,
-        so only the conditional half runs."""
-        B = tokens.shape[0]
-        if cfg_coef == GUIDANCE_OFF:
-            logits = stage_logits(self.lm, tokens, _first_rows(conditions, B), stage).float()
-        else:
-            logits = stage_logits(self.lm, torch.cat([tokens, tokens], dim=0), conditions, stage).float()
-            cond, uncond = logits.split(B, dim=0)
-            logits = uncond + (cond - uncond) * cfg_coef
-        return logits.unsqueeze(1)
+        return next_state, _record_fields(state, plan, outcome, run.generator.get_state(), mask_id, given)
 
     def _rescored(
         self,
@@ -369,23 +438,6 @@ class Engine:
             rescored = self.rescorer.token_probs(tokens, prompts)[:, [stage]].to(confidence)
             return (1 - weight) * confidence + weight * rescored, rescored
         return confidence, None
-
-    def _next_state(
-        self,
-        state: _State,
-        tokens: torch.Tensor,
-        scores: torch.Tensor,
-        plan: _Plan,
-        config: DecodingConfig,
-        given: _Given | None,
-    ) -> _State:
-        """The state after a step with canvas ``tokens`` and unit ``scores`` ``[B, 1, N]``: the
-        same stage masking its highest-scoring units, or the start of the next stage."""
-        if plan.stage_end:
-            return self._stage_start(tokens, state.stage + 1, config, given)
-        step = state.step + 1
-        mask = _mask_at(scores, step, plan.n_steps, plan.n_units, config.span_arrangement, self.lm.span_len)
-        return _State(tokens, state.stage, step, scores, mask.to(tokens.device))
 
     # ---------------------------------------------------------------- public API
     def steps(
@@ -429,174 +481,39 @@ class Engine:
                 this call, before any step runs).
         """
         config = config or self.model.default_config()
-        prompts = self._check_prompts(prompts)
+        prompts = _check_prompts(prompts)
         config.check_model(self.model.num_codebooks, self.model.max_duration, self.lm.card)
         controls = controls or LiveControls.from_config(config)
-        shape = self._canvas_shape(config, len(prompts))
-        given = self._given(shape, config, prompt_tokens, given_tokens, given_mask, resume_from)
-        total = sum(config.decoding_steps)
+        canvas = self._canvas(config, len(prompts))
+        given = run_given(canvas, prompt_tokens, given_tokens, given_mask, resume_from)
+        total_steps = sum(config.decoding_steps)
         generator = torch.Generator(device=self.model.device).manual_seed(int(seed))
         conditions = self._conditions(prompts)
-        state, global_step = self._start(shape, config, given, resume_from, generator)
-        return self._iterate(
-            state, global_step, total, config, controls, conditions, given, generator, prompts, cancel
-        )
+        run = _Run(prompts, config, controls, conditions, given, generator, total_steps, cancel)
+        state, global_step = _first_state(canvas, config, given, resume_from, generator)
+        return self._iterate(run, state, global_step)
 
-    def _canvas_shape(self, config: DecodingConfig, B: int) -> tuple[int, int, int]:
-        """``(B, K, T)``, the canvas of a run of ``B`` prompts; at least one span of frames."""
-        T = self.frames(config)
-        if T < self.lm.span_len:
-            raise ValueError(f"duration {config.duration} s is too short: it gives {T} frames.")
-        return B, self.model.num_codebooks, T
-
-    def _given(
-        self, shape, config: DecodingConfig, prompt_tokens, given_tokens, given_mask, resume_from
-    ) -> _Given | None:
-        """The run's given tokens: a prompt's prefix, ``given_tokens``/``given_mask``, or those of
-        ``resume_from`` (see :meth:`steps`); None when nothing is given."""
-        B, K, T = shape
-        if prompt_tokens is not None:
-            if given_tokens is not None or given_mask is not None:
-                raise ValueError("Pass either prompt_tokens or given_tokens/given_mask, not both.")
-            given_tokens, given_mask = self._prefix_as_given(prompt_tokens, B, K, T)
-        given = self._check_given(given_tokens, given_mask, config, B, K, T)
-        if resume_from is not None:
-            given = self._resume_given(resume_from, given, shape)
-        return given
-
-    def _start(
-        self, shape, config: DecodingConfig, given: _Given | None, resume_from, generator: torch.Generator
-    ) -> tuple[_State, int]:
-        """The first state and its global step: a fresh canvas (given tokens in place), or the
-        state after ``resume_from``, whose generator state ``generator`` then takes."""
-        device = self.model.device
-        if resume_from is not None:
-            state, global_step = self._resume_state(resume_from, config, *shape, given, device)
-            generator.set_state(torch.from_numpy(np.array(resume_from.rng_state, dtype=np.uint8)))
-            return state, global_step
-        if given is not None:
-            tokens = given.tokens.clone()
-        else:
-            tokens = torch.full(shape, self.lm.special_token_id, dtype=torch.long, device=device)
-        return self._stage_start(tokens, 0, config, given), 0
-
-    def _prefix_as_given(self, prompt_tokens, B: int, K: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, K, P]`` prompt codes -> the ``[B, K, T]`` given tokens and mask of a prefix."""
-        prompt = torch.as_tensor(prompt_tokens, dtype=torch.long)
-        if prompt.dim() != 3 or prompt.shape[:2] != (B, K):
-            raise ValueError(f"prompt_tokens must have shape [{B}, {K}, P], got {list(prompt.shape)}.")
-        P = prompt.shape[-1]
-        if P >= T:
-            raise ValueError(f"The prompt ({P} frames) must be shorter than the output ({T}).")
-        if prompt.numel() and (prompt.min() < 0 or prompt.max() >= self.lm.card):
-            raise ValueError(f"prompt_tokens must be codes in [0, {self.lm.card}).")
-        tokens = torch.zeros((B, K, T), dtype=torch.long)
-        tokens[..., :P] = prompt
-        mask = torch.zeros((B, K, T), dtype=torch.bool)
-        mask[..., :P] = True
-        return tokens, mask
-
-    def _check_given(self, given_tokens, given_mask, config: DecodingConfig, B, K, T) -> _Given | None:
-        """Validate given tokens and mask (see :meth:`steps`); None when nothing is given."""
-        if given_tokens is None and given_mask is None:
-            return None
-        if given_tokens is None or given_mask is None:
-            raise ValueError("given_tokens and given_mask go together: pass both or neither.")
-        tokens, mask = _tensor(given_tokens), _tensor(given_mask)
-        if mask.dtype != torch.bool:
-            raise ValueError(f"given_mask must be a bool array (True = given), got {mask.dtype}.")
-        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-            raise ValueError(f"given_tokens must be integer codes, got {tokens.dtype}.")
-        for name, x in (("given_tokens", tokens), ("given_mask", mask)):
-            if x.dim() != 3 or x.shape[0] not in (1, B) or tuple(x.shape[1:]) != (K, T):
-                raise ValueError(
-                    f"{name} must have shape [{B}, {K}, {T}] (or [1, {K}, {T}]; {T} frames = this run's "
-                    f"length), got {list(x.shape)}."
-                )
-        tokens = tokens.long().expand(B, K, T).cpu()
-        mask = mask.expand(B, K, T).cpu()
-        if not mask.any():
-            return None  # nothing given: plain generation
-        if not bool((mask == mask[:1]).all()):
-            raise ValueError("given_mask must be the same for every prompt (the given tokens may differ).")
-        codes = tokens[mask]
-        if codes.min() < 0 or codes.max() >= self.lm.card:
-            raise ValueError(f"given_tokens must be codes in [0, {self.lm.card}) where given_mask is True.")
-        device = self.model.device
-        given = _Given.of(tokens.to(device), mask.to(device), self.lm.special_token_id)
-        unit = "span" if spans.uses_chunks(config.span_arrangement, self.lm.span_len) else "frame"
-        for stage in range(K):
-            if given.free_units(stage, config.span_arrangement, self.lm.span_len) == 0:
-                raise ValueError(
-                    f"Everything is given in codebook {stage}: nothing is left to decode "
-                    f"(at least one {unit} of every codebook must not be given)."
-                )
-        return given
-
-    def _resume_given(self, record: StepRecord, given: _Given | None, shape) -> _Given | None:
-        """The given tokens of a resumed run: the record's (taken from its canvas) or the same ones."""
-        recorded = getattr(record, "given", None)
-        if recorded is None or not np.asarray(recorded).any():
-            if given is not None:
-                raise ValueError("Cannot resume: the record was decoded without given tokens.")
-            return None
-        if record.tokens.shape != shape or np.asarray(recorded).shape != shape:
-            return given  # _resume_state reports the mismatched canvas
-        mask = torch.as_tensor(np.array(recorded, dtype=np.bool_))
-        canvas = torch.as_tensor(np.asarray(record.tokens, dtype=np.int64))
-        if given is None:
-            device = self.model.device
-            return _Given.of(canvas.to(device), mask.to(device), self.lm.special_token_id)
-        same = torch.equal(given.mask.cpu(), mask) and torch.equal(given.tokens.cpu()[mask], canvas[mask])
-        if not same:
-            raise ValueError("Cannot resume: the given tokens differ from the record's.")
-        return given
-
-    def _iterate(
-        self, state, global_step, total, config, controls, conditions, given, generator, prompts, cancel
-    ):
-        """The decoding loop proper (a generator); :meth:`steps` validates and prepares."""
+    def _iterate(self, run: _Run, state: _State, global_step: int) -> Iterator[StepRecord]:
+        """The decoding loop proper (a generator) from ``state``, whose step is ``global_step``
+        over all stages; :meth:`steps` validates and prepares."""
         K = self.model.num_codebooks
         start = time.perf_counter()
         while state.stage < K:
-            if cancel is not None and cancel.is_set():
+            if run.cancel is not None and run.cancel.is_set():
                 return
-            values = controls.snapshot()
+            values = run.controls.snapshot()
             t0 = time.perf_counter()
-            state, fields = self._step(state, values, config, conditions, given, generator, prompts)
+            state, fields = self._step(state, values, run)
             now = time.perf_counter()
             yield StepRecord(
                 global_step=global_step,
-                total_steps=total,
+                total_steps=run.total_steps,
                 controls=values,
                 step_seconds=now - t0,
                 elapsed=now - start,
                 **fields,
             )
             global_step += 1
-
-    def _resume_state(self, record: StepRecord, config, B, K, T, given, device) -> tuple[_State, int]:
-        if record.tokens.shape != (B, K, T):
-            raise ValueError(
-                f"Cannot resume: the record's canvas is {list(record.tokens.shape)} but this run's is {[B, K, T]} "
-                f"(same prompts count, duration and span arrangement are needed)."
-            )
-        if record.global_step + 1 >= sum(config.decoding_steps):
-            raise ValueError("Cannot resume after the last step: nothing is left to decode.")
-        steps_done = sum(config.decoding_steps[: record.stage]) + record.step + 1
-        if steps_done != record.global_step + 1 or record.step >= config.decoding_steps[record.stage]:
-            raise ValueError(
-                "Cannot resume: the decoding steps of the record's stages differ from this config's "
-                f"({list(config.decoding_steps)})."
-            )
-        tokens = torch.as_tensor(np.asarray(record.tokens, dtype=np.int64), device=device)
-        scores = torch.as_tensor(np.array(record.scores), device=device)
-        if record.is_stage_end:
-            state = self._stage_start(tokens, record.stage + 1, config, given)
-        else:
-            mask = torch.as_tensor(np.array(record.mask_after), device=device)[:, None]
-            state = _State(tokens, record.stage, record.step + 1, scores, mask)
-        return state, record.global_step + 1
 
     def decode(
         self,
@@ -651,7 +568,7 @@ class Engine:
             sample_rate=self.model.sample_rate,
             records=tuple(records),
             config=config,
-            prompts=self._check_prompts(prompts),
+            prompts=_check_prompts(prompts),
             seed=seed,
             cancelled=cancelled,
             resumed_from=None if resume_from is None else resume_from.global_step,
