@@ -35,83 +35,84 @@ DEFAULT_QUEUE_SIZE = 16
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Watch MAGNeT decode music, step by step (Gradio app).")
-    parser.add_argument(
-        "--host",
-        default=None,
-        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 for all)",
-    )
-    parser.add_argument(
-        "--port", type=int, default=None, help="port to listen on (default: $GRADIO_SERVER_PORT, else 7860)"
-    )
-    parser.add_argument(
-        "--model",
-        default="auto",
-        help="model selected when the page opens: 'auto' (facebook/magnet-small-10secs on a GPU with the "
-        "Hub at hand, else 'embedded'), 'embedded', a facebook/magnet-* name, or a checkpoint folder",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=DEVICES,
-        help="where models run (default auto: CUDA when torch sees a GPU, else the CPU)",
-    )
-    parser.add_argument(
-        "--worker",
-        default="auto",
-        choices=WORKERS,
-        help="where decodings run: 'thread' (this process), 'spawn' or 'fork' (a worker process); "
-        "default auto: ZeroGPU's GPU function on a ZeroGPU Space, else 'thread'",
-    )
-    parser.add_argument(
-        "--queue-size",
-        type=int,
-        default=DEFAULT_QUEUE_SIZE,
-        help=f"most requests waiting for a decoding slot; more are refused with a message (default {DEFAULT_QUEUE_SIZE})",
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=1, help="decodings run at the same time (default 1)"
-    )
-    parser.add_argument(
-        "--output-dir", default=None, help="where runs' WAV, trace and GIF files go (default: a temp folder)"
-    )
-    parser.add_argument(
-        "--share", action="store_true", help="also open a public *.gradio.live link (off by default)"
-    )
-    parser.add_argument(
-        "--model-root",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a folder whose checkpoint folders visitors may load (repeatable; default: none)",
-    )
-    parser.add_argument(
-        "--allow-any-model",
-        action="store_true",
-        help="let visitors load any Hub repo or folder (a trusted single-user machine only)",
-    )
+    _add_serving(parser)
+    _add_models(parser)
     _add_limits(parser)
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
-    )
     args = parser.parse_args(argv)
     for flag in POSITIVE_FLAGS:
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be more than 0")
-    if args.allow_any_model:
-        from magnet_demo.hosting import loopback, on_spaces
-
-        host = args.host or os.environ.get("GRADIO_SERVER_NAME")
-        public = "--share" if args.share else "a Space" if on_spaces() else None
-        public = public or (None if host is None or loopback(host) else f"--host {host}")
-        if public:
-            parser.error(
-                f"--allow-any-model lets visitors make the server load any file: refused with {public}; "
-                "name the folders they may load with --model-root"
-            )
+    if args.allow_any_model and (public := _public_exposure(args)):
+        parser.error(
+            f"--allow-any-model lets visitors make the server load any file: refused with {public}; "
+            "name the folders they may load with --model-root"
+        )
     return args
+
+
+def _public_exposure(args: argparse.Namespace) -> str | None:
+    """What makes this server reachable from elsewhere ('--share', 'a Space', '--host X'), or None."""
+    from magnet_demo.hosting import loopback, on_spaces
+
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME")
+    if args.share:
+        return "--share"
+    if on_spaces():
+        return "a Space"
+    return None if host is None or loopback(host) else f"--host {host}"
+
+
+def _add_serving(parser: argparse.ArgumentParser) -> None:
+    """Where the page is served and how many visitors it takes at once."""
+    add = parser.add_argument
+    add(
+        "--host",
+        default=None,
+        help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 for all)",
+    )
+    add("--port", type=int, default=None, help="port to listen on (default: $GRADIO_SERVER_PORT, else 7860)")
+    add(
+        "--worker", default="auto", choices=WORKERS,
+        help="where decodings run: 'thread' (this process), 'spawn' or 'fork' (a worker process); "
+        "default auto: ZeroGPU's GPU function on a ZeroGPU Space, else 'thread'",
+    )  # fmt: skip
+    add(
+        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+        help=f"most requests waiting for a decoding slot; more are refused with a message (default {DEFAULT_QUEUE_SIZE})",
+    )  # fmt: skip
+    add("--concurrency", type=int, default=1, help="decodings run at the same time (default 1)")
+    add(
+        "--output-dir",
+        default=None,
+        help="where runs' WAV, trace and GIF files go (default: a private temp folder)",
+    )
+    add("--share", action="store_true", help="also open a public *.gradio.live link (off by default)")
+
+
+def _add_models(parser: argparse.ArgumentParser) -> None:
+    """Which models the page opens with and offers, and how they run."""
+    add = parser.add_argument
+    add(
+        "--model", default="auto",
+        help="model selected when the page opens: 'auto' (facebook/magnet-small-10secs on a GPU with the "
+        "Hub at hand, else 'embedded'), 'embedded', a facebook/magnet-* name, or a checkpoint folder",
+    )  # fmt: skip
+    add(
+        "--device", default="auto", choices=DEVICES,
+        help="where models run (default auto: CUDA when torch sees a GPU, else the CPU)",
+    )  # fmt: skip
+    add(
+        "--model-root", action="append", default=[], metavar="DIR",
+        help="a folder whose checkpoint folders visitors may load (repeatable; default: none)",
+    )  # fmt: skip
+    add(
+        "--allow-any-model", action="store_true",
+        help="let visitors load any Hub repo or folder (a trusted single-user machine only)",
+    )  # fmt: skip
+    add(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
+    )  # fmt: skip
 
 
 #: flags whose value must be above 0
@@ -165,45 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     gpu = hosting.gpu_decorator()  # before torch sees CUDA, as ZeroGPU requires
     ensure_audiocraft()
     from magnet_demo.audio_in import MAX_UPLOAD_MB
-    from magnet_demo.controls import Limits
-    from magnet_demo.layout import build_ui
-    from magnet_demo.model_cache import ModelCache
-    from magnet_demo.models import checkpoint_available, load_model
-    from magnet_demo.session import DEFAULT_OUTPUT_ROOT, private_root
-    from magnet_demo.sources import ModelSources
-    from magnet_demo.ui import DemoApp
+    from magnet_demo.studio.wiring import build_ui
 
-    device = hosting.resolve_device(args.device)
-    choice = hosting.choose_model(args.model, device, checkpoint_available)
-    logging.getLogger("app").info("model %s on %s: %s", choice.name, device, choice.reason)
-    try:
-        output_dir = args.output_dir or private_root(DEFAULT_OUTPUT_ROOT)
-    except ValueError as error:
-        raise SystemExit(f"app.py: {error}") from None
-    loader = functools.partial(load_model, device=device, precision=args.precision)
-    models = ModelCache(loader, max_models=args.max_models)
-    sources = ModelSources(
-        roots=tuple(os.path.abspath(root) for root in args.model_root),
-        allow_any=args.allow_any_model,
-        extra=(choice.name,),
-        hub_offered=device == "cuda" or args.hub_models_on_cpu,
-    )
-    if args.allow_any_model:
-        logging.getLogger("app").warning(
-            "--allow-any-model: visitors may load any Hub repo or folder; use it on a trusted machine only"
-        )
-    app = DemoApp(
-        default_model=choice.name,
-        output_root=output_dir,
-        models=models,
-        worker=make_worker(args.worker, models, loader, gpu),
-        model_note=f"Opened with **{choice.name}** on {device}: {choice.reason}.",
-        limits=Limits(max_steps=args.max_steps, max_work=args.max_work, max_run_seconds=args.max_run_seconds),
-        sources=sources,
-        keep_runs=args.keep_runs,
-        keep_runs_per_session=args.keep_runs_per_session,
-        memory_mb=args.memory_mb,
-    )
+    app, output_dir = make_app(args, gpu)
     demo = build_ui(app, concurrency_limit=args.concurrency)
     # api_open=False: every run goes through the queue (its size, its slots, the per-visitor check)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency, api_open=False)
@@ -215,6 +180,50 @@ def main(argv: list[str] | None = None) -> None:
         show_error=False,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
     )
+
+
+def make_app(args: argparse.Namespace, gpu):
+    """The studio's handlers for these flags, and the folder its runs write to."""
+    from magnet_demo import hosting
+    from magnet_demo.controls import Limits
+    from magnet_demo.model_cache import ModelCache
+    from magnet_demo.models import checkpoint_available, load_model
+    from magnet_demo.session import DEFAULT_OUTPUT_ROOT, private_root
+    from magnet_demo.sources import ModelSources
+    from magnet_demo.studio.handlers import DemoApp
+
+    log = logging.getLogger("app")
+    device = hosting.resolve_device(args.device)
+    choice = hosting.choose_model(args.model, device, checkpoint_available)
+    log.info("model %s on %s: %s", choice.name, device, choice.reason)
+    try:
+        output_dir = args.output_dir or private_root(DEFAULT_OUTPUT_ROOT)
+    except ValueError as error:
+        raise SystemExit(f"app.py: {error}") from None
+    if args.allow_any_model:
+        log.warning(
+            "--allow-any-model: visitors may load any Hub repo or folder; use it on a trusted machine only"
+        )
+    loader = functools.partial(load_model, device=device, precision=args.precision)
+    models = ModelCache(loader, max_models=args.max_models)
+    app = DemoApp(
+        default_model=choice.name,
+        output_root=output_dir,
+        models=models,
+        worker=make_worker(args.worker, models, loader, gpu),
+        model_note=f"Opened with **{choice.name}** on {device}: {choice.reason}.",
+        limits=Limits(max_steps=args.max_steps, max_work=args.max_work, max_run_seconds=args.max_run_seconds),
+        sources=ModelSources(
+            roots=tuple(os.path.abspath(root) for root in args.model_root),
+            allow_any=args.allow_any_model,
+            extra=(choice.name,),
+            hub_offered=device == "cuda" or args.hub_models_on_cpu,
+        ),
+        keep_runs=args.keep_runs,
+        keep_runs_per_session=args.keep_runs_per_session,
+        memory_mb=args.memory_mb,
+    )
+    return app, output_dir
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ const TARGET_TICKS = 10, SCHEDULE_HEIGHT = 190, SCRUB_POLL_MS = 200;
 const STATE_FIXED = 1, STATE_GIVEN = 4;
 const TEXT = "#282830", MUTED = "#6e6e78", NOT_PREDICTED = "#e4e4e8", NOT_PREDICTED_BYTE = 255;
 const PLAN_COLOUR = "#9aa3b0", USED_COLOUR = "#d1495b", CURSOR_COLOUR = "#2d3039", STAGE_LINE = "#c8ccd2";
-const REGION_FILL = "rgba(255, 255, 255, 0.35)", REGION_EDGE = "#d1495b", REGION_MODE = "re-decode region";
+const REGION_FILL = "rgba(255, 255, 255, 0.35)", REGION_EDGE = "#d1495b";
+// the audio panel's element ids and the region mode's label, from the page (props.ids, props.region_mode)
+const IDS = props.ids, REGION_MODE = props.region_mode;
 const MIN_DRAG_PX = 4, REGION_DECIMALS = 2;
 const PANELS = [["mask_rate", "mask rate"], ["cfg_coef", "CFG coefficient"], ["temperature", "temperature"]];
 
@@ -307,9 +309,9 @@ function field(id) {  // the number box of a Gradio slider or number field
 }
 
 function region() {  // [start, end] seconds when the mode is "re-decode region", else null
-  const mode = document.querySelector("#mode input:checked");
+  const mode = document.querySelector(`#${IDS.mode} input:checked`);
   if (!mode || mode.value !== REGION_MODE) return null;
-  const [start, end] = ["region-start", "region-end"].map((id) => parseFloat(field(id)?.value));
+  const [start, end] = [IDS.region_start, IDS.region_end].map((id) => parseFloat(field(id)?.value));
   return Number.isFinite(start) && Number.isFinite(end) ? [start, end] : null;
 }
 
@@ -358,9 +360,9 @@ window.addEventListener("mouseup", (event) => {
   const { x, start } = drag, end = secondsAt(event);
   drag = null;
   if (Math.abs(event.clientX - x) < MIN_DRAG_PX) return;
-  document.querySelector(`#mode input[value="${REGION_MODE}"]`)?.click();
-  setField("region-start", Math.min(start, end));
-  setField("region-end", Math.max(start, end));
+  document.querySelector(`#${IDS.mode} input[value="${REGION_MODE}"]`)?.click();
+  setField(IDS.region_start, Math.min(start, end));
+  setField(IDS.region_end, Math.max(start, end));
   drawnKey = null;
   requestDraw();
 });
@@ -397,10 +399,10 @@ canvas.addEventListener("mousemove", describe);
 canvas.addEventListener("mouseleave", () => (readout.textContent = "Point at the canvas to read a token."));
 new ResizeObserver(requestDraw).observe(element);
 document.addEventListener("input", (event) => {
-  if (event.target.closest && event.target.closest("#mode, #region-start, #region-end")) requestDraw();
+  if (event.target.closest && event.target.closest(`#${IDS.mode}, #${IDS.region_start}, #${IDS.region_end}`)) requestDraw();
 }, true);
 document.addEventListener("change", (event) => {
-  if (event.target.closest && event.target.closest("#mode")) requestDraw();
+  if (event.target.closest && event.target.closest(`#${IDS.mode}`)) requestDraw();
 }, true);
 if (props.role === "inspect") {
   // the slider's own events redraw at once; polling catches values the server sets

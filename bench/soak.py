@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--run-limit",
         type=float,
-        default=30.0,
-        help="the app's --max-run-seconds with --hostile (default 30)",
+        default=120.0,
+        help="the app's --max-run-seconds with --hostile (default 120)",
     )
     args = parser.parse_args(argv)
     hostile = max(1, round(args.clients * args.hostile)) if args.hostile > 0 else 0

@@ -23,30 +23,22 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import fields
 from pathlib import Path
+
+from magnet_demo.form import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE_TIMEOUT_S = 300.0
-GENERATE = dict(
-    prompt="drums, fast tempo, major key",
-    model="embedded",
-    duration=2.0,
-    decoding_steps="4, 2, 2, 2",
-    span_arrangement="nonoverlap",
-    span_scoring="max",
-    temperature=3.0,
-    top_p=0.9,
-    top_k=0,
-    max_cfg_coef=10.0,
-    min_cfg_coef=1.0,
-    cfg_schedule="linear",
-    cfg_curve="",
-    rescore_weight=0.0,
-    seed=1,
-    random_seed=False,
-    samples=1,
-    sample_shown=1,
-)
+#: a short run: what differs from the settings' defaults (magnet_demo.form.Settings)
+SHORT_RUN = {
+    "prompt": "drums, fast tempo, major key",
+    "duration": 2.0,
+    "decoding_steps": "4, 2, 2, 2",
+    "seed": 1,
+}
+#: every input of /generate before its audio inputs, in the API's order
+GENERATE = {**{f.name: SHORT_RUN.get(f.name, f.default) for f in fields(Settings)}, "sample_shown": 1}
 
 
 def front_matter(readme: Path = ROOT / "README.md") -> dict[str, str]:

@@ -35,10 +35,11 @@ from bench.space_emulation import GENERATE  # noqa: E402
 from magnet_demo.checkpoints import LM_FILE  # noqa: E402
 from magnet_demo.engine import Engine  # noqa: E402
 from magnet_demo.form import Settings, default_steps, steps_text  # noqa: E402
-from magnet_demo.layout import MainView, launch_local  # noqa: E402
 from magnet_demo.models import EMBEDDED_DIR, EMBEDDED_NAME  # noqa: E402
+from magnet_demo.studio.handlers import DemoApp  # noqa: E402
+from magnet_demo.studio.page import MainView  # noqa: E402
+from magnet_demo.studio.wiring import launch_local  # noqa: E402
 from magnet_demo.tiny import write_tiny_checkpoint  # noqa: E402
-from magnet_demo.ui import DemoApp  # noqa: E402
 
 API_TARGET, BROWSER_TARGET, STEP_BYTES_TARGET = 1.2, 1.4, 10_000
 CHROMIUM = "/usr/bin/chromium"
@@ -54,9 +55,9 @@ def files_under(*folders: Path) -> set[Path]:
 
 def engine_seconds(app: DemoApp, settings: dict) -> float:
     """The same model object and the same config as the studio's run of ``settings``."""
-    model = app.load(settings["model"])
+    model = app.studio.catalog.load(settings["model"])
     form = Settings(**{key: value for key, value in settings.items() if key in Settings.__dataclass_fields__})
-    config = form.config(model, app.limits)
+    config = form.config(model, app.studio.limits)
     started = time.perf_counter()
     Engine(model).decode([settings["prompt"]], config, seed=SEED, with_audio=True)
     return time.perf_counter() - started
@@ -147,7 +148,7 @@ def main() -> None:
     )
     outputs = TEMP / "outputs"
     app = DemoApp(default_model=name, output_root=outputs)
-    model = app.load(name)
+    model = app.studio.catalog.load(name)
     total_steps = sum(default_steps(model.num_codebooks))
     settings = {
         **GENERATE,

@@ -24,6 +24,10 @@ DEFAULT_MIN_CFG = 1.0
 DEFAULT_DURATION = 10.0
 DEFAULT_SPAN_SCORING = "max"
 DEFAULT_SPAN_ARRANGEMENT = "nonoverlap"
+#: the rescoring weight's convention, as the page says it (the paper's figure; see README's Rescoring)
+RESCORING_HELP = (
+    "Span confidence = (1 − w) · MAGNeT + w · rescorer (the paper's figure). w = 0 is plain MAGNeT."
+)
 #: what the page's CFG curve box starts with (used when the schedule is 'curve')
 DEFAULT_CFG_CURVE_TEXT = "10, 6, 3, 1"
 #: precisions of the language model's weights (:func:`magnet_demo.models.load_model`); "auto" =

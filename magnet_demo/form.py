@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from magnet_demo.controls import (
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.models import EMBEDDED_NAME, LoadedModel
 from magnet_demo.records import StepRecord
-from magnet_demo.schedules import CFG_LINEAR
+from magnet_demo.schedules import CFG_CURVE, CFG_LINEAR, CFGSchedule
 
 #: largest seed offered by "random" and accepted
 MAX_SEED = 2**31 - 1
@@ -141,9 +141,38 @@ def check_cfg_range(max_cfg: float, min_cfg: float) -> None:
         )
 
 
+#: the settings a person may change while a run decodes: ``/steer``'s parameters, in order
+LIVE_FIELDS = ("max_cfg_coef", "min_cfg_coef", "cfg_schedule", "cfg_curve", "temperature", "rescore_weight")
+
+
+def live_values(values: Mapping[str, object], limits: Limits) -> dict:
+    """The live controls (raw values of :data:`LIVE_FIELDS`) checked, for a new run and ``/steer``
+    alike: keyword arguments of ``LiveControls.update`` and ``DecodingConfig``; ValueError otherwise."""
+    schedule = text(values["cfg_schedule"], "CFG schedule", 40)
+    max_cfg = number(values["max_cfg_coef"], "CFG max", 0, limits.max_cfg)
+    min_cfg = number(values["min_cfg_coef"], "CFG min", 0, limits.max_cfg)
+    if schedule == CFG_LINEAR:
+        check_cfg_range(max_cfg, min_cfg)
+    curve = ()
+    if schedule == CFG_CURVE:
+        curve = parse_numbers(values["cfg_curve"], "CFG curve", max_items=limits.cfg_points)
+    CFGSchedule(schedule, max_cfg, min_cfg, curve)  # an unknown schedule, a curve too short
+    return dict(
+        max_cfg_coef=max_cfg,
+        min_cfg_coef=min_cfg,
+        cfg_schedule=schedule,
+        cfg_curve=curve,
+        temperature=number(values["temperature"], "Temperature", 0, limits.max_temperature),
+        rescore_weight=number(values["rescore_weight"], "Rescoring weight", 0, 1),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
-    """What a person set in the page, before validation (see :meth:`config`)."""
+    """What a person set in the page, before validation (see :meth:`config`): the one list of a
+    run's settings. Its fields are the named API's parameters, in order, and the page's inputs are
+    built from them (:func:`magnet_demo.studio.wiring.settings_inputs`): a new setting is a field
+    here and a control in :mod:`magnet_demo.studio.page`."""
 
     prompt: str
     model: str = EMBEDDED_NAME
@@ -177,23 +206,11 @@ class Settings:
 
     def sampling(self, limits: Limits, card: int) -> dict:
         """The sampling and guidance fields, checked (shared by new runs and forks)."""
-        max_cfg = number(self.max_cfg_coef, "CFG max", 0, limits.max_cfg)
-        min_cfg = number(self.min_cfg_coef, "CFG min", 0, limits.max_cfg)
-        if self.cfg_schedule == CFG_LINEAR:
-            check_cfg_range(max_cfg, min_cfg)
-        curve = ()
-        if self.cfg_schedule == "curve":
-            curve = parse_numbers(self.cfg_curve, "CFG curve", max_items=limits.cfg_points)
         return dict(
-            temperature=number(self.temperature, "Temperature", 0, limits.max_temperature),
+            **live_values({name: getattr(self, name) for name in LIVE_FIELDS}, limits),
             top_p=number(self.top_p, "Top-p", 0, 1),
             top_k=whole(self.top_k, "Top-k", 0, card),
-            max_cfg_coef=max_cfg,
-            min_cfg_coef=min_cfg,
-            cfg_schedule=text(self.cfg_schedule, "CFG schedule", 40),
-            cfg_curve=curve,
             span_scoring=text(self.span_scoring, "Span scoring", 40),
-            rescore_weight=number(self.rescore_weight, "Rescoring weight", 0, 1),
         )
 
     def steps(self, limits: Limits, num_codebooks: int) -> tuple[int, ...]:

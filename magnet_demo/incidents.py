@@ -27,6 +27,14 @@ def without_paths(text: str) -> str:
     return _PATH.sub(lambda match: match.group(1) or "…", text)
 
 
+class Refusal(ValueError):
+    """A refusal for people, with a short title for the page's error box ("Check the settings")."""
+
+    def __init__(self, message: str, title: str = "Check the request"):
+        super().__init__(message)
+        self.title = title
+
+
 class ReadableFault(RuntimeError):
     """A fault of the server whose message is written for people (a worker process died)."""
 

@@ -33,7 +33,7 @@ from magnet_demo.audio import preview_codes, write_wav
 from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.canvas_feed import CanvasFeed
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
-from magnet_demo.controls import DEFAULT_KEEP_RUNS, DecodingConfig
+from magnet_demo.controls import DEFAULT_KEEP_RUNS, DecodingConfig, Limits
 from magnet_demo.form import whole
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.records import StepRecord
@@ -120,6 +120,7 @@ class Run:
     num_frames: int = 0  # T, frames decoded
     given: np.ndarray | None = None  # [B, K, T] bool: tokens given by input audio
     given_tokens: np.ndarray | None = None  # [B, K, T] their ids
+    limits: Limits | None = None  # the server's: a worker reads the live controls within them
     controls: SharedControls = field(init=False)
     cancel: StopFlag = field(init=False)
     records: list[StepRecord] = field(default_factory=list)
@@ -136,7 +137,7 @@ class Run:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
-        self.controls = SharedControls(self.channel, self.config.controls())
+        self.controls = SharedControls(self.channel, self.config.controls(), self.limits)
         self.cancel = StopFlag(self.channel)
         if self.parent is not None:
             self.add_records(self.parent.records[: self.fork_index + 1])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magnet_demo.layout import launch_local  # noqa: E402
-from magnet_demo.ui import DemoApp  # noqa: E402
+from magnet_demo.studio.handlers import DemoApp  # noqa: E402
+from magnet_demo.studio.wiring import launch_local  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]

@@ -14,8 +14,8 @@ import huggingface_hub.constants
 import pytest
 from gradio_client import Client
 
-from magnet_demo.layout import launch_local
-from magnet_demo.ui import DemoApp
+from magnet_demo.studio.handlers import DemoApp
+from magnet_demo.studio.wiring import launch_local
 
 SNAPSHOT = Path(__file__).parent / "data" / "api_snapshot.json"
 PARAMETER_KEYS = (

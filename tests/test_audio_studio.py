@@ -17,9 +17,10 @@ from test_ui import FakeRequest, settings
 from magnet_demo import audio_in
 from magnet_demo.audio_modes import CONTINUE, REGION
 from magnet_demo.canvas_feed import parse, unb64
-from magnet_demo.layout import MainView, build_ui, launch_local
 from magnet_demo.sources import ModelSources
-from magnet_demo.ui import DemoApp
+from magnet_demo.studio.handlers import DemoApp, screen_of
+from magnet_demo.studio.page import MainView
+from magnet_demo.studio.wiring import launch_local
 
 DURATION = 3.0
 T = 150  # 3 s at 50 Hz, a multiple of the span: 'nonoverlap' keeps every frame
@@ -38,7 +39,6 @@ def app(tiny_model, tmp_path_factory) -> DemoApp:
         output_root=tmp_path_factory.mktemp("outputs"),
         sources=ModelSources(roots=(str(tmp_path_factory.getbasetemp()),)),
     )
-    build_ui(demo_app)
     return demo_app
 
 
@@ -66,7 +66,7 @@ def run_settings(model: str, **changes) -> dict:
 
 
 def last_run(app: DemoApp, key: str):
-    return app.sessions.get(key).runs[-1]
+    return app.studio.sessions.get(key).runs[-1]
 
 
 def test_inpaint_keeps_everything_outside_the_region(app, tiny_model, upload):
@@ -74,7 +74,7 @@ def test_inpaint_keeps_everything_outside_the_region(app, tiny_model, upload):
     updates = list(app.inpaint(upload, 1.0, 2.0, **run_settings(tiny_model), request=key))
     run = last_run(app, "inpaint")
     assert run.status == "finished" and run.source == "re-decodes 0.96-2.04 s of 'clip.wav'"
-    assert "widened to whole spans: 0.96-2.04 s" in updates[0][app.components.status]
+    assert "widened to whole spans: 0.96-2.04 s" in screen_of(updates[0])["status"]
     expected = np.ones((1, 4, T), dtype=bool)
     expected[..., 48:102] = False  # frames 50-100 grown to whole spans of 3
     np.testing.assert_array_equal(run.given, expected)
@@ -84,10 +84,10 @@ def test_inpaint_keeps_everything_outside_the_region(app, tiny_model, upload):
         )
     final = run.records[-1].tokens
     assert (final[..., 48:102] != run.given_tokens[..., 48:102]).any()
-    header = parse(updates[-1][app.components.canvas])[0]
+    header = parse(screen_of(updates[-1])["canvas"])[0]
     bits = np.unpackbits(unb64(header["given"], np.uint8))[: 4 * T].reshape(4, T).astype(bool)
     np.testing.assert_array_equal(bits, expected[0])
-    assert "re-decodes 0.96-2.04 s of 'clip.wav'" in app.sessions.get("inpaint").choices()[-1][0]
+    assert "re-decodes 0.96-2.04 s of 'clip.wav'" in app.studio.sessions.get("inpaint").choices()[-1][0]
 
 
 def test_continue_keeps_the_first_seconds(app, tiny_model, upload):
@@ -96,7 +96,7 @@ def test_continue_keeps_the_first_seconds(app, tiny_model, upload):
     run = last_run(app, "continue")
     assert run.source == "continues the first 1 s of 'clip.wav'"
     assert run.given[..., :50].all() and not run.given[..., 50:].any()
-    codes, _ = audio_in.audio_codes(app.load(tiny_model), upload["path"], duration=1.0)
+    codes, _ = audio_in.audio_codes(app.studio.catalog.load(tiny_model), upload["path"], duration=1.0)
     np.testing.assert_array_equal(run.records[-1].tokens[..., :50], codes.numpy()[..., :50])
 
 
@@ -105,7 +105,7 @@ def test_the_pages_generate_button_reaches_the_same_run(app, tiny_model, upload)
     list(app.inpaint(upload, 1.0, 2.0, **run_settings(tiny_model), request=key))
     page = dict(mode=REGION, audio=upload, region_start=1.0, region_end=2.0)
     list(app.generate(**run_settings(tiny_model), **page, request=key))
-    api_run, page_run = app.sessions.get("modes").runs
+    api_run, page_run = app.studio.sessions.get("modes").runs
     np.testing.assert_array_equal(api_run.records[-1].tokens, page_run.records[-1].tokens)
     list(app.generate(**run_settings(tiny_model), mode=CONTINUE, audio=upload, keep_seconds=2.0, request=key))
     assert last_run(app, "modes").given[..., :100].all()
@@ -126,7 +126,7 @@ def test_a_region_over_the_whole_clip_is_plain_generation(app, tiny_model, uploa
     key = FakeRequest("whole")
     updates = list(app.inpaint(upload, 0.0, DURATION, **run_settings(tiny_model), request=key))
     run = last_run(app, "whole")
-    assert audio_in.PLAIN_GENERATION_NOTE in updates[0][app.components.status]
+    assert audio_in.PLAIN_GENERATION_NOTE in screen_of(updates[0])["status"]
     assert run.given is None and run.status == "finished"
 
 
@@ -158,7 +158,7 @@ def test_only_uploaded_files_are_read(app, tiny_model, upload, tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(gr.Error, match="'empty.wav' is empty"):
         list(app.continue_clip(str(empty), 1.0, **run_settings(tiny_model), request=FakeRequest("foreign")))
-    assert app.sessions.get("foreign") is None or not app.sessions.get("foreign").runs
+    assert app.studio.sessions.get("foreign") is None or not app.studio.sessions.get("foreign").runs
 
 
 def test_a_runs_audio_becomes_the_input(app, tiny_model):

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from magnet_demo.layout import launch_local
+from magnet_demo.studio.handlers import DemoApp
+from magnet_demo.studio.wiring import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp
 
 pytestmark = pytest.mark.browser
 
@@ -154,6 +154,31 @@ def pixel(page, selector: str, x: float, y: float) -> list[int]:
     )
 
 
+def drag_across(page, selector: str, start: float, end: float, tries: int = 3) -> float:
+    """Drag across the canvas from ``start`` to ``end`` (shares of its frames) until the mode says
+    're-decode region'. The page may still scroll after an upload (the canvas moves under the
+    pointer): each try scrolls the canvas into view and measures it again. Returns the width of
+    the canvas's frames, in pixels."""
+    for _ in range(tries):
+        page.locator(selector).scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        box = page.locator(selector).bounding_box()
+        frames_px = box["width"] - 84 - 12
+        page.mouse.move(box["x"] + 84 + start * frames_px, box["y"] + 30)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 84 + end * frames_px, box["y"] + 40, steps=4)
+        page.mouse.up()
+        try:
+            page.wait_for_function(
+                "() => document.querySelector('#mode input:checked')?.value === 're-decode region'",
+                timeout=5_000,
+            )
+            return frames_px
+        except Exception:
+            continue
+    raise AssertionError(f"{tries} drags across the canvas did not pick a region")
+
+
 def test_upload_redecode_a_region_scrub_and_play(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -179,15 +204,7 @@ def test_upload_redecode_a_region_scrub_and_play(server, tmp_path):
 
             # drag across the canvas from 1 s to 2 s of its 10 s: the region and the mode follow
             live = "#live-canvas .mc-canvas"
-            box = page.locator(live).bounding_box()
-            frames_px = box["width"] - 84 - 12
-            page.mouse.move(box["x"] + 84 + 0.1 * frames_px, box["y"] + 30)
-            page.mouse.down()
-            page.mouse.move(box["x"] + 84 + 0.2 * frames_px, box["y"] + 40, steps=4)
-            page.mouse.up()
-            page.wait_for_function(
-                "() => document.querySelector('#mode input:checked')?.value === 're-decode region'"
-            )
+            frames_px = drag_across(page, live, 0.1, 0.2)
             start = float(page.locator("#region-start input[type=number]").input_value())
             end = float(page.locator("#region-end input[type=number]").input_value())
             assert 0.9 <= start <= 1.1 and 1.9 <= end <= 2.1, (start, end)

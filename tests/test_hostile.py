@@ -16,22 +16,31 @@ import gradio as gr
 import httpx
 import pytest
 from gradio_client import Client
-from test_ui import FakeRequest, settings  # noqa: E402  (tests/ is on sys.path)
+from test_ui import FakeRequest, live, settings  # noqa: E402  (tests/ is on sys.path)
 
 import app as app_module
 from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.controls import Limits
 from magnet_demo.form import Settings
 from magnet_demo.incidents import visitor_message, without_paths
-from magnet_demo.layout import build_ui, launch_local
 from magnet_demo.models import HUB_MODELS, ModelLoadError
 from magnet_demo.session import RUNNING, Session, SessionStore, private_root
 from magnet_demo.sources import ModelSources
+from magnet_demo.studio.handlers import DemoApp, screen_of
+from magnet_demo.studio.wiring import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp
 
 #: a run of the tiny model that lasts seconds: 400 steps (the server's cap) of 10 s
 LONG = dict(duration=10.0, decoding_steps="250, 50, 50, 50")
+#: the live controls as /steer takes them
+LIVE = dict(
+    max_cfg_coef=3.0,
+    min_cfg_coef=1.0,
+    cfg_schedule="linear",
+    cfg_curve="",
+    temperature=3.0,
+    rescore_weight=0.0,
+)
 #: made-up session hashes sent by the flood (more than the 64 sessions a server keeps)
 FLOOD = 70
 
@@ -42,15 +51,13 @@ def model(tmp_path_factory) -> str:
 
 
 def _app(model: str, root, **kwargs) -> DemoApp:
-    demo_app = DemoApp(default_model=model, output_root=root, **kwargs)
-    build_ui(demo_app)
-    return demo_app
+    return DemoApp(default_model=model, output_root=root, **kwargs)  # the handlers, no page
 
 
 def _wait_until_decoding(app: DemoApp, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        sessions = list(app.sessions._sessions.values())
+        sessions = list(app.studio.sessions._sessions.values())
         if any(s.active is not None and len(s.active.records) >= 2 for s in sessions):
             return
         time.sleep(0.05)
@@ -86,12 +93,12 @@ def test_a_flood_of_made_up_sessions_neither_evicts_nor_blocks_a_visitors_stop(s
     with httpx.Client(base_url=url, timeout=30) as http:
         replies = {_stop_as(http, f"made-up-{i}") for i in range(FLOOD)}
     assert replies == {"Nothing is decoding."}
-    assert len(app.sessions._sessions) == 1  # the flood made no session
+    assert len(app.studio.sessions._sessions) == 1  # the flood made no session
     assert sorted(p.name for p in out.iterdir()) == folders_before  # nor a folder
     assert victim.predict(api_name="/stop") == "Stopping run #1 after its current step…"
     status = job.result(timeout=120)[0]
     assert "stopped after step" in status, status
-    session = app.sessions.get(victim.session_hash)
+    session = app.studio.sessions.get(victim.session_hash)
     assert session.runs[0].status == "stopped" and 2 <= len(session.runs[0].records) < 400
 
 
@@ -107,7 +114,7 @@ def test_two_visitors_can_neither_see_nor_stop_each_others_runs(server, model):
     assert other.predict(api_name="/stop") == "Nothing is decoding."
     assert other.predict(1, 1, api_name="/show_run")[0] == "No run yet."
     assert other.predict(1, 1, 1, api_name="/step")[1] == "No step to show yet: generate a run first."
-    assert app.sessions.get(other.session_hash) is None
+    assert app.studio.sessions.get(other.session_hash) is None
     assert "finished" in job.result(timeout=120)[0]  # not stopped by the other visitor
 
 
@@ -126,17 +133,17 @@ def test_one_session_runs_one_run_at_a_time_and_a_second_is_refused(server, mode
     first.predict(api_name="/stop")
     assert "stopped after step" in running.result(timeout=120)[0]
     assert "finished" in queued.result(timeout=120)[0]  # the waiting run was served, once
-    assert len(app.sessions.get(waiting.session_hash).runs) == 1
+    assert len(app.studio.sessions.get(waiting.session_hash).runs) == 1
 
 
 @pytest.mark.slow
 def test_the_queue_cannot_be_skipped(server, model):
     app, url, _ = server
-    sessions = len(app.sessions._sessions)
+    sessions = len(app.studio.sessions._sessions)
     body = {"data": list(settings(model).values()), "session_hash": "skipper"}
     reply = httpx.post(url + "gradio_api/run/generate", json=body, timeout=30)
     assert reply.status_code == 404 and "join the queue" in reply.text
-    assert len(app.sessions._sessions) == sessions and app.sessions.get("skipper") is None
+    assert len(app.studio.sessions._sessions) == sessions and app.studio.sessions.get("skipper") is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,10 +154,10 @@ def test_a_run_past_the_wall_clock_limit_stops_and_keeps_its_steps(model, tmp_pa
     app = _app(model, tmp_path, limits=Limits(max_run_seconds=0.5))
     key = FakeRequest("slow")
     updates = list(app.generate(**settings(model, **LONG), request=key))
-    run = app.sessions.get("slow").runs[0]
+    run = app.studio.sessions.get("slow").runs[0]
     assert run.status == "stopped" and 0 < len(run.records) < 400
     assert "(this server stops a run after 0.5 s)" in run.message
-    assert any("this server stops a run after 0.5 s" in str(u.get(app.components.status)) for u in updates)
+    assert any("this server stops a run after 0.5 s" in str(screen_of(u).get("status")) for u in updates)
     assert [p.suffix for p in run.files] == [".wav", ".npz", ".gif"] and all(p.exists() for p in run.files)
     sound, _ = app.inspect(1, len(run.records), request=key)  # its steps stay audible
     assert sound is not None
@@ -161,9 +168,9 @@ def test_a_runs_work_is_capped_and_a_fork_counts_its_parent(model, tmp_path):
     too_much = settings(model, samples=8, duration=2.0, decoding_steps="100, 100, 100, 100")
     with pytest.raises(gr.Error, match=r"400 steps x 8 samples x 2 s = 6400; it allows at most 4000"):
         list(app.generate(**too_much, request=FakeRequest("work")))
-    assert app.sessions.get("work").runs == []
+    assert app.studio.sessions.get("work").runs == []
     list(app.generate(**settings(model, samples=2, duration=2.0), request=FakeRequest("work")))
-    parent = app.sessions.get("work").runs[0]
+    parent = app.studio.sessions.get("work").runs[0]
     limits = Limits(max_work=50)  # the parent's 9 steps x 2 samples x 2 s = 36 fit; 30 more do not
     fork = Settings("p", decoding_steps="3, 10, 10, 10")
     with pytest.raises(ValueError, match=r"33 steps x 2 samples x 2 s = 132"):
@@ -190,36 +197,37 @@ def test_stop_steer_step_show_and_fork_make_no_session(model, tmp_path):
     app = _app(model, tmp_path)
     ghost = FakeRequest("ghost")
     assert app.stop(ghost) == "Nothing is decoding."
-    assert app.steer(3.0, 1.0, "linear", "", 3.0, 0.0, request=ghost).startswith("Live controls")
+    assert app.steer(ghost, **live()).startswith("Live controls")
     assert app.inspect(1, 1, request=ghost)[1] == "No step to show yet: generate a run first."
-    assert app.show_run(1, 1, ghost) == {app.components.status: "No run yet."}
+    assert screen_of(app.show_run(1, 1, ghost)) == {"status": "No run yet."}
     with pytest.raises(gr.Error, match="Nothing to fork yet"):
         list(app.fork(1, 1, **settings(model), request=ghost))
     app.forget(ghost)
-    assert app.sessions.get("ghost") is None and list(tmp_path.iterdir()) == []
+    assert app.studio.sessions.get("ghost") is None and list(tmp_path.iterdir()) == []
 
 
 def test_memory_is_bounded_across_sessions_and_a_released_run_says_so(model, tmp_path):
     app = _app(model, tmp_path, memory_mb=1e-6)  # one byte: every idle run but the newest goes
     list(app.generate(**settings(model), request=FakeRequest("a")))
-    first = app.sessions.get("a").runs[0]
+    first = app.studio.sessions.get("a").runs[0]
     assert not first.steps_released  # the newest run is never the one released
     list(app.generate(**settings(model), request=FakeRequest("b")))
     assert first.steps_released and first.records == [] and first.audio is None
     assert (
-        first.memory_bytes() == 0 and app.sessions.memory.used <= app.sessions.get("b").runs[0].memory_bytes()
+        first.memory_bytes() == 0
+        and app.studio.sessions.memory.used <= app.studio.sessions.get("b").runs[0].memory_bytes()
     )
     assert [p.suffix for p in first.files] == [".wav", ".npz", ".gif"] and all(
         p.exists() for p in first.files
     )
     shown = app.show_run(1, 1, FakeRequest("a"))
-    status, player = shown[app.components.status], shown[app.components.audio]
+    status, player = screen_of(shown)["status"], screen_of(shown)["audio"]
     assert "its steps were released to keep this server's memory bounded" in status and "seed 7" in status
     assert player["value"] == str(first.files[0])  # its audio, from its file
     assert "its steps were released" in app.inspect(1, 1, request=FakeRequest("a"))[1]
     with pytest.raises(gr.Error, match="its steps were released"):
         list(app.fork(1, 1, **settings(model), request=FakeRequest("a")))
-    assert "released/9 steps" in app.sessions.get("a").choices()[0][0]
+    assert "released/9 steps" in app.studio.sessions.get("a").choices()[0][0]
 
 
 class _Held:
@@ -251,7 +259,7 @@ def test_a_session_keeps_two_step_previews(model, tmp_path):
     list(app.generate(**settings(model), request=key))
     for step in (1, 2, 3, 4, 2):
         assert app.inspect(1, step, request=key)[0] is not None
-    assert list(app.sessions.get("previews")._previews) == [(1, 3), (1, 1)]  # (run, step index)
+    assert list(app.studio.sessions.get("previews")._previews) == [(1, 3), (1, 1)]  # (run, step index)
 
 
 def test_one_visitors_many_runs_delete_only_their_own_files(tmp_path):
@@ -322,9 +330,9 @@ def test_the_released_models_are_offered_on_a_cpu_only_by_the_operator(model, tm
         "facebook/magnet-small-10secs"
     )
     app = DemoApp(default_model=model, output_root=tmp_path, sources=cpu)
-    assert not set(app.model_choices()) & set(HUB_MODELS)
+    assert not set(app.studio.catalog.choices()) & set(HUB_MODELS)
     offered = DemoApp(default_model=model, output_root=tmp_path, sources=ModelSources(extra=(model,)))
-    assert set(HUB_MODELS) <= set(offered.model_choices())
+    assert set(HUB_MODELS) <= set(offered.studio.catalog.choices())
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from test_ui import TOTAL, settings  # noqa: E402  (tests/ is on sys.path)
 
-from magnet_demo.layout import launch_local
 from magnet_demo.sources import ModelSources
+from magnet_demo.studio.handlers import DemoApp
+from magnet_demo.studio.wiring import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint
-from magnet_demo.ui import DemoApp
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +144,7 @@ def test_refused_models_touch_neither_disk_nor_network(server, monkeypatch):
     for model in ("someone/any-model", "/etc", "/no/such/folder", "x" * 5000):
         started = time.perf_counter()
         with pytest.raises(ValueError) as error:
-            app.model_name(model)
+            app.studio.catalog.name(model)
         assert time.perf_counter() - started < 1
         messages.append(str(error.value))
     assert touched == []
@@ -180,9 +180,13 @@ def test_a_full_queue_says_busy_and_the_server_recovers(tmp_path):
 
 
 def _raw_call(url: str, api_name: str, data: list) -> str:
-    """The error message of a call made without gradio_client (which uploads every local path)."""
+    """The error message of a call made without gradio_client (which uploads every local path):
+    a refusal when the call joins the queue (HTTP 400), or the error event of its stream."""
     with httpx.Client(base_url=url, timeout=60) as http:
-        event = http.post(f"/gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+        joined = http.post(f"/gradio_api/call/{api_name}", json={"data": data})
+        if joined.status_code == 400:
+            return joined.json()["detail"]
+        event = joined.json()["event_id"]
         stream = http.get(f"/gradio_api/call/{api_name}/{event}").text
     assert "event: error" in stream, stream
     return stream
@@ -200,12 +204,13 @@ def test_audio_endpoints_refuse_garbage_readably(server, tmp_path):
     run = settings(model, duration=3.0)
     region = dict(region_start=0.5, region_end=1.5)
     # a path the client did not upload (gradio_client would upload it: sent raw): Gradio refuses
-    # it before any handler runs (its message is empty; our own check, in the handler, says
-    # "was not uploaded to this server": tests/test_audio_studio.py)
+    # it when the call joins the queue, before any handler runs (our own check, in the handler,
+    # says "was not uploaded to this server": tests/test_audio_studio.py)
     foreign = {"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}
-    runs_before = sum(len(session.runs) for session in app.sessions._sessions.values())
-    assert "Traceback" not in _raw_call(url, "continue", [foreign, 1, *run.values()])
-    assert sum(len(session.runs) for session in app.sessions._sessions.values()) == runs_before
+    runs_before = sum(len(session.runs) for session in app.studio.sessions._sessions.values())
+    refusal = _raw_call(url, "continue", [foreign, 1, *run.values()])
+    assert "was not uploaded by a user" in refusal and "Traceback" not in refusal
+    assert sum(len(session.runs) for session in app.studio.sessions._sessions.values()) == runs_before
     _refused(client, "/continue", "needs audio", audio=None, keep_seconds=1, **run)
     _refused(
         client,

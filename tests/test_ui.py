@@ -12,10 +12,11 @@ from gradio_client import Client
 
 from bench.space_emulation import GENERATE
 from magnet_demo.canvas_feed import parse
-from magnet_demo.layout import MainView, build_ui, launch_local
 from magnet_demo.sources import ModelSources
+from magnet_demo.studio.handlers import DemoApp, screen_of
+from magnet_demo.studio.page import MainView
+from magnet_demo.studio.wiring import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
-from magnet_demo.ui import DemoApp
 
 STEPS = "3, 2, 2, 2"
 TOTAL = 9
@@ -45,7 +46,6 @@ def app(tiny_model, tmp_path_factory) -> DemoApp:
         output_root=tmp_path_factory.mktemp("outputs"),
         sources=ModelSources(roots=roots),
     )
-    build_ui(demo_app)
     return demo_app
 
 
@@ -66,15 +66,30 @@ def settings(model_name: str, **changes) -> dict:
     return {**GENERATE, **ours, **changes}
 
 
-def step_updates(app: DemoApp, updates: list[dict]) -> list[dict]:
-    info = app.components.step_info
-    return [u[info] for u in updates if "global_step" in (u.get(info) or {})]
+#: the live controls as /steer takes them (form.LIVE_FIELDS), at the page's defaults
+LIVE = dict(
+    max_cfg_coef=10.0,
+    min_cfg_coef=1.0,
+    cfg_schedule="linear",
+    cfg_curve="",
+    temperature=3.0,
+    rescore_weight=0.0,
+)
 
 
-def final_audio(app: DemoApp, updates: list[dict]) -> dict:
+def live(**changes) -> dict:
+    return {**LIVE, **changes}
+
+
+def step_updates(app: DemoApp, updates: list[tuple]) -> list[dict]:
+    infos = [screen_of(u).get("step_info") or {} for u in updates]
+    return [info for info in infos if "global_step" in info]
+
+
+def final_audio(app: DemoApp, updates: list[tuple]) -> dict:
     """The audio update that carries sound (the run-start update only relabels the player)."""
-    player = app.components.audio
-    return next(u[player] for u in updates if (u.get(player) or {}).get("value") is not None)
+    players = [screen_of(u).get("audio") or {} for u in updates]
+    return next(player for player in players if player.get("value") is not None)
 
 
 def streamed_in_order(steps: list[dict]) -> bool:
@@ -88,7 +103,7 @@ def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
     updates = list(app.generate(**settings(tiny_model), request=FakeRequest("generate")))
     steps = step_updates(app, updates)
     assert streamed_in_order(steps)
-    feeds = [u[app.components.canvas] for u in updates]
+    feeds = [screen_of(u)["canvas"] for u in updates]
     assert all(later.startswith(earlier) for earlier, later in zip(feeds, feeds[1:], strict=False))
     lines = parse(feeds[-1])
     assert [line["index"] for line in lines if line["kind"] == "step"] == list(range(TOTAL))
@@ -96,11 +111,11 @@ def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
     sample_rate, samples = audio["value"]
     assert sample_rate == 32000 and samples.dtype == np.int16
     assert samples.size == 99 * 640  # nonoverlap trims 100 frames to 33 spans of 3; 640 samples a frame
-    files = updates[-1][app.components.downloads]
+    files = screen_of(updates[-1])["downloads"]
     assert sorted(f.rsplit("/", 1)[-1] for f in files) == ["run01-trace.npz", "run01.gif", "run01.wav"]
-    run = app.sessions.get("generate").runs[0]
+    run = app.studio.sessions.get("generate").runs[0]
     assert run.status == "finished" and len(run.records) == TOTAL
-    assert "finished" in updates[-1][app.components.status]
+    assert "finished" in screen_of(updates[-1])["status"]
 
 
 @pytest.mark.parametrize(
@@ -165,12 +180,12 @@ def test_stop_cancels_between_steps_and_the_app_stays_usable(app, tiny_model):
     next(updates)  # first step
     assert app.stop(key).startswith("Stopping run #1")
     list(updates)
-    run = app.sessions.get("stop").runs[0]
+    run = app.studio.sessions.get("stop").runs[0]
     assert run.status == "stopped" and 1 <= len(run.records) < 50
     assert run.audio is not None and any(p.suffix == ".wav" for p in run.files)
     assert app.stop(key) == "Nothing is decoding."
     list(app.generate(**settings(tiny_model), request=key))
-    assert app.sessions.get("stop").runs[1].status == "finished"
+    assert app.studio.sessions.get("stop").runs[1].status == "finished"
 
 
 def test_live_steering_applies_from_a_later_step(app, tiny_model):
@@ -178,37 +193,37 @@ def test_live_steering_applies_from_a_later_step(app, tiny_model):
     updates = app.generate(**settings(tiny_model, decoding_steps="60, 20, 20, 20"), request=key)
     next(updates)
     next(updates)
-    note = app.steer(20.0, 1.0, "constant", "", 2.0, 0.0, request=key)
+    note = app.steer(key, **live(max_cfg_coef=20.0, cfg_schedule="constant", temperature=2.0))
     assert note.startswith("Applied to run #1")
     list(updates)
-    records = app.sessions.get("steer").runs[0].records
+    records = app.studio.sessions.get("steer").runs[0].records
     changed = [r.controls.cfg.kind == "constant" for r in records]
     assert not changed[0]
     first = changed.index(True)
     assert all(changed[first:])  # from the step after the change on (exactly: tests/test_workers.py)
     assert records[-1].cfg_coef == 20.0 and records[-1].controls.temperature == 2.0
-    assert app.steer(10.0, 1.0, "curve", "3", 3.0, 0.0, request=key).startswith("⚠️")
-    assert app.steer(10.0, 1.0, "linear", "", 3.0, 0.0, request=key) == "Live controls: used by the next run."
+    assert app.steer(key, **live(cfg_schedule="curve", cfg_curve="3")).startswith("⚠️")
+    assert app.steer(key, **live()) == "Live controls: used by the next run."
 
 
 def test_fork_resumes_from_a_step_and_keeps_the_parent(app, tiny_model):
     key = FakeRequest("fork")
     list(app.generate(**settings(tiny_model), request=key))
-    parent = app.sessions.get("fork").runs[0]
+    parent = app.studio.sessions.get("fork").runs[0]
     # same settings: the generator state is resumed too, so the fork reproduces the parent exactly
     list(app.fork(1, 4, **settings(tiny_model), request=key))
-    same = app.sessions.get("fork").runs[1]
+    same = app.studio.sessions.get("fork").runs[1]
     assert same.parent is parent and same.records[:4] == parent.records[:4]
     np.testing.assert_array_equal(same.records[-1].tokens, parent.records[-1].tokens)
     list(app.fork(1, 4, **settings(tiny_model, temperature=1.0, decoding_steps="9, 9, 3, 3"), request=key))
-    other = app.sessions.get("fork").runs[2]
+    other = app.studio.sessions.get("fork").runs[2]
     # step 4 is codebook 2's first step: codebooks 1-2 keep their step counts, 3-4 take the new ones
     assert other.config.decoding_steps == (3, 2, 3, 3) and other.notes
     assert len(other.records) == 3 + 2 + 3 + 3 and other.records[4].controls.temperature == 1.0
     assert len(parent.records) == TOTAL and parent.status == "finished"
     with pytest.raises(gr.Error, match="nothing is left"):
         list(app.fork(1, TOTAL, **settings(tiny_model), request=key))
-    labels = [label for label, _ in app.sessions.get("fork").choices()]
+    labels = [label for label, _ in app.studio.sessions.get("fork").choices()]
     assert labels[0].startswith("#3 ← #1 step 4")
 
 
@@ -221,15 +236,15 @@ def test_inspect_any_step_and_show_a_run(app, tiny_model):
     assert "step 2 of 9" in text and sample_rate == 32000
     assert not np.array_equal(audio, last_audio)
     shown = app.show_run(1, 1, key)
-    assert shown[app.components.scrub]["value"] == TOTAL
-    header, *lines = parse(shown[app.components.canvas])
+    assert screen_of(shown)["scrub"]["value"] == TOTAL
+    header, *lines = parse(screen_of(shown)["canvas"])
     assert header["run"] == 1 and sum(line["kind"] == "step" for line in lines) == TOTAL
 
 
 def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
     key = FakeRequest("samples")
     updates = list(app.generate(**settings(tiny_model, samples=2, sample_shown=2), request=key))
-    run = app.sessions.get("samples").runs[0]
+    run = app.studio.sessions.get("samples").runs[0]
     assert run.audio.shape[0] == 2
     assert sorted(p.name for p in run.files if p.suffix == ".wav") == [
         "run01-sample1.wav",
@@ -242,7 +257,7 @@ def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
     (_, first), _ = app.inspect(1, 3, 1, key)
     (_, second), _ = app.inspect(1, 3, 2, key)
     assert not np.array_equal(first, second)
-    canvases = [parse(app.show_run(1, shown, key)[app.components.canvas]) for shown in (1, 2)]
+    canvases = [parse(screen_of(app.show_run(1, shown, key))["canvas"]) for shown in (1, 2)]
     assert [c[0]["sample"] for c in canvases] == [0, 1]
     assert canvases[0][-1]["tokens"] != canvases[1][-1]["tokens"]
 
@@ -250,7 +265,7 @@ def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
 def test_rescoring_weight_uses_the_models_rescorer(app, tiny_model):
     key = FakeRequest("rescore")
     list(app.generate(**settings(tiny_model, rescore_weight=0.5), request=key))
-    records = app.sessions.get("rescore").runs[0].records
+    records = app.studio.sessions.get("rescore").runs[0].records
     rescored = [r for r in records if not r.is_stage_end]  # a stage's last step is never rescored
     assert rescored and all(r.rescore_weight == 0.5 and r.rescorer_confidence is not None for r in rescored)
 
@@ -297,36 +312,35 @@ class DyingWorker:
 
 def test_a_worker_that_dies_leaves_a_readable_error_and_the_steps_so_far(app, tiny_model):
     key = FakeRequest("dying")
-    healthy = app.worker
-    app.worker = DyingWorker(healthy)
+    healthy = app.studio.worker
+    app.studio.worker = DyingWorker(healthy)
     try:
         with pytest.raises(
             gr.Error, match="failed after 2 of its steps: The decoding worker stopped unexpectedly"
         ):
             list(app.generate(**settings(tiny_model), request=key))
     finally:
-        app.worker = healthy
-    failed = app.sessions.get("dying").runs[-1]
+        app.studio.worker = healthy
+    failed = app.studio.sessions.get("dying").runs[-1]
     assert failed.status == "failed" and len(failed.records) == 2
     sound, text = app.inspect(failed.number, 2, request=key)  # still viewable and audible
     assert sound is not None and "step 2 of 2" in text
-    steps = parse(app.show_run(failed.number, 1, key)[app.components.canvas])
+    steps = parse(screen_of(app.show_run(failed.number, 1, key))["canvas"])
     assert sum(line["kind"] == "step" for line in steps) == 2
     list(app.generate(**settings(tiny_model), request=key))  # the next run is served
-    assert app.sessions.get("dying").runs[-1].status == "finished"
+    assert app.studio.sessions.get("dying").runs[-1].status == "finished"
 
 
 def test_a_run_whose_files_the_budget_deleted_says_so(tiny_model, tmp_path):
     app = DemoApp(
         default_model=tiny_model, output_root=tmp_path, keep_runs=1, model_note="Opened with **x**: why."
     )
-    build_ui(app)
     key = FakeRequest("budget")
     for seed in (1, 2):
         list(app.generate(**settings(tiny_model, seed=seed), request=key))
-    first, second = app.sessions.get("budget").runs
+    first, second = app.studio.sessions.get("budget").runs
     assert first.files_deleted and not any(p.exists() for p in first.files) and second.files
-    status = app.show_run(1, request=key)[app.components.status]
+    status = screen_of(app.show_run(1, request=key))["status"]
     assert "its files were deleted (this server keeps the files of its last 1 runs)" in status
     assert "seed 1" in status  # with the settings in Step details, what makes it again
-    assert app.session(key).files() == [str(p) for p in second.files]
+    assert app.studio.sessions.get("budget").files() == [str(p) for p in second.files]

@@ -137,16 +137,19 @@ def test_steering_during_step_k_shows_in_record_k_plus_1(tiny_folder, process_wo
 
 
 def test_stop_ends_the_run_within_one_step(tiny_folder, process_worker, tmp_path):
-    stop = StopFlag(tmp_path)
+    # the worker decodes faster than records reach this process: the gate holds step 2 until
+    # Stop is pressed after record 1, so the check is exact, not a race
+    stop = GatedStop(tmp_path, gate=2)
     records, audio = [], []
     for item in process_worker.run(_job(tiny_folder), SharedControls(tmp_path, CONFIG.controls()), stop):
         if isinstance(item, StepRecord):
             records.append(item)
             if item.global_step == 1:
                 stop.set()
+                stop.opened.touch()
         else:
             audio.append(item)
-    assert 2 <= len(records) <= 3  # step 1, and at most the step already under way
+    assert len(records) == 2  # steps 0 and 1: the run stopped before step 2
     assert len(audio) == 1  # a stopped run still returns its last step's audio
 
 

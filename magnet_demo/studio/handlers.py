@@ -1,0 +1,298 @@
+"""The page's handlers: a Gradio request in, the studio service called, its screens out.
+
+:class:`DemoApp` holds the handlers; each is a thin method, callable without a page (the tests
+call them directly). A run endpoint yields tuples in the order of
+:data:`~magnet_demo.studio.screens.MAIN_OUTPUTS` (``gr.skip()`` where an output does not
+change); :func:`screen_of` reads one back by name. One decorator, :func:`readable`, turns the
+service's refusals (ValueError) into ``gr.Error``.
+
+Named API endpoints (``gradio_client``): ``/generate``, ``/continue``, ``/inpaint`` and ``/fork``
+stream one update per decoding step (the ``step_info`` output says which), ``/stop``, ``/steer``
+(live controls), ``/step`` (inspect / listen to a step), ``/show_run`` and ``/model_info``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+
+import gradio as gr
+from gradio import utils as gradio_utils
+
+from magnet_demo.audio_modes import (
+    CONTINUE,
+    DEFAULT_KEEP_SECONDS,
+    DEFAULT_REGION,
+    GENERATE,
+    REGION,
+    AudioRequest,
+)
+from magnet_demo.form import Settings, number, uploaded_file
+from magnet_demo.incidents import Refusal, visitor_message, without_paths
+from magnet_demo.models import SETTINGS_FIELDS
+from magnet_demo.session import RELEASED_NOTE
+from magnet_demo.studio import screens
+from magnet_demo.studio.inputs import input_canvas
+from magnet_demo.studio.screens import MAIN_OUTPUTS, Props
+from magnet_demo.studio.service import RunStart, Studio, sample_index
+
+log = logging.getLogger(__name__)
+
+
+def readable(handler: Callable) -> Callable:
+    """``handler`` with its refusals (ValueError) raised as ``gr.Error`` (the page's error box and
+    a ValueError in ``gradio_client``); its signature, which Gradio reads, is kept."""
+
+    def error(refusal: ValueError) -> gr.Error:
+        return gr.Error(without_paths(str(refusal)), title=getattr(refusal, "title", "Check the request"))
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def stream(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            except ValueError as refusal:
+                raise error(refusal) from None
+
+        return stream
+
+    @functools.wraps(handler)
+    def call(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except ValueError as refusal:
+            raise error(refusal) from None
+
+    return call
+
+
+def gradio_value(value):
+    """A screen's value as Gradio takes it (:class:`Props` become ``gr.update``)."""
+    return gr.update(**value) if isinstance(value, Props) else value
+
+
+def outputs_of(screen: dict) -> tuple:
+    """A screen as a run endpoint's outputs, in :data:`MAIN_OUTPUTS` order."""
+    return tuple(gradio_value(screen[name]) if name in screen else gr.skip() for name in MAIN_OUTPUTS)
+
+
+def screen_of(update: tuple) -> dict:
+    """The outputs a run endpoint's update changes, by name (the inverse of :func:`outputs_of`)."""
+    skip = gr.skip()
+    pairs = zip(MAIN_OUTPUTS, update, strict=True)
+    return {name: value for name, value in pairs if not (isinstance(value, dict) and value == skip)}
+
+
+def _key(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def _upload(audio: object):
+    """(path, name) of an audio input's raw value: only files in Gradio's upload folder."""
+    return uploaded_file(audio, [gradio_utils.get_upload_folder()])
+
+
+class DemoApp:
+    """The page's handlers over a :class:`~magnet_demo.studio.service.Studio` (``self.studio``).
+
+    Args (passed to the Studio):
+        default_model: model selected when the page opens.
+        output_root: where sessions write their WAV, trace and GIF files.
+        models: a shared :class:`ModelCache` (one load per model name).
+        worker: where decodings run (:mod:`magnet_demo.workers`; default: in this process).
+        examples: example prompts by domain (default: ``assets/examples.json``).
+        model_note: a line on how the model was chosen, shown under the model menu.
+        limits: the caps on one request (steps, work, time, prompt length, CFG points, fork depth).
+        sources: which model names visitors may load (default: the embedded and released ones).
+        keep_runs, keep_runs_per_session: runs whose files the server keeps, in all and per visitor.
+        memory_mb: what all runs keep in memory, MiB (least recently used runs release their steps).
+    """
+
+    def __init__(self, **studio):
+        self.studio = Studio(**studio)
+
+    # ----------------------------------------------------------------- runs
+    @readable
+    def generate(
+        self,
+        request: gr.Request = None,
+        *,
+        sample_shown: int = 1,
+        mode: str = GENERATE,
+        audio: object = None,
+        keep_seconds: float = DEFAULT_KEEP_SECONDS,
+        region_start: float = DEFAULT_REGION[0],
+        region_end: float = DEFAULT_REGION[1],
+        **settings,
+    ) -> Iterator[tuple]:
+        """Decode a new run of the settings; yields one update per step, then the audio and the files.
+
+        ``mode`` 'continue' and 're-decode region' take ``audio`` (an uploaded file) as the page's
+        button does; ``/continue`` and ``/inpaint`` are the same runs with only their own values.
+        """
+        audio_request = self._audio_request(mode, audio, keep_seconds, region_start, region_end)
+        start = self.studio.new_run(_key(request), Settings(**settings), audio_request)
+        yield from self._stream(start, sample_shown)
+
+    @readable
+    def continue_clip(
+        self,
+        audio: object,
+        keep_seconds: float,
+        request: gr.Request = None,
+        *,
+        sample_shown: int = 1,
+        **settings,
+    ) -> Iterator[tuple]:
+        """Keep the first ``keep_seconds`` of ``audio`` (an uploaded file) and decode the rest."""
+        audio_request = self._audio_request(CONTINUE, audio, keep_seconds)
+        yield from self._stream(
+            self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
+        )
+
+    @readable
+    def inpaint(
+        self,
+        audio: object,
+        region_start: float,
+        region_end: float,
+        request: gr.Request = None,
+        *,
+        sample_shown: int = 1,
+        **settings,
+    ) -> Iterator[tuple]:
+        """Keep ``audio`` (an uploaded file) outside ``[region_start, region_end)`` seconds and
+        re-decode inside, every codebook seeing the kept audio on both sides."""
+        audio_request = self._audio_request(REGION, audio, start=region_start, end=region_end)
+        yield from self._stream(
+            self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
+        )
+
+    @readable
+    def fork(
+        self, run_number: int, step: int, request: gr.Request = None, *, sample_shown: int = 1, **settings
+    ) -> Iterator[tuple]:
+        """Re-decode from step ``step`` (1-based) of run ``run_number`` with the current settings.
+
+        Prompt, model, seed (the generator state at that step), duration and the step counts of
+        the codebooks already decoded come from the parent run; the parent stays as it was.
+        """
+        start = self.studio.fork_run(_key(request), run_number, step, Settings(**settings))
+        yield from self._stream(start, sample_shown)
+
+    def admit(self, request: gr.Request | None, waiting: int) -> str | None:
+        """Why a new run of this visitor may not join the queue (None: it may); see ``Studio.admit``."""
+        return self.studio.admit(_key(request), waiting)
+
+    @staticmethod
+    def _audio_request(mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
+        """The checked audio request (a Refusal for a bad one); None in mode 'generate'."""
+        try:
+            upload = _upload(audio) if mode not in (None, "", GENERATE) else None
+            path, name = upload if upload else (None, "")
+            return AudioRequest.checked(mode, path, name, keep, start, end)
+        except ValueError as error:
+            raise Refusal(without_paths(str(error)), "Check the audio") from None
+
+    def _stream(self, start: RunStart, sample_shown: object) -> Iterator[tuple]:
+        """Decode a started run: the start, one update per batch of steps, the audio, the files."""
+        session, run = start.session, start.run
+        sample = sample_index(run, sample_shown)
+        keep_runs = self.studio.sessions.budget.keep_runs
+        yield outputs_of(screens.run_start(session, run, start.previous, sample, list(start.notes)))
+        decoding = self.studio.decoding(start, readable=(gr.Error,))
+        for records in decoding:
+            yield outputs_of(screens.run_step(run, records[-1], sample))
+        yield outputs_of(screens.run_audio(session, run, sample, keep_runs))
+        yield outputs_of({"spectrogram": screens.spectrogram(run, sample), "canvas": run.feed(sample).text})
+        problems = decoding.write_files(sample)
+        yield outputs_of(screens.run_files(session, run, sample, keep_runs, problems))
+
+    # ----------------------------------------------------------------- live controls
+    def stop(self, request: gr.Request = None) -> str:
+        """Ask the running decoding of this session to stop before its next step."""
+        return self.studio.stop(_key(request))
+
+    def steer(self, request: gr.Request = None, **live) -> str:
+        """Apply the live controls (``form.LIVE_FIELDS``) to the running decoding, from its next step."""
+        return self.studio.steer(_key(request), live)
+
+    # ----------------------------------------------------------------- looking back
+    @readable
+    def inspect(self, run_number: int, step: int, sample_shown: int = 1, request: gr.Request = None):
+        """A step of a run: (audio of that step, description). The page draws the step itself."""
+        session, run = self.studio.run_of(_key(request), run_number)
+        if run is not None and run.steps_released:
+            return None, f"Run #{run.number}: {RELEASED_NOTE}."
+        if run is None or not run.records:
+            return None, "No step to show yet: generate a run first."
+        index = self.studio.step_index(run, step)
+        sample = sample_index(run, sample_shown)
+        try:
+            sound, note = (
+                (run.sample_rate, screens.pcm(self.studio.step_audio(session, run, index)[sample])),
+                "",
+            )
+        except (ValueError, RuntimeError) as error:
+            sound, note = None, f" (cannot decode: {visitor_message(error, log, 'a step preview')})"
+        return sound, screens.step_text(run, index) + note + "."
+
+    @readable
+    def show_run(self, run_number: int, sample_shown: int = 1, request: gr.Request = None) -> tuple:
+        """Put a run of the history back on screen (main view) with its audio."""
+        session, run = self.studio.run_of(_key(request), run_number)
+        if run is None or not (run.records or run.steps_released):
+            return outputs_of({"status": "No run yet."})
+        previous = run.parent or next((r for r in reversed(session.runs) if r.number < run.number), None)
+        keep_runs = self.studio.sessions.budget.keep_runs
+        return outputs_of(
+            screens.run_shown(session, run, previous, sample_index(run, sample_shown), keep_runs)
+        )
+
+    @readable
+    def use_run_audio(self, run_number: object, sample_shown: object = 1, request: gr.Request = None) -> str:
+        """The WAV of a run of this session, for the audio input (continue it, re-decode part of it)."""
+        return self.studio.run_wav(_key(request), run_number, sample_shown)
+
+    def forget(self, request: gr.Request = None) -> None:
+        """The page was closed: drop its runs from memory (files stay on disk)."""
+        self.studio.sessions.forget(_key(request))
+
+    # ----------------------------------------------------------------- the model and the input audio
+    def model_changed(self, model_name: str, duration: float | None = None) -> tuple:
+        """Load the chosen model; returns (info, steps, duration, examples, rescoring info, then one
+        update per field of :data:`SETTINGS_FIELDS`: the model's recommended sampling settings).
+
+        A model that cannot be loaded leaves the settings alone and says why in the info box.
+        """
+        try:
+            offer = self.studio.catalog.offer(model_name, duration)
+        except ValueError as error:
+            name, message = without_paths(str(model_name)[:60]), without_paths(str(error))
+            gr.Warning(message)
+            examples = [[text] for text in self.studio.catalog.examples_for(name)]
+            info = f"⚠️ **{name}** cannot be used: {message}"
+            unchanged = (gr.update() for _ in SETTINGS_FIELDS)
+            return (info, gr.update(), gr.update(), gr.update(samples=examples), gr.update(), *unchanged)
+        return (
+            offer.info,
+            offer.steps,
+            gr.update(maximum=offer.max_duration, value=offer.duration),
+            gr.update(samples=[[text] for text in offer.examples]),
+            gr.update(info=offer.rescoring),
+            *(gr.update(value=getattr(offer.defaults, key)) for key in SETTINGS_FIELDS),
+        )
+
+    def audio_preview(self, audio: object, model_name: str, duration: object) -> tuple:
+        """(canvas, status): the input audio on the canvas, as given tokens, before any run."""
+        if audio in (None, ""):
+            return gr.skip(), "Ready."
+        try:
+            path, name = _upload(audio)
+            model = self.studio.catalog.load(model_name)
+            return input_canvas(model, path, name, number(duration, "Duration", 0, model.max_duration))
+        except ValueError as error:
+            return gr.skip(), f"⚠️ {without_paths(str(error))}"

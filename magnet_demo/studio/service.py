@@ -1,0 +1,291 @@
+"""The studio as a service: sessions, runs, the decoding worker and the server's limits, with plain
+values in and plain values out. No Gradio here: :mod:`magnet_demo.studio.handlers` calls it and
+turns what it returns into the page's updates (:mod:`magnet_demo.studio.screens`).
+
+Refusals are :class:`~magnet_demo.incidents.Refusal` (a ValueError with a title) whose messages
+are for people. A visitor's key is Gradio's session hash; only :meth:`Studio.new_run` makes a
+session, everything else only looks one up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from magnet_demo.audio_modes import AudioRequest
+from magnet_demo.budgets import FileBudget, MemoryBudget
+from magnet_demo.controls import DEFAULT_KEEP_RUNS, DEFAULT_KEEP_RUNS_PER_SESSION, DEFAULT_MEMORY_MB, Limits
+from magnet_demo.engine import MAX_BATCH
+from magnet_demo.form import Settings, live_values, whole
+from magnet_demo.incidents import Refusal, without_paths
+from magnet_demo.model_cache import ModelCache
+from magnet_demo.models import EMBEDDED_NAME
+from magnet_demo.session import DEFAULT_OUTPUT_ROOT, RELEASED_NOTE, RUNNING, Run, Session, SessionStore
+from magnet_demo.sources import ModelSources
+from magnet_demo.studio.catalog import Catalog
+from magnet_demo.studio.decoding import Decoding, decode_audio
+from magnet_demo.workers import InProcessWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A run about to decode: where it belongs, what it is compared with, what the page notes."""
+
+    session: Session
+    run: Run
+    previous: Run | None
+    notes: tuple[str, ...]
+    rescorer_offered: bool
+
+
+def sample_index(run: Run | None, sample: object) -> int:
+    """0-based sample index from the 1-based 'sample shown' control (a run with fewer samples
+    shows its last); a Refusal for a value that is not a sample number."""
+    try:
+        value = whole(1 if sample in (None, "") else sample, "Sample shown", 1, MAX_BATCH) - 1
+    except ValueError as error:
+        raise Refusal(str(error), "Check the settings") from None
+    return 0 if run is None else min(value, len(run.prompts) - 1)
+
+
+class Studio:
+    """Sessions of runs on a server. Args as :class:`~magnet_demo.studio.handlers.DemoApp`'s."""
+
+    def __init__(
+        self,
+        default_model: str = EMBEDDED_NAME,
+        output_root: str | Path = DEFAULT_OUTPUT_ROOT,
+        models: ModelCache | None = None,
+        worker=None,
+        examples: dict[str, list[str]] | None = None,
+        model_note: str = "",
+        limits: Limits | None = None,
+        sources: ModelSources | None = None,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
+        keep_runs_per_session: int = DEFAULT_KEEP_RUNS_PER_SESSION,
+        memory_mb: float = DEFAULT_MEMORY_MB,
+    ):
+        models = models or ModelCache()
+        self.catalog = Catalog(
+            default_model, models, sources or ModelSources(extra=(default_model,)), examples
+        )
+        self.worker = worker or InProcessWorker(models)
+        self.model_note = model_note
+        self.limits = limits or Limits()
+        files = FileBudget(keep_runs, keep_runs_per_session)
+        self.sessions = SessionStore(output_root, files=files, memory=MemoryBudget(int(memory_mb * 2**20)))
+
+    @property
+    def models(self) -> ModelCache:
+        return self.catalog.models
+
+    # ----------------------------------------------------------------- sessions
+    def admit(self, key: str | None, waiting: int) -> str | None:
+        """Why a new run of ``key``'s session may not join the queue (None: it may).
+
+        ``waiting`` counts the session's runs already waiting in the queue. One run per visitor,
+        decoding or waiting: the page's own button waits for the pending run and then sends only
+        the last click, so this refuses API clients and a fork sent while a run is pending.
+        """
+        session = self.sessions.get(key)
+        active = None if session is None else session.active
+        if active is not None:
+            return (
+                f"Run #{active.number} of this session is still decoding: stop it or wait for it to "
+                "finish before starting another."
+            )
+        if waiting:
+            return (
+                "This session already has a run waiting in the queue: wait for it, or stop it once it starts."
+            )
+        return None
+
+    def run_of(self, key: str | None, number: object) -> tuple[Session | None, Run | None]:
+        """``key``'s session and its run ``number`` (None: the latest); a Refusal for one it lacks."""
+        session = self.sessions.get(key)
+        if session is None:
+            return None, None
+        try:
+            return session, session.run(number)
+        except ValueError as error:
+            raise Refusal(str(error), "No such run") from None
+
+    # ----------------------------------------------------------------- new runs
+    def new_run(self, key: str | None, settings: Settings, audio: AudioRequest | None = None) -> RunStart:
+        """A new run of ``settings`` (given tokens from ``audio`` when set), ready to decode."""
+        session = self.sessions.open(key)
+        self._one_at_a_time(session)
+        loaded = self.catalog.load(settings.model)
+        try:
+            prompts = settings.prompts(self.limits)
+            config = settings.config(loaded, self.limits)
+            seed = settings.pick_seed()
+            given = None if audio is None else audio.given(loaded, config)
+        except ValueError as error:
+            raise Refusal(without_paths(str(error)), "Check the settings") from None
+        kept = given if given is not None and given.mask.any() else None  # all-False: plain generation
+        previous = session.run(None)
+        run = session.new_run(
+            model_name=self.catalog.name(settings.model),
+            prompts=prompts,
+            config=config,
+            seed=seed,
+            sample_rate=loaded.sample_rate,
+            frame_rate=loaded.frame_rate,
+            num_frames=loaded.frames(config),
+            notes=() if given is None else given.notes,
+            source="" if given is None else given.source,
+            given=None if kept is None else kept.mask,
+            given_tokens=None if kept is None else kept.tokens,
+            limits=self.limits,
+        )
+        return self._start(session, run, previous)
+
+    def fork_run(self, key: str | None, run_number: object, step: object, settings: Settings) -> RunStart:
+        """Re-decode from step ``step`` (1-based) of run ``run_number`` with ``settings``.
+
+        Prompt, model, seed (the generator state at that step), duration and the step counts of
+        the codebooks already decoded come from the parent run; the parent stays as it was.
+        """
+        session, parent = self.run_of(key, run_number)
+        self._check_parent(parent)
+        self._one_at_a_time(session)
+        index = self.step_index(parent, step)
+        record = parent.records[index]
+        if record.is_last:
+            raise Refusal("That is the last step: nothing is left to re-decode. Pick an earlier step.")
+        loaded = self.catalog.load(parent.model_name)
+        try:
+            config, notes = settings.fork_config(
+                parent.config, record, self.limits, loaded.lm.card, samples=len(parent.prompts)
+            )
+        except ValueError as error:
+            raise Refusal(str(error), "Check the settings") from None
+        run = session.new_run(
+            model_name=parent.model_name,
+            prompts=parent.prompts,
+            config=config,
+            seed=parent.seed,
+            sample_rate=parent.sample_rate,
+            frame_rate=parent.frame_rate,
+            num_frames=parent.num_frames,
+            source=parent.source,
+            given=parent.given,
+            given_tokens=parent.given_tokens,
+            parent=parent,
+            fork_index=index,
+            notes=tuple(notes),
+            limits=self.limits,
+        )
+        return self._start(session, run, parent)
+
+    def _check_parent(self, parent: Run | None) -> None:
+        if parent is not None and parent.steps_released:
+            raise Refusal(
+                f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to re-decode from its steps."
+            )
+        if parent is None or not parent.records:
+            raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
+        if parent.status == RUNNING:
+            raise Refusal(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
+        if parent.fork_depth >= self.limits.fork_depth:
+            raise Refusal(
+                f"Run #{parent.number} is already a fork {parent.fork_depth} levels deep; this server "
+                f"allows {self.limits.fork_depth}. Re-decode from one of its ancestors instead.",
+                "Check the settings",
+            )
+
+    @staticmethod
+    def _one_at_a_time(session: Session) -> None:
+        """A Refusal when ``session`` already has a run decoding: one run per visitor at a time."""
+        active = session.active
+        if active is not None:
+            raise Refusal(
+                f"Run #{active.number} of this session is still decoding: stop it or wait for it to "
+                "finish before starting another.",
+                "One run at a time",
+            )
+
+    def _start(self, session: Session, run: Run, previous: Run | None) -> RunStart:
+        rescorer_offered = self.models.rescorer_name(run.model_name)[0] is not None
+        notes = list(run.notes)
+        if run.config.rescore_weight > 0 and not rescorer_offered:
+            notes.append("rescoring off: no rescorer reads this model's tokens")
+        return RunStart(session, run, previous, tuple(notes), rescorer_offered)
+
+    def decoding(self, start: RunStart, readable: tuple[type, ...] = ()) -> Decoding:
+        """The decoding of a started run (iterate it for batches of records); ``readable``: more
+        exception types whose messages are for people."""
+        return Decoding(
+            start.session,
+            start.run,
+            self.worker,
+            self.sessions,
+            self.limits,
+            start.rescorer_offered,
+            readable,
+        )
+
+    # ----------------------------------------------------------------- live controls
+    def stop(self, key: str | None) -> str:
+        """Ask the running decoding of ``key``'s session to stop before its next step."""
+        session = self.sessions.get(key)
+        run = None if session is None else session.active
+        if run is None:
+            return "Nothing is decoding."
+        run.cancel.set()
+        return f"Stopping run #{run.number} after its current step…"
+
+    def steer(self, key: str | None, values: dict) -> str:
+        """Apply the live controls (``form.LIVE_FIELDS``, raw) to the running decoding."""
+        session = self.sessions.get(key)
+        run = None if session is None else session.active
+        try:
+            checked = live_values(values, self.limits)
+        except ValueError as error:
+            return f"⚠️ {error}"
+        if run is None:
+            return "Live controls: used by the next run."
+        try:
+            applied = run.controls.update(**checked)
+        except ValueError as error:
+            return f"⚠️ {error}"
+        note = ""
+        if applied.rescore_weight > 0 and self.models.rescorer_name(run.model_name)[0] is None:
+            note = " Rescoring stays off: no rescorer reads this model's tokens."
+        return f"Applied to run #{run.number} from its next step." + note
+
+    # ----------------------------------------------------------------- looking back
+    @staticmethod
+    def step_index(run: Run, step: object) -> int:
+        """0-based record index of a 1-based step (None: the last); a Refusal for one not decoded."""
+        if step is None or step == "":
+            return len(run.records) - 1
+        try:
+            wanted = whole(step, "Step", 1, 10**9)
+        except ValueError as error:
+            raise Refusal(str(error), "No such step") from None
+        if wanted > len(run.records):
+            so_far = " so far" if run.status == RUNNING else ""
+            raise Refusal(
+                f"Step {wanted} of run #{run.number} is not decoded: it has {len(run.records)} steps{so_far}.",
+                "No such step",
+            )
+        return wanted - 1
+
+    def step_audio(self, session: Session, run: Run, index: int) -> np.ndarray:
+        """Audio ``[B, samples]`` of step ``index`` of ``run`` (cached in the session)."""
+        return session.preview(run, index, lambda codes: decode_audio(self.worker, run.model_name, codes))
+
+    def run_wav(self, key: str | None, run_number: object, sample: object) -> str:
+        """The WAV file of a run of ``key``'s session (to use it as input audio)."""
+        _, run = self.run_of(key, run_number)
+        wavs = run.wav_files() if run else []
+        if not wavs:
+            raise Refusal("That run has no audio file (yet, or any more): pick a finished run.")
+        return str(wavs[min(sample_index(run, sample), len(wavs) - 1)])
