@@ -78,6 +78,13 @@ def whole(value: object, what: str, low: int | None = None, high: int | None = N
     return int(result)
 
 
+def switch(value: object, what: str) -> bool:
+    """``value`` as True or False (a checkbox's value); ValueError naming ``what`` otherwise."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false, got {_quote(value)}.")
+    return value
+
+
 def text(value: object, what: str, max_chars: int) -> str:
     if value is None:
         return ""
@@ -191,6 +198,7 @@ class Settings:
     seed: int = 0
     random_seed: bool = False
     samples: int = 1
+    anneal_temp: bool = True
 
     def prompts(self, limits: Limits) -> tuple[str, ...]:
         """The prompt repeated once per sample; ValueError when empty, too long or too many samples."""
@@ -211,6 +219,7 @@ class Settings:
             top_p=number(self.top_p, "Top-p", 0, 1),
             top_k=whole(self.top_k, "Top-k", 0, card),
             span_scoring=text(self.span_scoring, "Span scoring", 40),
+            anneal_temp=switch(self.anneal_temp, "Temperature annealing"),
         )
 
     def steps(self, limits: Limits, num_codebooks: int) -> tuple[int, ...]:

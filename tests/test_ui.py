@@ -241,6 +241,17 @@ def test_inspect_any_step_and_show_a_run(app, tiny_model):
     assert header["run"] == 1 and sum(line["kind"] == "step" for line in lines) == TOTAL
 
 
+def test_temperature_annealing_is_a_setting(app, tiny_model):
+    key = FakeRequest("anneal")
+    list(app.generate(**settings(tiny_model, anneal_temp=False), request=key))
+    list(app.generate(**settings(tiny_model), request=key))
+    flat, annealed = app.studio.sessions.get("anneal").runs
+    assert {r.temperature for r in flat.records} == {3.0} and not flat.config.anneal_temp
+    assert min(r.temperature for r in annealed.records) < 3.0 and annealed.config.anneal_temp
+    with pytest.raises(gr.Error, match="Temperature annealing must be true or false, got 'yes'"):
+        list(app.generate(**settings(tiny_model, anneal_temp="yes"), request=key))
+
+
 def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):
     key = FakeRequest("samples")
     updates = list(app.generate(**settings(tiny_model, samples=2, sample_shown=2), request=key))

@@ -118,6 +118,7 @@ class SettingsPanel:
     span_scoring: gr.Radio
     top_p: gr.Slider
     top_k: gr.Number
+    anneal_temp: gr.Checkbox
 
 
 @dataclass(frozen=True)
@@ -242,9 +243,10 @@ def _decoding_settings(limits: Limits) -> dict:
         with gr.Row():
             top_p = gr.Slider(0, 1, DEFAULT_TOP_P, step=0.05, label="Top-p (0 = off)")
             top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0 = off; used when top-p is 0)")
+        anneal_temp = gr.Checkbox(True, label="Anneal the temperature within each codebook (audiocraft: on)")
     return dict(
         decoding_steps=decoding_steps, span_arrangement=span_arrangement, span_scoring=span_scoring,
-        top_p=top_p, top_k=top_k,
+        top_p=top_p, top_k=top_k, anneal_temp=anneal_temp,
     )  # fmt: skip
 
 
