@@ -186,7 +186,14 @@ def _prompt_and_model(config: PageConfig) -> dict:
         duration = gr.Slider(
             MIN_DURATION, DEFAULT_DURATION, DEFAULT_DURATION, step=DURATION_STEP, label="Duration (s)"
         )
-        samples = gr.Slider(1, MAX_BATCH, 1, step=1, label="Samples", info=work_info(limits))
+        samples = gr.Slider(
+            1,
+            MAX_BATCH,
+            1,
+            step=1,
+            label="Samples",
+            info=f"steps × samples × seconds ≤ {limits.max_work:g} a run",
+        )
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
         random_seed = gr.Checkbox(True, label="Random seed")
