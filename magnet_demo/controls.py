@@ -13,7 +13,13 @@ import threading
 from dataclasses import dataclass, field, replace
 
 from magnet_demo.schedules import CFG_LINEAR, CFGSchedule
-from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
+from magnet_demo.spans import (
+    MAX_REVISION_SHARE,
+    ORDER_CONFIDENCE,
+    SPAN_ARRANGEMENTS,
+    SPAN_SCORINGS,
+    UNMASKING_ORDERS,
+)
 
 #: audiocraft's MAGNeT defaults (MAGNeT.set_generation_params)
 DEFAULT_DECODING_STEPS = (20, 10, 10, 10)
@@ -24,6 +30,8 @@ DEFAULT_MIN_CFG = 1.0
 DEFAULT_DURATION = 10.0
 DEFAULT_SPAN_SCORING = "max"
 DEFAULT_SPAN_ARRANGEMENT = "nonoverlap"
+#: MAGNeT's own unmasking order: by the confidence of the sampled tokens (``span_scoring``)
+DEFAULT_UNMASKING_ORDER = ORDER_CONFIDENCE
 #: the rescoring weight's convention, as the page says it (the paper's figure; see README's Rescoring)
 RESCORING_HELP = (
     "Span confidence = (1 − w) · MAGNeT + w · rescorer (the paper's figure). w = 0 is plain MAGNeT."
@@ -132,6 +140,17 @@ class DecodingConfig:
 
     ``decoding_steps`` holds one step count per codebook; its length is checked against the
     model in :meth:`check_model`, as is ``duration`` against the model's training length.
+
+    Beyond audiocraft (whose decoding the defaults reproduce bit for bit):
+
+    - ``unmasking_order``, one of :data:`~magnet_demo.spans.UNMASKING_ORDERS`: how a step ranks the
+      units it predicted for re-masking. ``confidence`` is MAGNeT's (scored as ``span_scoring``
+      says); ``margin`` and ``entropy`` rank by the predicted distribution (chunks combine their
+      frames as ``span_scoring`` says); ``random`` by a seeded draw. The rescorer mixes into
+      ``confidence`` only: other orders call none.
+    - ``revision_share`` in [0, :data:`~magnet_demo.spans.MAX_REVISION_SHARE`]: every step but a
+      stage's last also re-masks this share of the least sure units fixed at an earlier step of
+      the stage (never given ones), which the next step predicts again. 0 = no revision.
     """
 
     decoding_steps: tuple[int, ...] = DEFAULT_DECODING_STEPS
@@ -148,6 +167,8 @@ class DecodingConfig:
     span_scoring: str = DEFAULT_SPAN_SCORING
     span_arrangement: str = DEFAULT_SPAN_ARRANGEMENT
     rescore_weight: float = 0.0
+    unmasking_order: str = DEFAULT_UNMASKING_ORDER
+    revision_share: float = 0.0
 
     def __post_init__(self):
         steps = tuple(self.decoding_steps)
@@ -174,6 +195,11 @@ class DecodingConfig:
                 f"Unknown span_arrangement '{self.span_arrangement}': choose one of {', '.join(SPAN_ARRANGEMENTS)}."
             )
         _check_weight(self.rescore_weight)
+        if self.unmasking_order not in UNMASKING_ORDERS:
+            raise ValueError(
+                f"Unknown unmasking_order '{self.unmasking_order}': choose one of {', '.join(UNMASKING_ORDERS)}."
+            )
+        _check_number("revision_share", self.revision_share, 0.0, MAX_REVISION_SHARE)
         self.cfg()  # validates the CFG schedule
 
     def cfg(self) -> CFGSchedule:

@@ -17,6 +17,13 @@ audiocraft it:
   ``w`` is above 0: ``confidence = (1 - w) * p_magnet + w * p_rescorer`` (the paper's figure;
   ``w = 0`` calls no rescorer and is bit-identical to plain MAGNeT, ``w = 1`` ranks spans by the
   rescorer alone);
+- ranks the units to re-mask by other unmasking orders when asked (``DecodingConfig.unmasking_order``:
+  random, margin, entropy; :mod:`magnet_demo.spans`); the random order draws from a generator of its
+  own, seeded at every step from the sampler's state and the step (:func:`_order_generator`), so the
+  sampler's stream stays audiocraft's and a resumed run draws the same order;
+- revises (``DecodingConfig.revision_share`` > 0, ReMDM-like): every step but a stage's last also
+  re-masks the least sure share of the units fixed at an earlier step of the stage, and says which
+  frames in the record (``revised``);
 - runs on CPU with a correctly sized restricted-attention mask (:func:`magnet_demo.models.stage_logits`);
 - skips the unconditional half of the batch at steps whose CFG coefficient is exactly 1 (CFG off),
   where it cancels out: those steps cost half.
@@ -39,6 +46,7 @@ fixed during a run is one :class:`_Run`; the given tokens are checked in :mod:`m
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -86,6 +94,7 @@ class _State:
     step: int  # the step about to run, within `stage`
     scores: torch.Tensor  # [B, 1, N] float32
     mask: torch.Tensor  # [B, 1, T] bool: frames the coming step masks
+    fixed: torch.Tensor  # [B, 1, N] float32: scores of units fixed at an earlier step (revision)
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,8 @@ class _Outcome:
     rescorer_confidence: torch.Tensor | None  # [B, 1, T] float32, None when not rescored
     rescore_weight: float  # the weight used (0 when not rescored)
     scores: torch.Tensor  # [B, 1, N] float32 unit scores after the step
+    revised: torch.Tensor  # [B, 1, T] bool: fixed frames the next step re-masks for revision
+    fixed: torch.Tensor | None  # [B, 1, N] float32 scores of the fixed units (None: no revision)
 
 
 def _mask_at(
@@ -179,9 +190,11 @@ def _guided_logits(
 
 def _propose(
     logits: torch.Tensor, temperature: float, config: DecodingConfig, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per frame from guided ``logits`` ``[B, 1, T, card]``: ``[B, 1, T, 1]`` long and its
-    probability ``[B, 1, T]`` (under the top-k truncated distribution for top-k, like audiocraft).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token per frame from guided ``logits`` ``[B, 1, T, card]``: ``[B, 1, T, 1]`` long, its
+    probability ``[B, 1, T]`` and the distribution that probability is read from ``[B, 1, T, card]``
+    (the tempered one, top-k truncated for top-k like audiocraft; the margin and entropy orders
+    rank by it).
 
     Sampling draws from ``generator`` exactly once (one ``multinomial``); greedy draws nothing.
     """
@@ -190,7 +203,39 @@ def _propose(
         sampled, scoring_probs = sample(probs, top_k=config.top_k, top_p=config.top_p, generator=generator)
     else:
         sampled, scoring_probs = torch.argmax(logits, dim=-1, keepdim=True), probs
-    return sampled, torch.gather(scoring_probs, 3, sampled)[..., 0]
+    return sampled, torch.gather(scoring_probs, 3, sampled)[..., 0], scoring_probs
+
+
+def _order_generator(sampler: torch.Generator, stage: int, step: int) -> torch.Generator:
+    """The CPU generator of the random order at ``step`` of ``stage``: seeded with a hash of the
+    sampler's state (after the step's draw) and the step, so it is fixed by the run's seed, draws
+    nothing from the sampler, and a run resumed from a record (which holds that state) repeats it."""
+    digest = hashlib.blake2b(sampler.get_state().numpy().tobytes(), digest_size=8, person=b"unmasking-order")
+    digest.update(f"{stage}/{step}".encode())
+    return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little"))
+
+
+def _unit_scores(
+    config: DecodingConfig,
+    state: _State,
+    confidence: torch.Tensor,
+    distribution: torch.Tensor,
+    frame_mask: torch.Tensor,
+    span_len: int,
+    sampler: torch.Generator,
+) -> torch.Tensor:
+    """The step's ``[B, 1, N]`` unit scores under ``config.unmasking_order`` from the (mixed)
+    ``confidence`` ``[B, 1, T]`` or the ``distribution`` ``[B, 1, T, card]`` of the units in
+    ``frame_mask`` ``[B, 1, T]`` (see :mod:`magnet_demo.spans`)."""
+    order, arrangement, scoring = config.unmasking_order, config.span_arrangement, config.span_scoring
+    if order == spans.ORDER_RANDOM:
+        generator = _order_generator(sampler, state.stage, state.step)
+        return spans.random_scores(frame_mask, arrangement, span_len, generator)
+    if order == spans.ORDER_MARGIN:
+        return spans.margin_scores(distribution, frame_mask, arrangement, span_len, scoring)
+    if order == spans.ORDER_ENTROPY:
+        return spans.entropy_scores(distribution, frame_mask, arrangement, span_len, scoring)
+    return spans.span_scores(confidence, frame_mask, arrangement, span_len, scoring)
 
 
 def _with_proposals(
@@ -228,6 +273,8 @@ def _record_fields(
         "rng_state": frozen_array(rng_state, np.uint8),
         "mask_id": mask_id,
         "given": None if given is None else given.frozen,
+        "revised": frozen_array(outcome.revised[:, 0]),
+        "fixed_scores": None if outcome.fixed is None else frozen_array(outcome.fixed, np.float32),
     }
 
 
@@ -272,7 +319,8 @@ def _stage_start(
     """
     B, K, T = tokens.shape
     if stage >= K:
-        return _State(tokens, stage, 0, torch.zeros((B, 1, 0)), torch.zeros((B, 1, T), dtype=torch.bool))
+        none = torch.zeros((B, 1, 0))
+        return _State(tokens, stage, 0, none, torch.zeros((B, 1, T), dtype=torch.bool), none)
     arrangement = config.span_arrangement
     if given is None:
         units = torch.zeros((B, 1, spans.unit_count(T, arrangement, span_len)), dtype=torch.bool)
@@ -281,25 +329,46 @@ def _stage_start(
     scores = spans.given_scores(units).to(tokens.device)
     n_units = _free_units(given, stage, T, arrangement, span_len)
     mask = _mask_at(scores, 0, config.decoding_steps[stage], n_units, arrangement, span_len)
-    return _State(tokens, stage, 0, scores, mask.to(tokens.device))
+    fixed = torch.full_like(scores, spans.NEVER_REMASK)
+    return _State(tokens, stage, 0, scores, mask.to(tokens.device), fixed)
 
 
 def _next_state(
     state: _State,
     tokens: torch.Tensor,
     scores: torch.Tensor,
+    predicted: torch.Tensor,
     plan: _Plan,
     config: DecodingConfig,
     given: Given | None,
     span_len: int,
-) -> _State:
-    """The state after a step with canvas ``tokens`` ``[B, K, T]`` and unit ``scores`` ``[B, 1, N]``:
-    the same stage masking its highest-scoring units, or the start of the next stage."""
+) -> tuple[_State, torch.Tensor]:
+    """The state after a step with canvas ``tokens`` ``[B, K, T]`` and unit ``scores`` ``[B, 1, N]``
+    of the frames it ``predicted`` ``[B, 1, T]``: the same stage masking its highest-scoring units
+    plus the units it revises, or the start of the next stage; and the revised frames ``[B, 1, T]``
+    bool (the next mask's frames that were fixed earlier, given frames left out)."""
     if plan.stage_end:
-        return _stage_start(tokens, state.stage + 1, config, given, span_len)
-    step = state.step + 1
-    mask = _mask_at(scores, step, plan.n_steps, plan.n_units, config.span_arrangement, span_len)
-    return _State(tokens, state.stage, step, scores, mask.to(tokens.device))
+        return _stage_start(tokens, state.stage + 1, config, given, span_len), torch.zeros_like(state.mask)
+    step, arrangement = state.step + 1, config.span_arrangement
+    mask = _mask_at(scores, step, plan.n_steps, plan.n_units, arrangement, span_len)
+    revision = spans.revision_mask(state.fixed, config.revision_share, arrangement, span_len)
+    revised = revision & ~mask
+    if given is not None:
+        revised &= ~given.mask[:, [state.stage]].cpu()
+    mask = (mask | revision).to(tokens.device)
+    predicted_units = spans.unit_mask(predicted, arrangement, span_len)
+    fixed = spans.fixed_scores_after(
+        state.fixed, scores, predicted_units, spans.unit_mask(mask, arrangement, span_len)
+    )
+    return _State(tokens, state.stage, step, scores, mask, fixed), revised.to(tokens.device)
+
+
+def _resumed_fixed(record: StepRecord, scores: torch.Tensor) -> torch.Tensor:
+    """The fixed units' scores after ``record`` (revision): the record's, or none fixed when it has
+    none (a run without revision): revision then ranks only units fixed after the resumed step."""
+    if record.fixed_scores is None:
+        return torch.full_like(scores, spans.NEVER_REMASK)
+    return torch.as_tensor(np.array(record.fixed_scores), device=scores.device)
 
 
 def _resume_state(
@@ -327,7 +396,7 @@ def _resume_state(
         state = _stage_start(tokens, record.stage + 1, config, given, canvas.span_len)
     else:
         mask = torch.as_tensor(np.array(record.mask_after), device=canvas.device)[:, None]
-        state = _State(tokens, record.stage, record.step + 1, scores, mask)
+        state = _State(tokens, record.stage, record.step + 1, scores, mask, _resumed_fixed(record, scores))
     return state, record.global_step + 1
 
 
@@ -391,22 +460,23 @@ class Engine:
     def _step(self, state: _State, controls: ControlValues, run: _Run) -> tuple[_State, dict]:
         """One decoding step under ``controls``; returns the next state and the fields of its record.
 
-        Masks the state's frames, samples proposals from the guided logits, scores the units with
-        the proposals' confidences (mixed with the rescorer's) and picks the frames to re-mask.
+        Masks the state's frames, samples proposals from the guided logits, scores the units in the
+        unmasking order (by default the proposals' confidences, mixed with the rescorer's) and picks
+        the frames to re-mask, revised ones included. The rescorer serves the confidence order only.
         """
         config, given = run.config, run.given
         span_len, arrangement, mask_id = self.lm.span_len, config.span_arrangement, self.lm.special_token_id
         plan = _Plan.of(state, controls, config, given, span_len)
         tokens, mask_before = _masked_canvas(state, given, mask_id)
         logits = _guided_logits(self.lm, tokens, state.stage, plan.cfg_coef, run.conditions)
-        sampled, confidence = _propose(logits, plan.temperature, config, run.generator)
+        sampled, confidence, distribution = _propose(logits, plan.temperature, config, run.generator)
         tokens = _with_proposals(tokens, state.stage, mask_before, sampled)
 
-        weight = controls.rescore_weight
+        weight = controls.rescore_weight if config.unmasking_order == spans.ORDER_CONFIDENCE else 0.0
         mixed, rescored = self._rescored(confidence, tokens, state.stage, weight, plan, run.prompts)
         scoring_mask = state.mask if spans.uses_chunks(arrangement, span_len) else mask_before
-        scores = spans.span_scores(mixed, scoring_mask, arrangement, span_len, config.span_scoring)
-        next_state = _next_state(state, tokens, scores, plan, config, given, span_len)
+        scores = _unit_scores(config, state, mixed, distribution, scoring_mask, span_len, run.generator)
+        next_state, revised = _next_state(state, tokens, scores, scoring_mask, plan, config, given, span_len)
 
         outcome = _Outcome(
             tokens=tokens,
@@ -416,6 +486,8 @@ class Engine:
             rescorer_confidence=rescored,
             rescore_weight=weight if rescored is not None else 0.0,
             scores=scores,
+            revised=revised,
+            fixed=next_state.fixed if config.revision_share > 0 else None,
         )
         return next_state, _record_fields(state, plan, outcome, run.generator.get_state(), mask_id, given)
 

@@ -23,6 +23,11 @@ def frozen_array(x: torch.Tensor | np.ndarray, dtype=None) -> np.ndarray:
     return array
 
 
+def _nothing_revised(mask_before: np.ndarray) -> np.ndarray:
+    """A read-only all-False ``[B, T]`` bool array shaped like ``mask_before``."""
+    return frozen_array(np.zeros(np.shape(mask_before), dtype=np.bool_))
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """What one decoding step did. ``B`` prompts, ``K`` codebooks, ``T`` frames, ``N`` units.
@@ -55,6 +60,14 @@ class StepRecord:
             None when nothing was given. One read-only array shared by all records of a run.
             ``mask_after`` may include given frames of a unit that is re-masked (they are put back
             at once): :meth:`committed_tokens` leaves them alone.
+        revised: ``[B, T]`` bool, frames fixed at an earlier step of the stage that the next step
+            re-masks to predict them again (revision, ``DecodingConfig.revision_share``): part of
+            ``mask_after``, never given frames. All False without revision, and on records made
+            (or pickled) before this field existed.
+        fixed_scores: ``[B, 1, N]`` float32, for a run with revision: the score each unit had
+            when it was fixed (NEVER_REMASK on units the next step masks, given ones and, after a
+            stage's last step, all), which the next step's revision ranks; resuming needs it. None
+            on runs without revision.
     """
 
     stage: int
@@ -80,6 +93,17 @@ class StepRecord:
     step_seconds: float = 0.0
     elapsed: float = 0.0
     given: np.ndarray | None = None
+    revised: np.ndarray | None = None  # None = all False (see __post_init__)
+    fixed_scores: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.revised is None:
+            object.__setattr__(self, "revised", _nothing_revised(self.mask_before))
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling: a record pickled before ``revised`` existed gets it all False."""
+        self.__dict__.update(state)
+        self.__post_init__()
 
     @property
     def nbytes(self) -> int:
@@ -91,8 +115,10 @@ class StepRecord:
             self.confidence,
             self.scores,
             self.rng_state,
+            self.revised,
         )
-        extra = 0 if self.rescorer_confidence is None else self.rescorer_confidence.nbytes
+        optional = (self.rescorer_confidence, self.fixed_scores)
+        extra = sum(a.nbytes for a in optional if a is not None)
         return sum(np.asarray(a).nbytes for a in arrays) + extra
 
     @property
