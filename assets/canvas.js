@@ -4,7 +4,7 @@
 // props.role "inspect": draws the step chosen with the "Step" slider (props.scrub_id), from the store.
 const ROW = 22, ROW_GAP = 2, STRIP = 12, STRIP_GAP = 6, LABEL = 84, RIGHT = 12, AXIS = 18;
 const TARGET_TICKS = 10, SCHEDULE_HEIGHT = 190, SCRUB_POLL_MS = 200;
-const STATE_FIXED = 1, STATE_GIVEN = 4;
+const STATE_FIXED = 1, STATE_GIVEN = 4, STATE_REVISED = 5;
 const TEXT = "#282830", MUTED = "#6e6e78", NOT_PREDICTED = "#e4e4e8", NOT_PREDICTED_BYTE = 255;
 const PLAN_COLOUR = "#9aa3b0", USED_COLOUR = "#d1495b", CURSOR_COLOUR = "#2d3039", STAGE_LINE = "#c8ccd2";
 const REGION_FILL = "rgba(255, 255, 255, 0.35)", REGION_EDGE = "#d1495b";
@@ -266,7 +266,9 @@ function drawSchedules(index) {
 
 function drawLegend() {
   const header = store.header;
-  const items = header.legend.filter((_, state) => state !== STATE_GIVEN || header.given);
+  const items = header.legend.filter(
+    (_, state) => (state !== STATE_GIVEN || header.given) && (state !== STATE_REVISED || header.revision),
+  );
   const ramp = `linear-gradient(to right, ${props.lut.filter((_, i) => i % 32 === 0 || i === 255).join(", ")})`;
   legendBox.innerHTML = "";
   for (const { label, colour } of items) {

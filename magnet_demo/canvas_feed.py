@@ -119,6 +119,7 @@ class CanvasFeed:
         anneal: whether the temperature is annealed (the planned curve).
         given: ``[K, T]`` bool of tokens given by the input audio, or None.
         given_tokens: ``[K, T]`` their token ids (ignored where not given), or None.
+        revision: the run re-masks spans fixed earlier (``DecodingConfig.revision_share > 0``).
         title: the picture's title before the first step (default: the run is starting).
     """
 
@@ -135,6 +136,7 @@ class CanvasFeed:
         given: np.ndarray | None = None,
         given_tokens: np.ndarray | None = None,
         title: str | None = None,
+        revision: bool = False,
     ):
         self.decoding_steps = tuple(int(n) for n in decoding_steps)
         self.sample = sample
@@ -155,6 +157,7 @@ class CanvasFeed:
             "sample": sample,
             "samples": samples,
             "legend": legend(),
+            "revision": revision,  # the run revises fixed spans: the legend shows that state
             "given": None if given is None else b64(np.packbits(np.asarray(given, dtype=bool), axis=None)),
             "given_tokens": None
             if given_tokens is None

@@ -23,6 +23,7 @@ from magnet_demo.controls import (
     DEFAULT_SPAN_SCORING,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    DEFAULT_UNMASKING_ORDER,
     DecodingConfig,
     Limits,
 )
@@ -30,6 +31,7 @@ from magnet_demo.engine import MAX_BATCH
 from magnet_demo.models import EMBEDDED_NAME, LoadedModel
 from magnet_demo.records import StepRecord
 from magnet_demo.schedules import CFG_CURVE, CFG_LINEAR, CFGSchedule
+from magnet_demo.spans import MAX_REVISION_SHARE
 
 #: largest seed offered by "random" and accepted
 MAX_SEED = 2**31 - 1
@@ -199,6 +201,8 @@ class Settings:
     random_seed: bool = False
     samples: int = 1
     anneal_temp: bool = True
+    unmasking_order: str = DEFAULT_UNMASKING_ORDER
+    revision_share: float = 0.0
 
     def prompts(self, limits: Limits) -> tuple[str, ...]:
         """The prompt repeated once per sample; ValueError when empty, too long or too many samples."""
@@ -220,6 +224,8 @@ class Settings:
             top_k=whole(self.top_k, "Top-k", 0, card),
             span_scoring=text(self.span_scoring, "Span scoring", 40),
             anneal_temp=switch(self.anneal_temp, "Temperature annealing"),
+            unmasking_order=text(self.unmasking_order, "Unmasking order", 40),
+            revision_share=number(self.revision_share, "Revision share", 0, MAX_REVISION_SHARE),
         )
 
     def steps(self, limits: Limits, num_codebooks: int) -> tuple[int, ...]:

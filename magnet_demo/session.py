@@ -267,6 +267,7 @@ class Run:
                     anneal=self.config.anneal_temp,
                     given=None if self.given is None else self.given[sample],
                     given_tokens=None if self.given_tokens is None else self.given_tokens[sample],
+                    revision=self.config.revision_share > 0,
                 )
             feed = self._feed
         feed.sync(list(self.records), self.controls.snapshot())

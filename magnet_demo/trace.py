@@ -23,6 +23,8 @@ from magnet_demo.records import DecodeResult, StepRecord, frozen_array
 from magnet_demo.schedules import CFGSchedule
 
 TRACE_VERSION = 1
+#: the key prefix of a step's ``fixed_scores`` (runs with revision): ``fixed_scores_3``
+FIXED_SCORES = "fixed_scores_"
 _ARRAYS = ("tokens", "mask_before", "mask_after", "confidence", "scores", "rng_state")
 _SCALARS = (
     "stage",
@@ -87,6 +89,11 @@ def save_trace(
             ]
         )
         info["rescored_steps"] = [r.rescorer_confidence is not None for r in records]
+    if any(np.any(r.revised) for r in records):  # a run with revision; others store nothing more
+        arrays["revised"] = np.stack([r.revised for r in records])
+    for s, record in enumerate(records):  # one array a step: their shapes differ at a stage's start
+        if record.fixed_scores is not None:
+            arrays[f"{FIXED_SCORES}{s}"] = record.fixed_scores
     if any(r.given is not None for r in records):
         none = np.zeros(records[0].tokens.shape, np.bool_)
         arrays["given"] = np.stack([none if r.given is None else r.given for r in records])
@@ -123,12 +130,23 @@ def load_trace(path: str | Path) -> tuple[list[StepRecord], dict[str, Any]]:
             frozen_array(arrays["rescorer_confidence"][s]) if has_rescorer else None
         )
         fields["controls"] = _controls_from_json(controls)
+        fields.update(_revision_fields(arrays, s))
         if given_steps[s]:
             if shared is None or not np.array_equal(shared, arrays["given"][s]):
                 shared = frozen_array(arrays["given"][s], np.bool_)
             fields["given"] = shared
         records.append(StepRecord(**fields))
     return records, info
+
+
+def _revision_fields(arrays: dict[str, np.ndarray], s: int) -> dict[str, Any]:
+    """Step ``s``'s ``revised`` and ``fixed_scores`` (absent from traces of runs without revision)."""
+    fields: dict[str, Any] = {}
+    if "revised" in arrays:
+        fields["revised"] = frozen_array(arrays["revised"][s], np.bool_)
+    if f"{FIXED_SCORES}{s}" in arrays:
+        fields["fixed_scores"] = frozen_array(arrays[f"{FIXED_SCORES}{s}"])
+    return fields
 
 
 def config_from_trace(info: dict[str, Any]) -> DecodingConfig:

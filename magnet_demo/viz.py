@@ -14,7 +14,6 @@ and the spectrogram (:func:`spectrogram_image`). This module knows nothing of Gr
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from collections.abc import Sequence
@@ -43,8 +42,12 @@ STATE_FIXED = 1
 STATE_NEW = 2
 STATE_REMASKED = 3
 STATE_GIVEN = 4
+STATE_REVISED = 5
 #: legend text of each state, indexed by state
-STATE_LABELS = ("masked", "fixed earlier", "unmasked this step", "re-masked this step", "given (input audio)")
+STATE_LABELS = (
+    "masked", "fixed earlier", "unmasked this step", "re-masked this step", "given (input audio)",
+    "revised (fixed earlier, predicted again next step)",
+)  # fmt: skip
 #: RGB of each state, indexed by state (dark slate, blue, amber, magenta: distinct for most
 #: colour-vision deficiencies)
 STATE_COLOURS = np.array(
@@ -54,6 +57,7 @@ STATE_COLOURS = np.array(
         (255, 200, 50),  # unmasked (fixed for good) in this step
         (194, 64, 159),  # predicted in this step, but re-masked (rejected) for the next one
         (0, 158, 115),  # given by the input audio: never masked
+        (213, 94, 0),  # fixed earlier in this stage, re-masked by revision for the next step
     ],
     dtype=np.uint8,
 )
@@ -137,7 +141,8 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     Codebooks below the current stage are fixed, those above it masked. In the current stage a
     frame is fixed earlier when this step did not mask it (prompt frames too), newly unmasked when
     this step predicted it and kept it, and re-masked when this step predicted it but the next step
-    masks it again. Tokens given by the input audio are given in every codebook.
+    masks it again; revised when it was fixed earlier and revision re-masks it for the next step.
+    Tokens given by the input audio are given in every codebook.
     """
     K, T = record.tokens.shape[1:]
     states = np.full((K, T), STATE_MASKED, dtype=np.uint8)
@@ -147,6 +152,9 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     row = np.full(T, STATE_FIXED, dtype=np.uint8)
     row[before & ~after] = STATE_NEW
     row[before & after] = STATE_REMASKED
+    revised = getattr(record, "revised", None)
+    if revised is not None:
+        row[revised[sample]] = STATE_REVISED
     states[record.stage] = row
     given = record.given
     if given is not None:
@@ -248,7 +256,13 @@ def _nice_step(raw: float) -> float:
 
 @lru_cache(maxsize=16)
 def _template(
-    K: int, T: int, fw: int, rescored: bool, frame_rate: float | None, given: bool = False
+    K: int,
+    T: int,
+    fw: int,
+    rescored: bool,
+    frame_rate: float | None,
+    given: bool = False,
+    revised: bool = False,
 ) -> tuple[np.ndarray, int, int]:
     """The static parts of a step image; returns (image, canvas top, strips top)."""
     strip_h = STRIP_PX * (2 if rescored else 1) + (STRIP_GAP if rescored else 0)
@@ -279,8 +293,10 @@ def _template(
         draw.text((x + 3, axis_top + 1), label, fill=MUTED_TEXT, font=font, anchor="lt")
     x = LABEL_PX
     y = axis_top + AXIS_PX + (LEGEND_PX - SWATCH_PX) // 2
+    hidden = (set() if given else {STATE_GIVEN}) | (set() if revised else {STATE_REVISED})
     states = zip(STATE_LABELS, STATE_COLOURS, strict=True)
-    for label, colour in itertools.islice(states, None if given else STATE_GIVEN):
+    shown = [item for state, item in enumerate(states) if state not in hidden]
+    for label, colour in shown:
         draw.rectangle([x, y, x + SWATCH_PX - 1, y + SWATCH_PX - 1], fill=tuple(int(c) for c in colour))
         draw.text((x + SWATCH_PX + 4, y + SWATCH_PX // 2), label, fill=TEXT_COLOUR, font=font, anchor="lm")
         x += SWATCH_PX + 12 + int(draw.textlength(label, font=font))
@@ -336,6 +352,7 @@ def step_image(
         record.rescorer_confidence is not None,
         float(frame_rate) if frame_rate else None,
         record.given is not None,
+        bool(np.any(record.revised)),
     )
     image = base.copy()
     canvas = canvas_image(record, sample, frame_px=fw)

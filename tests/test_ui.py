@@ -11,12 +11,14 @@ import pytest
 from gradio_client import Client
 
 from bench.space_emulation import GENERATE
-from magnet_demo.canvas_feed import parse
+from magnet_demo import viz
+from magnet_demo.canvas_feed import parse, unb64
 from magnet_demo.sources import ModelSources
 from magnet_demo.studio.handlers import DemoApp, screen_of
 from magnet_demo.studio.page import MainView
 from magnet_demo.studio.wiring import launch_local
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
+from magnet_demo.trace import load_trace
 
 STEPS = "3, 2, 2, 2"
 TOTAL = 9
@@ -250,6 +252,30 @@ def test_temperature_annealing_is_a_setting(app, tiny_model):
     assert min(r.temperature for r in annealed.records) < 3.0 and annealed.config.anneal_temp
     with pytest.raises(gr.Error, match="Temperature annealing must be true or false, got 'yes'"):
         list(app.generate(**settings(tiny_model, anneal_temp="yes"), request=key))
+
+
+def test_the_unmasking_order_and_revision_are_settings_and_revised_spans_show(app, tiny_model, tmp_path):
+    key = FakeRequest("orders")
+    changes = dict(unmasking_order="entropy", revision_share=0.25, decoding_steps="6, 4, 4, 4")
+    updates = list(app.generate(**settings(tiny_model, **changes), request=key))
+    run = app.studio.sessions.get("orders").runs[0]
+    assert (run.config.unmasking_order, run.config.revision_share) == ("entropy", 0.25)
+    revised = [r for r in run.records if r.revised.any()]
+    assert revised, "a quarter of the fixed spans are predicted again"
+    lines = parse(screen_of(updates[-1])["canvas"])
+    assert lines[0]["revision"] is True
+    states = {int(v) for line in lines if line["kind"] == "step" for v in unb64(line["state"], np.uint8)}
+    assert viz.STATE_REVISED in states
+    assert screen_of(updates[-1])["status"].endswith("seed 7")  # every file written
+    records, _ = load_trace(next(p for p in run.files if p.suffix == ".npz"))
+    for loaded, kept in zip(records, run.records, strict=True):  # revision survives a trace
+        assert np.array_equal(loaded.revised, kept.revised)
+        assert (loaded.fixed_scores is None) == (kept.fixed_scores is None)
+        assert kept.fixed_scores is None or np.array_equal(loaded.fixed_scores, kept.fixed_scores)
+    with pytest.raises(gr.Error, match="Revision share must be between 0 and 0.5, got 0.9"):
+        list(app.generate(**settings(tiny_model, revision_share=0.9), request=key))
+    with pytest.raises(gr.Error, match="Unknown unmasking_order 'fastest'"):
+        list(app.generate(**settings(tiny_model, unmasking_order="fastest"), request=key))
 
 
 def test_several_samples_each_get_audio_and_a_picture(app, tiny_model):

@@ -92,7 +92,7 @@ def test_canvas_pixels_have_exact_state_colours():
 
 
 def test_state_colours_are_distinct_and_legend_matches():
-    assert len({tuple(c) for c in viz.STATE_COLOURS}) == len(viz.STATE_LABELS) == 5
+    assert len({tuple(c) for c in viz.STATE_COLOURS}) == len(viz.STATE_LABELS) == 6
     items = viz.legend_items()
     assert [label for label, _ in items] == list(viz.STATE_LABELS)
     assert items[viz.STATE_NEW][1] == viz.hex_colour(viz.STATE_COLOURS[viz.STATE_NEW])

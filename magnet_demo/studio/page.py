@@ -26,13 +26,14 @@ from magnet_demo.controls import (
     DEFAULT_SPAN_SCORING,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    DEFAULT_UNMASKING_ORDER,
     RESCORING_HELP,
     Limits,
 )
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import MAX_SEED, default_steps, steps_text
 from magnet_demo.schedules import CFG_LINEAR, CFG_SCHEDULES
-from magnet_demo.spans import SPAN_ARRANGEMENTS, SPAN_SCORINGS
+from magnet_demo.spans import MAX_REVISION_SHARE, SPAN_ARRANGEMENTS, SPAN_SCORINGS, UNMASKING_ORDERS
 from magnet_demo.studio.screens import INTRO
 
 MIN_DURATION = 1.0
@@ -119,6 +120,8 @@ class SettingsPanel:
     top_p: gr.Slider
     top_k: gr.Number
     anneal_temp: gr.Checkbox
+    unmasking_order: gr.Radio
+    revision_share: gr.Slider
 
 
 @dataclass(frozen=True)
@@ -251,9 +254,24 @@ def _decoding_settings(limits: Limits) -> dict:
             top_p = gr.Slider(0, 1, DEFAULT_TOP_P, step=0.05, label="Top-p (0 = off)")
             top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0 = off; used when top-p is 0)")
         anneal_temp = gr.Checkbox(True, label="Anneal the temperature within each codebook (audiocraft: on)")
+        unmasking_order = gr.Radio(
+            list(UNMASKING_ORDERS),
+            value=DEFAULT_UNMASKING_ORDER,
+            label="Unmasking order: which spans a step re-masks first",
+            info="confidence: MAGNeT's (lowest first); random; margin: top-1 minus top-2 probability "
+            "(smallest first); entropy of the prediction (highest first)",
+        )
+        revision_share = gr.Slider(
+            0,
+            MAX_REVISION_SHARE,
+            0,
+            step=0.05,
+            label="Revision: share of fixed spans predicted again (0 = off)",
+        )
     return dict(
         decoding_steps=decoding_steps, span_arrangement=span_arrangement, span_scoring=span_scoring,
-        top_p=top_p, top_k=top_k, anneal_temp=anneal_temp,
+        top_p=top_p, top_k=top_k, anneal_temp=anneal_temp, unmasking_order=unmasking_order,
+        revision_share=revision_share,
     )  # fmt: skip
 
 
