@@ -369,6 +369,21 @@ def _ffmpeg_input(path: Path) -> list[str]:
     return [*whitelists, "-i", f"file:{path.absolute()}"]
 
 
+def _invalid_file(path: Path) -> ValueError:
+    """A file whose extension soundfile claims but whose content it cannot read."""
+    return ValueError(
+        f"Could not read '{path.name}': it is not a valid {path.suffix.lstrip('.').upper()} file."
+    )
+
+
+def _no_decoder(path: Path) -> ValueError:
+    """A format only ffmpeg reads, on a server without ffmpeg."""
+    kind = f"'{path.suffix.lower()}'" if path.suffix else "extension-less"
+    return ValueError(
+        f"Could not read '{path.name}': this server cannot decode {kind} files; use {READABLE_FORMATS}."
+    )
+
+
 def _undecodable(name: str) -> ValueError:
     return ValueError(
         f"Could not read '{name}': it is not an audio file this server can decode. Use {READABLE_FORMATS}."
@@ -414,10 +429,7 @@ def _read_with_ffmpeg(path: Path, sample_rate: int, *, max_seconds: float, min_s
     :data:`FFMPEG_TIMEOUT_SECONDS` and that many seconds' bytes (+ :data:`FFMPEG_SLACK_SECONDS`)."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        kind = f"'{path.suffix.lower()}'" if path.suffix else "extension-less"
-        raise ValueError(
-            f"Could not read '{path.name}': this server cannot decode {kind} files; use {READABLE_FORMATS}."
-        )
+        raise _no_decoder(path)
     sample_rate = check_sample_rate(sample_rate, "The model's sample rate")
     source_seconds = _probe(path)
     seconds = MAX_UPLOAD_SECONDS + FFMPEG_SLACK_SECONDS
@@ -449,6 +461,25 @@ def _read_with_ffmpeg(path: Path, sample_rate: int, *, max_seconds: float, min_s
     )
 
 
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Refuse a file from its header alone, as :func:`read_audio` would, reading no sample: what a
+    server checks before a run with the file joins the queue. ValueError with a readable message."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ValueError(f"'{path.name}' is missing or empty.")
+    try:
+        with sf.SoundFile(str(path)) as sound:
+            _check_header(path.name, sound.channels, sound.samplerate, sound.frames)
+            return
+    except sf.SoundFileError:
+        pass
+    if path.suffix.lower().lstrip(".") in SOUNDFILE_EXTENSIONS:
+        raise _invalid_file(path)
+    if shutil.which("ffmpeg") is None:
+        raise _no_decoder(path)
+    _probe(path)
+
+
 def read_audio(
     path: str | os.PathLike, sample_rate: int, *, max_seconds: float, min_seconds: float = 0.0
 ) -> AudioClip:
@@ -471,9 +502,7 @@ def read_audio(
         sound = sf.SoundFile(str(path))  # opening reads the header, no sample
     except sf.SoundFileError:
         if path.suffix.lower().lstrip(".") in SOUNDFILE_EXTENSIONS:
-            raise ValueError(
-                f"Could not read '{path.name}': it is not a valid {path.suffix.lstrip('.').upper()} file."
-            ) from None
+            raise _invalid_file(path) from None
         return _read_with_ffmpeg(path, sample_rate, max_seconds=max_seconds, min_seconds=min_seconds)
     with sound:
         return _read_with_soundfile(

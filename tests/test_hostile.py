@@ -14,8 +14,10 @@ import time
 
 import gradio as gr
 import httpx
+import numpy as np
 import pytest
-from gradio_client import Client
+import soundfile as sf
+from gradio_client import Client, handle_file
 from test_ui import FakeRequest, live, settings  # noqa: E402  (tests/ is on sys.path)
 
 import app as app_module
@@ -134,6 +136,27 @@ def test_one_session_runs_one_run_at_a_time_and_a_second_is_refused(server, mode
     assert "stopped after step" in running.result(timeout=120)[0]
     assert "finished" in queued.result(timeout=120)[0]  # the waiting run was served, once
     assert len(app.studio.sessions.get(waiting.session_hash).runs) == 1
+
+
+@pytest.mark.slow
+def test_a_crafted_file_is_refused_before_it_waits_in_the_queue(server, model, tmp_path):
+    app, url, _ = server
+    busy, crafty = (Client(url, verbose=False, download_files=False) for _ in range(2))
+    running = busy.submit(**settings(model, **LONG), api_name="/generate")  # holds the only slot
+    _wait_until_decoding(app)
+    many = tmp_path / "many.wav"
+    sf.write(many, np.zeros((8000, 16), np.float32), 8000)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="'many.wav' has 16 channels; at most 8 are accepted"):
+        crafty.predict(
+            audio=handle_file(many), region_start=0, region_end=0.5, **settings(model), api_name="/inpaint"
+        )
+    assert time.monotonic() - started < 10 and app.studio.sessions.get(crafty.session_hash) is None
+    page_mode = dict(mode="re-decode region", audio=handle_file(many), region_start=0, region_end=0.5)
+    with pytest.raises(Exception, match="has 16 channels"):  # the page's button: /generate's mode
+        crafty.predict(**settings(model), **page_mode, api_name="/generate")
+    busy.predict(api_name="/stop")
+    running.result(timeout=120)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 from gradio import utils as gradio_utils
 
+from magnet_demo import audio_in
 from magnet_demo.audio_modes import (
     CONTINUE,
     DEFAULT_KEEP_SECONDS,
@@ -183,9 +184,18 @@ class DemoApp:
         start = self.studio.fork_run(_key(request), run_number, step, Settings(**settings))
         yield from self._stream(start, sample_shown)
 
-    def admit(self, request: gr.Request | None, waiting: int) -> str | None:
-        """Why a new run of this visitor may not join the queue (None: it may); see ``Studio.admit``."""
-        return self.studio.admit(_key(request), waiting)
+    def admit(self, request: gr.Request | None, waiting: int, audio: object = None) -> str | None:
+        """Why a new run of this visitor may not join the queue (None: it may): a run of theirs
+        decoding or waiting (``Studio.admit``), or input ``audio`` whose header is refused."""
+        refusal = self.studio.admit(_key(request), waiting)
+        if refusal is None and audio not in (None, ""):
+            try:
+                upload = _upload(audio)
+                if upload is not None:
+                    audio_in.check_audio_file(upload[0])
+            except ValueError as error:
+                return without_paths(str(error))
+        return refusal
 
     @staticmethod
     def _audio_request(mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:

@@ -9,6 +9,7 @@ names Gradio uses as the API's parameter names (``inputs_kwargs``); its outputs 
 from __future__ import annotations
 
 import functools
+import inspect
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields
 import gradio as gr
 
 from magnet_demo.audio_in import MAX_UPLOAD_MB
+from magnet_demo.audio_modes import CONTINUE, GENERATE
 from magnet_demo.form import LIVE_FIELDS, Settings
 from magnet_demo.models import SETTINGS_FIELDS
 from magnet_demo.sources import CPU_ONLY_NOTE
@@ -89,13 +91,18 @@ def _waiting(demo: gr.Blocks, session_hash: str | None) -> int:
 
 def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable) -> Callable:
     """A validator for ``handler``'s event: Gradio calls it before the request joins the queue,
-    with the handler's inputs and request (hence the handler's signature)."""
+    with the handler's inputs and request (hence the handler's signature). It refuses a second run
+    of a visitor and input audio whose header the server refuses (read no further)."""
 
     @functools.wraps(handler)
     def admit(*args, **kwargs):
         values = [*args, *kwargs.values()]
         request = next((value for value in values if isinstance(value, gr.Request)), None)
-        refusal = app.admit(request, _waiting(demo, getattr(request, "session_hash", None)))
+        named = inspect.signature(handler).bind_partial(*args, **kwargs).arguments
+        # /continue and /inpaint always take audio; /generate when its mode says so
+        with_audio = named.get("mode", CONTINUE if "audio" in named else GENERATE) not in (None, "", GENERATE)
+        audio = named.get("audio") if with_audio else None
+        refusal = app.admit(request, _waiting(demo, getattr(request, "session_hash", None)), audio)
         # one verdict per input; a refusal is shown on the first (the prompt, the audio, the run)
         verdicts = [gr.validate(True, "") for value in values if not isinstance(value, gr.Request)]
         if refusal is not None and verdicts:
