@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
 SCREENSHOT_ENV = "MAGNET_DEMO_SCREENSHOT"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: generous waits (ms): the machine is shared with training jobs
-RUN_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_MS = 120_000
 STEP_TIMEOUT_MS = 20_000
 #: the page draws a step from data it holds: no server round trip
 DRAW_TIMEOUT_MS = 2_000

@@ -138,8 +138,9 @@ def test_an_accepted_edge_file_is_read_in_blocks_within_a_small_multiple_of_its_
     span = round(RUN_SECONDS * EDGE_RATE)
     mono_bytes = span * 4
     block_bytes = audio_in.READ_BLOCK_FRAMES * EDGE_CHANNELS * 4
-    # 7.9 MB; the read holds the mono span and a block (4.2 MB), every channel of the span is 15.4 MB
-    bound = 3 * mono_bytes + block_bytes
+    # 11.7 MB: the read holds the mono span and a block (4.2 MB measured alone, 8.1 MB once on a busy
+    # machine); reading every channel of the span, as before, needs 15.4 MB at the least (19.9 measured)
+    bound = 5 * mono_bytes + block_bytes
     peak = measure(_read(edge_file), warm_up=True)  # its data only, not the code it runs
     assert peak.error is None and peak.value == (round(RUN_SECONDS * RATE),)
     assert peak.rise < bound, f"{peak.rise / MB:.1f} MB"
