@@ -59,6 +59,7 @@ import torch
 
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.controls import ControlValues, LiveControls
+from magnet_demo.engine import check_prompts
 from magnet_demo.records import frozen_array
 from magnet_demo.sampling import sample
 from magnet_demo.schedules import CFG_CONSTANT, MIN_TEMPERATURE, CFGSchedule
@@ -68,8 +69,6 @@ from audiocraft.models.lm import LMModel  # noqa: E402
 from audiocraft.models.lm_magnet import MagnetLMModel  # noqa: E402
 from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes  # noqa: E402
 
-#: maximum number of prompts (samples) in one run (the MAGNeT engine's limit)
-MAX_BATCH = 8
 #: sequence steps per record: 10 steps = 0.2 s of every codebook at 50 Hz
 DEFAULT_FRAMES_PER_RECORD = 10
 #: audiocraft's MusicGen defaults (MusicGen.set_generation_params)
@@ -421,18 +420,6 @@ def _replay(lm: LMModel, run: _Run, state: _State, mode: str) -> _State:
 # checks of a run's inputs
 
 
-def _check_prompts(prompts: str | Sequence[str]) -> tuple[str, ...]:
-    prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
-    if not prompts:
-        raise ValueError("No prompt given: pass at least one text description.")
-    if len(prompts) > MAX_BATCH:
-        raise ValueError(f"At most {MAX_BATCH} prompts per run, got {len(prompts)}.")
-    for i, text in enumerate(prompts):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Prompt {i + 1} is empty: describe the sound you want.")
-    return prompts
-
-
 def _check_prefix(prefix: Any, shape: tuple[int, int, int], card: int) -> torch.Tensor:
     """The prefix ``[B, K, P]`` as a CPU long tensor, checked against the canvas ``shape``."""
     B, K, T = shape
@@ -578,7 +565,7 @@ class AREngine:
             ValueError: bad prompts, config, prefix, record or replay mode (raised by this call).
         """
         config = config or ARConfig()
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         pattern = self._check_config(config)
         if replay not in REPLAY_MODES:
             raise ValueError(f"Unknown replay '{replay}': choose one of {', '.join(REPLAY_MODES)}.")
@@ -677,7 +664,7 @@ class AREngine:
             tokens=torch.as_tensor(np.asarray(last.tokens, dtype=np.int64)),
             records=tuple(records),
             config=config,
-            prompts=_check_prompts(prompts),
+            prompts=check_prompts(prompts),
             seed=int(options.get("seed", 0)),
             cancelled=not last.is_last,
             resumed_from=None if resume_from is None else resume_from.index,

@@ -293,8 +293,9 @@ class _Run:
     cancel: threading.Event | None  # when set, the run stops before the next step
 
 
-def _check_prompts(prompts: Sequence[str]) -> tuple[str, ...]:
-    """``prompts`` (one string or a sequence) as a tuple of 1 to :data:`MAX_BATCH` non-empty texts."""
+def check_prompts(prompts: str | Sequence[str]) -> tuple[str, ...]:
+    """``prompts`` (one string or a sequence) as a tuple of 1 to :data:`MAX_BATCH` non-empty texts;
+    ValueError otherwise. Shared by the engines (MAGNeT, autoregressive)."""
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = tuple(prompts)
@@ -304,7 +305,7 @@ def _check_prompts(prompts: Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"At most {MAX_BATCH} prompts per run, got {len(prompts)}.")
     for i, text in enumerate(prompts):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Prompt {i + 1} is empty: describe the music you want.")
+            raise ValueError(f"Prompt {i + 1} is empty: describe the music or sound you want.")
     return prompts
 
 
@@ -553,7 +554,7 @@ class Engine:
                 this call, before any step runs).
         """
         config = config or self.model.default_config()
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         config.check_model(self.model.num_codebooks, self.model.max_duration, self.lm.card)
         controls = controls or LiveControls.from_config(config)
         canvas = self._canvas(config, len(prompts))
@@ -640,7 +641,7 @@ class Engine:
             sample_rate=self.model.sample_rate,
             records=tuple(records),
             config=config,
-            prompts=_check_prompts(prompts),
+            prompts=check_prompts(prompts),
             seed=seed,
             cancelled=cancelled,
             resumed_from=None if resume_from is None else resume_from.global_step,
