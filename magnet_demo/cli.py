@@ -5,6 +5,10 @@
 Audio in (one of the two):
   --continue FILE --keep SECONDS   keep the file's first SECONDS, generate the rest
   --inpaint FILE --region START END   keep the file, re-decode START-END seconds (snapped to spans)
+
+The decoding lab: --order (confidence, random, margin, entropy), --revision SHARE, and
+--method autoregressive | hybrid (--prefix-seconds S): the model's AR partner (its rescorer)
+writes the whole clip, or its first S seconds and MAGNeT the rest (WAVs only, no trace yet).
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from magnet_demo.controls import PRECISIONS, DecodingConfig
+from magnet_demo.spans import UNMASKING_ORDERS
+
+#: how a clip is decoded (``--method``)
+MAGNET, HYBRID, AUTOREGRESSIVE = "magnet", "hybrid", "autoregressive"
+METHODS = (MAGNET, HYBRID, AUTOREGRESSIVE)
+DEFAULT_PREFIX_SECONDS = 1.0
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -48,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--span-scoring", choices=["max", "prod"], help=model_default.format(defaults.span_scoring)
     )
+    _add_lab_flags(p, defaults)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out", type=Path, default=Path("outputs"), help="folder for sample_<i>.wav and trace.npz"
@@ -81,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --inpaint: the seconds to re-decode (widened to whole spans)",
     )
     return p
+
+
+def _add_lab_flags(p: argparse.ArgumentParser, defaults: DecodingConfig) -> None:
+    """The decoding lab: the unmasking order, revision, and other methods than MAGNeT's."""
+    p.add_argument(
+        "--order", default=defaults.unmasking_order, choices=UNMASKING_ORDERS,
+        help="which spans a step re-masks first (default: confidence, MAGNeT's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--revision", type=float, default=defaults.revision_share, metavar="SHARE",
+        help="share of the spans fixed earlier in a codebook predicted again at each step (0-0.5; default 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", default=MAGNET, choices=METHODS,
+        help="magnet (default); autoregressive: the model's AR partner (its rescorer) writes the clip frame "
+        "by frame; hybrid: the AR partner writes --prefix-seconds, MAGNeT the rest",
+    )  # fmt: skip
+    p.add_argument(
+        "--prefix-seconds", type=float, default=DEFAULT_PREFIX_SECONDS,
+        help=f"with --method hybrid: the seconds the AR partner writes (default {DEFAULT_PREFIX_SECONDS:g})",
+    )  # fmt: skip
 
 
 def _check_audio_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -119,10 +153,60 @@ def _given(args: argparse.Namespace, model, config, frames: int) -> tuple[dict, 
     return {"given_tokens": tokens, "given_mask": mask}, meta
 
 
+def _config(args: argparse.Namespace, model) -> DecodingConfig:
+    """The run's DecodingConfig: the model's recommended settings, then the flags given."""
+    sampling = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_cfg_coef": args.max_cfg,
+        "min_cfg_coef": args.min_cfg,
+        "span_scoring": args.span_scoring,
+    }
+    return model.default_config().replace(
+        decoding_steps=args.steps,
+        duration=args.duration or model.max_duration,
+        span_arrangement=args.span_arrangement,
+        unmasking_order=args.order,
+        revision_share=args.revision,
+        **{key: value for key, value in sampling.items() if value is not None},
+    )
+
+
+def _partner_run(args: argparse.Namespace, model, config: DecodingConfig) -> tuple[np.ndarray, str]:
+    """Audio ``[B, samples]`` of an autoregressive or hybrid run, and a line on how it went."""
+    from magnet_demo.audio import decode_tokens
+    from magnet_demo.autoregressive import ARConfig, AREngine
+    from magnet_demo.hybrid import HybridEngine
+    from magnet_demo.rescoring import load_rescorer, rescorer_for
+
+    name, why = rescorer_for(args.model)
+    if name is None:
+        raise ValueError(f"--method {args.method} needs the model's autoregressive partner: {why}")
+    partner = load_rescorer(name)
+    # MusicGen's sampling (top-k 250), within the partner's codebook
+    ar_config = ARConfig(duration=config.duration, top_k=min(ARConfig().top_k, partner.lm.card))
+    if args.method == HYBRID:
+        result = HybridEngine(model, partner).decode(
+            args.prompts, config, prefix_seconds=args.prefix_seconds, seed=args.seed, ar_config=ar_config
+        )
+        return (
+            result.audio,
+            f"{name} wrote {result.ar_seconds:.2f} s of compute, MAGNeT {result.magnet_seconds:.2f} s",
+        )
+    result = AREngine.from_rescorer(partner).decode(args.prompts, ar_config, seed=args.seed)
+    frames = model.frames(config)
+    return decode_tokens(
+        model.compression_model, result.tokens[..., :frames]
+    ), f"{name}: {len(result.records)} records"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_audio_args(parser, args)
+    if args.method != MAGNET and (args.continue_file or args.inpaint):
+        parser.error(f"--method {args.method} generates from text only: drop --continue / --inpaint")
     from magnet_demo.audio import write_wav
     from magnet_demo.engine import Engine
     from magnet_demo.models import load_model
@@ -130,20 +214,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = load_model(args.model, precision=args.precision)
-        sampling = {
-            "temperature": args.temperature,
-            "top_p": args.top_p,
-            "top_k": args.top_k,
-            "max_cfg_coef": args.max_cfg,
-            "min_cfg_coef": args.min_cfg,
-            "span_scoring": args.span_scoring,
-        }
-        config = model.default_config().replace(
-            decoding_steps=args.steps,
-            duration=args.duration or model.max_duration,
-            span_arrangement=args.span_arrangement,
-            **{key: value for key, value in sampling.items() if value is not None},
-        )
+        config = _config(args, model)
+        if args.method != MAGNET:
+            start = time.perf_counter()
+            audio, how = _partner_run(args, model, config)
+            args.out.mkdir(parents=True, exist_ok=True)
+            for i, wav in enumerate(audio):
+                print(f"wrote {write_wav(args.out / f'sample_{i}.wav', wav, model.sample_rate)}")
+            print(f"{args.method}: {how}; {time.perf_counter() - start:.2f} s (no trace for this method yet)")
+            return 0
         engine = Engine(model)
         given, audio_meta = _given(args, model, config, engine.frames(config))
 
