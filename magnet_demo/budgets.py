@@ -106,8 +106,3 @@ class MemoryBudget:
         for old in released:
             old.release()
         return released
-
-    def forget(self, run) -> None:
-        """Stop counting ``run`` (its session forgot it)."""
-        with self._lock:
-            self._runs.pop(id(run), None)

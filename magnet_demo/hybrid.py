@@ -360,22 +360,16 @@ class HybridEngine:
         prompts: str | Sequence[str],
         config: DecodingConfig | None = None,
         *,
-        prefix_seconds: float,
-        seed: int = 0,
-        ar_config: ARConfig | None = None,
-        controls: LiveControls | None = None,
-        cancel: threading.Event | None = None,
         on_record: Callable[[PhaseRecord], None] | None = None,
         with_audio: bool = True,
+        **options,
     ) -> HybridResult:
-        """Run :meth:`steps` to the end (or until cancelled); decode the audio of a finished run."""
+        """Run :meth:`steps` (same keyword ``options``: ``prefix_seconds``, ``seed``, ...) to the end
+        or until cancelled; decode the audio of a finished run."""
         config = config or self.model.default_config()
         records = []
-        iterator = self.steps(
-            prompts, config, prefix_seconds=prefix_seconds, seed=seed, ar_config=ar_config,
-            controls=controls, cancel=cancel,
-        )  # fmt: skip
-        for record in iterator:
+        seed = options.get("seed", 0)
+        for record in self.steps(prompts, config, **options):
             records.append(record)
             if on_record is not None:
                 on_record(record)
@@ -398,10 +392,10 @@ class HybridEngine:
             sample_rate=self.model.sample_rate,
             records=tuple(records),
             config=config,
-            ar_config=self.ar_config(config, ar_config),
+            ar_config=self.ar_config(config, options.get("ar_config")),
             prompts=(prompts,) if isinstance(prompts, str) else tuple(prompts),
             seed=int(seed),
-            prefix_seconds=float(prefix_seconds),
+            prefix_seconds=float(options["prefix_seconds"]),
             prefix_frames=P,
             ar_seconds=ar_records[-1].phase_seconds if ar_records else 0.0,
             magnet_seconds=magnet_records[-1].phase_seconds if magnet_records else 0.0,

@@ -33,7 +33,7 @@ from magnet_demo.audio import preview_codes, write_wav
 from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.canvas_feed import CanvasFeed
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
-from magnet_demo.controls import DEFAULT_KEEP_RUNS, DecodingConfig, Limits
+from magnet_demo.controls import DecodingConfig, Limits
 from magnet_demo.form import whole
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.records import StepRecord
@@ -433,13 +433,12 @@ class SessionStore:
         self,
         root: str | Path = DEFAULT_OUTPUT_ROOT,
         capacity: int = MAX_SESSIONS,
-        keep_runs: int = DEFAULT_KEEP_RUNS,
         files: FileBudget | None = None,
         memory: MemoryBudget | None = None,
     ):
         self.root = Path(root)
         self.capacity = capacity
-        self.budget = files or FileBudget(keep_runs)
+        self.budget = files or FileBudget()
         self.memory = memory or MemoryBudget()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()

@@ -41,3 +41,14 @@ def engine(tiny_model):
     from magnet_demo.engine import Engine
 
     return Engine(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """A tiny MAGNeT (``magnet``) and its tiny autoregressive partner on the same tokens (``ar``)."""
+    from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
+
+    root = tmp_path_factory.mktemp("pair")
+    magnet = write_tiny_checkpoint(root / "magnet", seed=0)
+    write_tiny_rescorer(root / "ar", magnet, seed=1)
+    return {"magnet": magnet, "ar": root / "ar"}

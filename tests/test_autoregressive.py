@@ -24,7 +24,6 @@ from magnet_demo.autoregressive import (
 from magnet_demo.controls import LiveControls
 from magnet_demo.models import load_lm
 from magnet_demo.rescoring import load_rescorer
-from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,11 +38,8 @@ SEED = 1234
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("autoregressive")
-    magnet = write_tiny_checkpoint(root / "magnet", seed=0)
-    write_tiny_rescorer(root / "ar", magnet, seed=1)
-    return {"magnet": magnet, "ar": root / "ar"}
+def folders(tiny_pair):
+    return tiny_pair
 
 
 @pytest.fixture(scope="module")

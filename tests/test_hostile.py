@@ -34,15 +34,6 @@ from magnet_demo.tiny import write_tiny_checkpoint
 
 #: a run of the tiny model that lasts seconds: 400 steps (the server's cap) of 10 s
 LONG = dict(duration=10.0, decoding_steps="250, 50, 50, 50")
-#: the live controls as /steer takes them
-LIVE = dict(
-    max_cfg_coef=3.0,
-    min_cfg_coef=1.0,
-    cfg_schedule="linear",
-    cfg_curve="",
-    temperature=3.0,
-    rescore_weight=0.0,
-)
 #: made-up session hashes sent by the flood (more than the 64 sessions a server keeps)
 FLOOD = 70
 

@@ -21,7 +21,6 @@ from magnet_demo.engine import Engine
 from magnet_demo.hybrid import PHASE_AR, PHASE_MAGNET, HybridEngine, PhaseRecord, prefix_frames
 from magnet_demo.models import load_model
 from magnet_demo.rescoring import load_rescorer
-from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,11 +38,8 @@ AR_CONFIG = ARConfig(top_k=10, frames_per_record=4)
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hybrid")
-    magnet = write_tiny_checkpoint(root / "magnet", seed=0)
-    write_tiny_rescorer(root / "ar", magnet, seed=1)
-    return {"magnet": magnet, "ar": root / "ar"}
+def folders(tiny_pair):
+    return tiny_pair
 
 
 @pytest.fixture(scope="module")

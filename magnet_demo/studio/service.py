@@ -43,6 +43,14 @@ class RunStart:
     rescorer_offered: bool
 
 
+def _still_decoding(run: Run) -> str:
+    """Why a visitor's second run waits for nothing: their run ``run`` decodes."""
+    return (
+        f"Run #{run.number} of this session is still decoding: stop it or wait for it to finish "
+        "before starting another."
+    )
+
+
 def sample_index(run: Run | None, sample: object) -> int:
     """0-based sample index from the 1-based 'sample shown' control (a run with fewer samples
     shows its last); a Refusal for a value that is not a sample number."""
@@ -93,12 +101,8 @@ class Studio:
         the last click, so this refuses API clients and a fork sent while a run is pending.
         """
         session = self.sessions.get(key)
-        active = None if session is None else session.active
-        if active is not None:
-            return (
-                f"Run #{active.number} of this session is still decoding: stop it or wait for it to "
-                "finish before starting another."
-            )
+        if session is not None and session.active is not None:
+            return _still_decoding(session.active)
         if waiting:
             return (
                 "This session already has a run waiting in the queue: wait for it, or stop it once it starts."
@@ -203,13 +207,8 @@ class Studio:
     @staticmethod
     def _one_at_a_time(session: Session) -> None:
         """A Refusal when ``session`` already has a run decoding: one run per visitor at a time."""
-        active = session.active
-        if active is not None:
-            raise Refusal(
-                f"Run #{active.number} of this session is still decoding: stop it or wait for it to "
-                "finish before starting another.",
-                "One run at a time",
-            )
+        if session.active is not None:
+            raise Refusal(_still_decoding(session.active), "One run at a time")
 
     def _start(self, session: Session, run: Run, previous: Run | None) -> RunStart:
         rescorer_offered = self.models.rescorer_name(run.model_name)[0] is not None
