@@ -94,11 +94,13 @@ def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable) -> Callable:
     with the handler's inputs and request (hence the handler's signature). It refuses a second run
     of a visitor and input audio whose header the server refuses (read no further)."""
 
+    signature = inspect.signature(handler)
+
     @functools.wraps(handler)
     def admit(*args, **kwargs):
         values = [*args, *kwargs.values()]
         request = next((value for value in values if isinstance(value, gr.Request)), None)
-        named = inspect.signature(handler).bind_partial(*args, **kwargs).arguments
+        named = signature.bind_partial(*args, **kwargs).arguments
         # /continue and /inpaint always take audio; /generate when its mode says so
         with_audio = named.get("mode", CONTINUE if "audio" in named else GENERATE) not in (None, "", GENERATE)
         audio = named.get("audio") if with_audio else None
