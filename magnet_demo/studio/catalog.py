@@ -12,7 +12,7 @@ from pathlib import Path
 
 from magnet_demo.controls import RESCORING_HELP, DecodingConfig
 from magnet_demo.form import default_steps, number
-from magnet_demo.incidents import Refusal, without_paths
+from magnet_demo.incidents import Refusal
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.session import model_domain
@@ -80,7 +80,7 @@ class Catalog:
         try:
             return self.models.get(self.name(name))
         except ValueError as error:
-            raise Refusal(without_paths(str(error)), "Model not available") from None
+            raise Refusal(str(error), "Model not available") from None
 
     def choices(self) -> list[str]:
         """The model menu: the embedded model, the released ones where offered, this page's default."""

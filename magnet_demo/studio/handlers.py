@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 
 def readable(handler: Callable) -> Callable:
-    """``handler`` with its refusals (ValueError) raised as ``gr.Error`` (the page's error box and
-    a ValueError in ``gradio_client``); its signature, which Gradio reads, is kept."""
+    """``handler`` with its refusals (ValueError) raised as ``gr.Error`` (the page's error box, a
+    ValueError in ``gradio_client``), server paths cut to their last part: the one place a
+    refusal's text is cleaned for a visitor. Its signature, which Gradio reads, is kept."""
 
     def error(refusal: ValueError) -> gr.Error:
         return gr.Error(without_paths(str(refusal)), title=getattr(refusal, "title", "Check the request"))
@@ -205,7 +206,7 @@ class DemoApp:
             path, name = upload if upload else (None, "")
             return AudioRequest.checked(mode, path, name, keep, start, end)
         except ValueError as error:
-            raise Refusal(without_paths(str(error)), "Check the audio") from None
+            raise Refusal(str(error), "Check the audio") from None
 
     def _stream(self, start: RunStart, sample_shown: object) -> Iterator[tuple]:
         """Decode a started run: the start, one update per batch of steps, the audio, the files."""

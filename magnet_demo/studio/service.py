@@ -20,7 +20,7 @@ from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.controls import DEFAULT_KEEP_RUNS, DEFAULT_KEEP_RUNS_PER_SESSION, DEFAULT_MEMORY_MB, Limits
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import Settings, live_values, whole
-from magnet_demo.incidents import Refusal, without_paths
+from magnet_demo.incidents import Refusal
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME
 from magnet_demo.session import DEFAULT_OUTPUT_ROOT, RELEASED_NOTE, RUNNING, Run, Session, SessionStore
@@ -131,7 +131,7 @@ class Studio:
             seed = settings.pick_seed()
             given = None if audio is None else audio.given(loaded, config)
         except ValueError as error:
-            raise Refusal(without_paths(str(error)), "Check the settings") from None
+            raise Refusal(str(error), "Check the settings") from None
         kept = given if given is not None and given.mask.any() else None  # all-False: plain generation
         previous = session.run(None)
         run = session.new_run(
