@@ -54,9 +54,10 @@ class FileBudget:
                 evicted.append(largest.popleft())
             for key in [key for key, runs in self._by_session.items() if not runs]:
                 del self._by_session[key]
-        for _, old in sorted(evicted, key=lambda item: item[0]):
+        oldest_first = [old for _, old in sorted(evicted, key=lambda item: item[0])]
+        for old in oldest_first:
             old.delete_files()
-        return [old for _, old in sorted(evicted, key=lambda item: item[0])]
+        return oldest_first
 
 
 class MemoryBudget:
