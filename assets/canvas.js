@@ -40,6 +40,8 @@ function decoded(step) {  // typed arrays of a step, decoded once
       confidence: bytes(step.confidence),
       rescorer: step.rescorer ? bytes(step.rescorer) : null,
       tokens: new Uint16Array(tokens.buffer, 0, tokens.length / 2),
+      rows: step.rows ? bytes(step.rows) : null,  // a lab run's step: every codebook's states
+      rowTokens: step.row_tokens ? new Uint16Array(bytes(step.row_tokens).buffer) : null,
     };
   }
   return step.arrays;
@@ -94,6 +96,7 @@ function stateOf(step, k, f) {  // state of codebook k, frame f after `step` (nu
   const header = store.header;
   if (header.givenAt(k, f)) return STATE_GIVEN;
   if (!step) return 0;
+  if (step.rows) return decoded(step).rows[k * header.frames + f];
   if (k < step.stage) return STATE_FIXED;
   if (k > step.stage) return 0;
   return decoded(step).state[f];
@@ -102,6 +105,7 @@ function stateOf(step, k, f) {  // state of codebook k, frame f after `step` (nu
 function tokenOf(step, k, f) {
   const header = store.header;
   if (header.givenAt(k, f)) return header.givenToken(k, f);
+  if (step && step.rows) return decoded(step).rowTokens[k * header.frames + f];
   if (!step || k > step.stage) return null;
   const source = k === step.stage ? step : store.steps[store.stageEnds[k]];
   return source ? decoded(source).tokens[f] : null;

@@ -30,8 +30,16 @@ def decode_tokens(compression_model, tokens: torch.Tensor | np.ndarray) -> np.nd
 
 def preview_codes(record: StepRecord) -> np.ndarray:
     """``[B, stage + 1, T]`` codes that can be heard at ``record``: the finished codebooks, plus the
-    current stage with its fixed tokens and the model's proposals for the frames still masked."""
-    return np.asarray(record.tokens[:, : record.stage + 1], dtype=np.int64)
+    current stage with its fixed tokens and the model's proposals for the frames still masked.
+
+    An autoregressive record (``record.written`` set) is heard up to the frames written in every
+    codebook: ``[B, K, T']`` (at least one frame: before any, a silent-ish frame of token 0)."""
+    if record.written is None:
+        return np.asarray(record.tokens[:, : record.stage + 1], dtype=np.int64)
+    tokens = np.asarray(record.tokens, dtype=np.int64)
+    complete = (tokens != record.mask_id).all(axis=(0, 1))  # [T]
+    frames = complete.size if complete.all() else int(np.argmin(complete))
+    return np.where(tokens == record.mask_id, 0, tokens)[..., : max(frames, 1)]
 
 
 def preview_audio(compression_model, record: StepRecord) -> np.ndarray:

@@ -22,7 +22,7 @@ import base64
 import itertools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def confidence_bytes(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def step_line(record: StepRecord, sample: int, plan: int) -> dict:
+def step_line(record: StepRecord, sample: int, plan: int, rows: bool = False) -> dict:
     """One step of one sample as a JSON-able dict.
 
     ``state``: ``[T]`` uint8 states of the current codebook (:data:`~magnet_demo.viz.STATE_LABELS`);
@@ -71,8 +71,12 @@ def step_line(record: StepRecord, sample: int, plan: int) -> dict:
     when the step was not rescored); ``tokens``: ``[T]`` uint16 token ids of the current codebook
     after the step (proposals on re-masked frames). Codebooks below the current one hold the tokens
     of their stage's last step; codebooks above it are masked, except given tokens.
+
+    ``rows`` (a run of the decoding lab, whose steps may write every codebook) adds ``rows``:
+    ``[K, T]`` uint8 states and ``row_tokens``: ``[K, T]`` uint16 tokens of every codebook.
     """
-    states = viz.canvas_states(record, sample)[record.stage]
+    every = viz.canvas_states(record, sample)
+    states = every[record.stage]
     confidence = record.confidence[sample]
     rescorer = None
     if record.rescorer_confidence is not None:
@@ -93,12 +97,16 @@ def step_line(record: StepRecord, sample: int, plan: int) -> dict:
         "confidence": b64(confidence_bytes(confidence)),
         "rescorer": None if rescorer is None else b64(confidence_bytes(rescorer)),
         "tokens": b64(record.tokens[sample, record.stage].astype(np.uint16)),
+        **(
+            {"rows": b64(every.astype(np.uint8)), "row_tokens": b64(record.tokens[sample].astype(np.uint16))}
+            if rows
+            else {}
+        ),
     }
 
 
-def plan_line(plan_id: int, decoding_steps: Sequence[int], controls: ControlValues, anneal: bool) -> dict:
-    """The schedules planned under ``controls`` for every step of the run."""
-    plan = viz.planned_schedules(decoding_steps, controls, anneal)
+def plan_line(plan_id: int, plan: dict[str, np.ndarray]) -> dict:
+    """The schedules ``plan`` (as :func:`magnet_demo.viz.planned_schedules` returns) as a line."""
     rounded = {key: [round(float(v), SCHEDULE_DECIMALS) for v in values] for key, values in plan.items()}
     return {"kind": "plan", "id": plan_id, **rounded}
 
@@ -121,6 +129,10 @@ class CanvasFeed:
         given_tokens: ``[K, T]`` their token ids (ignored where not given), or None.
         revision: the run re-masks spans fixed earlier (``DecodingConfig.revision_share > 0``).
         title: the picture's title before the first step (default: the run is starting).
+        codebooks: K rows of the canvas (default: one per entry of ``decoding_steps``).
+        planner: the schedules planned under a set of live controls (default: MAGNeT's, from
+            ``decoding_steps`` and ``anneal``); a lab run's (:func:`magnet_demo.lab.planned_schedules`),
+            whose ``decoding_steps`` are its segments, also sends every row of every step.
     """
 
     def __init__(
@@ -137,8 +149,14 @@ class CanvasFeed:
         given_tokens: np.ndarray | None = None,
         title: str | None = None,
         revision: bool = False,
+        codebooks: int | None = None,
+        planner: Callable[[ControlValues], dict] | None = None,
     ):
         self.decoding_steps = tuple(int(n) for n in decoding_steps)
+        self.planner = planner or (
+            lambda controls: viz.planned_schedules(self.decoding_steps, controls, anneal)
+        )
+        self.rows = planner is not None
         self.sample = sample
         self.anneal = anneal
         self.records_seen = 0
@@ -150,7 +168,7 @@ class CanvasFeed:
             "feed": next(_feed_ids),  # a new feed is a new picture, even for the same run
             "run": run,
             "title": title,
-            "codebooks": len(self.decoding_steps),
+            "codebooks": len(self.decoding_steps) if codebooks is None else int(codebooks),
             "frames": int(num_frames),
             "frame_rate": float(frame_rate),
             "decoding_steps": list(self.decoding_steps),
@@ -173,25 +191,33 @@ class CanvasFeed:
     def sync(self, records: Sequence[StepRecord], controls: ControlValues | None = None) -> str:
         """Add the lines of ``records[records_seen:]`` (and of any new plan); return :attr:`text`.
 
-        ``controls`` (the run's current live controls) adds their plan when no record exists yet.
+        ``controls`` (the run's current live controls) adds their plan when no record exists yet
+        (always, for a lab feed: its autoregressive steps are drawn against it).
         """
         with self._lock:
             new: list[str] = []
-            if controls is not None and not records:
+            if controls is not None and (not records or self.rows):  # a lab run's AR steps draw on it
                 self._plan_id(controls, new)
             for record in records[self.records_seen :]:
-                plan = self._plan_id(record.controls, new)
-                new.append(_dumps(step_line(record, self.sample, plan)))
+                plan = self._plan_of(record, new)
+                new.append(_dumps(step_line(record, self.sample, plan, self.rows)))
             self.records_seen = max(self.records_seen, len(records))
             if new:
                 self._text += "\n".join(new) + "\n"
             return self._text
 
+    def _plan_of(self, record: StepRecord, out: list[str]) -> int:
+        """The plan a step is drawn against: its controls' (an autoregressive step, whose controls
+        are its own, draws against the latest plan of the run's controls when there is one)."""
+        if record.is_autoregressive and self.rows and self._plans:
+            return len(self._plans) - 1
+        return self._plan_id(record.controls, out)
+
     def _plan_id(self, controls: ControlValues, out: list[str]) -> int:
         plan = self._plans.get(controls)
         if plan is None:
             plan = self._plans[controls] = len(self._plans)
-            out.append(_dumps(plan_line(plan, self.decoding_steps, controls, self.anneal)))
+            out.append(_dumps(plan_line(plan, self.planner(controls))))
         return plan
 
 

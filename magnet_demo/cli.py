@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from magnet_demo.controls import PRECISIONS, DecodingConfig
+from magnet_demo.controls import (
+    DEFAULT_PREFIX_SECONDS,
+    METHOD_HYBRID,
+    METHOD_MAGNET,
+    METHODS,
+    PRECISIONS,
+    DecodingConfig,
+)
 from magnet_demo.spans import UNMASKING_ORDERS
-
-#: how a clip is decoded (``--method``)
-MAGNET, HYBRID, AUTOREGRESSIVE = "magnet", "hybrid", "autoregressive"
-METHODS = (MAGNET, HYBRID, AUTOREGRESSIVE)
-DEFAULT_PREFIX_SECONDS = 1.0
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -107,7 +109,7 @@ def _add_lab_flags(p: argparse.ArgumentParser, defaults: DecodingConfig) -> None
         help="share of the spans fixed earlier in a codebook predicted again at each step (0-0.5; default 0)",
     )  # fmt: skip
     p.add_argument(
-        "--method", default=MAGNET, choices=METHODS,
+        "--method", default=METHOD_MAGNET, choices=METHODS,
         help="magnet (default); autoregressive: the model's AR partner (its rescorer) writes the clip frame "
         "by frame; hybrid: the AR partner writes --prefix-seconds, MAGNeT the rest",
     )  # fmt: skip
@@ -176,8 +178,9 @@ def _config(args: argparse.Namespace, model) -> DecodingConfig:
 def _partner_run(args: argparse.Namespace, model, config: DecodingConfig) -> tuple[np.ndarray, str]:
     """Audio ``[B, samples]`` of an autoregressive or hybrid run, and a line on how it went."""
     from magnet_demo.audio import decode_tokens
-    from magnet_demo.autoregressive import ARConfig, AREngine
+    from magnet_demo.autoregressive import AREngine
     from magnet_demo.hybrid import HybridEngine
+    from magnet_demo.lab import ar_config as lab_ar_config
     from magnet_demo.rescoring import load_rescorer, rescorer_for
 
     name, why = rescorer_for(args.model)
@@ -185,8 +188,8 @@ def _partner_run(args: argparse.Namespace, model, config: DecodingConfig) -> tup
         raise ValueError(f"--method {args.method} needs the model's autoregressive partner: {why}")
     partner = load_rescorer(name)
     # MusicGen's sampling (top-k 250), within the partner's codebook
-    ar_config = ARConfig(duration=config.duration, top_k=min(ARConfig().top_k, partner.lm.card))
-    if args.method == HYBRID:
+    ar_config = lab_ar_config(config.duration, partner.lm.card)  # the studio's: MusicGen's sampling
+    if args.method == METHOD_HYBRID:
         result = HybridEngine(model, partner).decode(
             args.prompts, config, prefix_seconds=args.prefix_seconds, seed=args.seed, ar_config=ar_config
         )
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_audio_args(parser, args)
-    if args.method != MAGNET and (args.continue_file or args.inpaint):
+    if args.method != METHOD_MAGNET and (args.continue_file or args.inpaint):
         parser.error(f"--method {args.method} generates from text only: drop --continue / --inpaint")
     from magnet_demo.audio import write_wav
     from magnet_demo.engine import Engine
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model, precision=args.precision)
         config = _config(args, model)
-        if args.method != MAGNET:
+        if args.method != METHOD_MAGNET:
             start = time.perf_counter()
             audio, how = _partner_run(args, model, config)
             args.out.mkdir(parents=True, exist_ok=True)

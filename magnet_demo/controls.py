@@ -32,6 +32,12 @@ DEFAULT_SPAN_SCORING = "max"
 DEFAULT_SPAN_ARRANGEMENT = "nonoverlap"
 #: MAGNeT's own unmasking order: by the confidence of the sampled tokens (``span_scoring``)
 DEFAULT_UNMASKING_ORDER = ORDER_CONFIDENCE
+#: how a run decodes (the decoding lab, :mod:`magnet_demo.lab`): MAGNeT alone; Hybrid (the model's
+#: autoregressive partner writes the first ``prefix_seconds``, MAGNeT the rest); or the partner alone
+METHOD_MAGNET, METHOD_HYBRID, METHOD_AR = "magnet", "hybrid", "autoregressive"
+METHODS = (METHOD_MAGNET, METHOD_HYBRID, METHOD_AR)
+#: seconds the autoregressive partner writes first in a Hybrid run
+DEFAULT_PREFIX_SECONDS = 1.0
 #: the rescoring weight's convention, as the page says it (the paper's figure; see README's Rescoring)
 RESCORING_HELP = (
     "Span confidence = (1 − w) · MAGNeT + w · rescorer (the paper's figure). w = 0 is plain MAGNeT."
@@ -39,8 +45,9 @@ RESCORING_HELP = (
 #: what the page's CFG curve box starts with (used when the schedule is 'curve')
 DEFAULT_CFG_CURVE_TEXT = "10, 6, 3, 1"
 #: precisions of the language model's weights (:func:`magnet_demo.models.load_model`); "auto" =
-#: bfloat16 on a CPU that multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16), else float32
-PRECISIONS = ("auto", "float32", "bfloat16")
+#: bfloat16 on a CPU that multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16), else float32;
+#: "int8" = its linear layers quantized by torch's dynamic quantization (CPU only; never chosen by auto)
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 
 
 #: the caps a public server puts on one request (app.py's flags; shown next to their controls)
@@ -151,6 +158,9 @@ class DecodingConfig:
     - ``revision_share`` in [0, :data:`~magnet_demo.spans.MAX_REVISION_SHARE`]: every step but a
       stage's last also re-masks this share of the least sure units fixed at an earlier step of
       the stage (never given ones), which the next step predicts again. 0 = no revision.
+    - ``method`` (:data:`METHODS`) and ``prefix_seconds``: how the studio's worker runs the clip
+      (:mod:`magnet_demo.lab`); :class:`~magnet_demo.engine.Engine` itself decodes MAGNeT only and
+      ignores them.
     """
 
     decoding_steps: tuple[int, ...] = DEFAULT_DECODING_STEPS
@@ -169,6 +179,8 @@ class DecodingConfig:
     rescore_weight: float = 0.0
     unmasking_order: str = DEFAULT_UNMASKING_ORDER
     revision_share: float = 0.0
+    method: str = METHOD_MAGNET
+    prefix_seconds: float = DEFAULT_PREFIX_SECONDS
 
     def __post_init__(self):
         steps = tuple(self.decoding_steps)
@@ -200,6 +212,9 @@ class DecodingConfig:
                 f"Unknown unmasking_order '{self.unmasking_order}': choose one of {', '.join(UNMASKING_ORDERS)}."
             )
         _check_number("revision_share", self.revision_share, 0.0, MAX_REVISION_SHARE)
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method '{self.method}': choose one of {', '.join(METHODS)}.")
+        _check_number("prefix_seconds", self.prefix_seconds, 0.0)
         self.cfg()  # validates the CFG schedule
 
     def cfg(self) -> CFGSchedule:

@@ -19,15 +19,19 @@ from magnet_demo.controls import (
     DEFAULT_DURATION,
     DEFAULT_MAX_CFG,
     DEFAULT_MIN_CFG,
+    DEFAULT_PREFIX_SECONDS,
     DEFAULT_SPAN_ARRANGEMENT,
     DEFAULT_SPAN_SCORING,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DEFAULT_UNMASKING_ORDER,
+    METHOD_MAGNET,
+    METHODS,
     DecodingConfig,
     Limits,
 )
 from magnet_demo.engine import MAX_BATCH
+from magnet_demo.lab import LabPlan, lab_plan
 from magnet_demo.models import EMBEDDED_NAME, LoadedModel
 from magnet_demo.records import StepRecord
 from magnet_demo.schedules import CFG_CURVE, CFG_LINEAR, CFGSchedule
@@ -203,6 +207,8 @@ class Settings:
     anneal_temp: bool = True
     unmasking_order: str = DEFAULT_UNMASKING_ORDER
     revision_share: float = 0.0
+    method: str = METHOD_MAGNET
+    prefix_seconds: float = DEFAULT_PREFIX_SECONDS
 
     def prompts(self, limits: Limits) -> tuple[str, ...]:
         """The prompt repeated once per sample; ValueError when empty, too long or too many samples."""
@@ -240,15 +246,29 @@ class Settings:
 
     def config(self, model: LoadedModel, limits: Limits) -> DecodingConfig:
         """The validated DecodingConfig for ``model``; ValueError with a readable message."""
+        method = text(self.method, "Method", 40)
+        if method not in METHODS:
+            raise ValueError(f"Method must be one of {', '.join(METHODS)}, got {_quote(method)}.")
         config = DecodingConfig(
             decoding_steps=self.steps(limits, model.num_codebooks),
             duration=number(self.duration, "Duration", 0),
             span_arrangement=text(self.span_arrangement, "Span arrangement", 40),
+            method=method,
+            prefix_seconds=number(self.prefix_seconds, "Hybrid prefix", 0),
             **self.sampling(limits, model.lm.card),
         )
         config.check_model(model.num_codebooks, model.max_duration, model.lm.card)
-        limits.check_work(config.decoding_steps, self.sample_count(), config.duration)
+        limits.check_work(self.plan(config, model).segments, self.sample_count(), config.duration)
         return config
+
+    @staticmethod
+    def plan(config: DecodingConfig, model: LoadedModel) -> LabPlan:
+        """What a run of ``config`` on ``model`` will do (its steps); ValueError for a bad prefix."""
+        frames = model.frames(config)
+        try:
+            return lab_plan(config, model.num_codebooks, model.frame_rate, frames, int(model.lm.span_len))
+        except ValueError as error:
+            raise ValueError(str(error).replace("prefix_seconds", "The Hybrid prefix")) from None
 
     def sample_count(self) -> int:
         return whole(self.samples, "Number of samples", 1, MAX_BATCH)

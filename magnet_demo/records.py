@@ -68,6 +68,12 @@ class StepRecord:
             when it was fixed (NEVER_REMASK on units the next step masks, given ones and, after a
             stage's last step, all), which the next step's revision ranks; resuming needs it. None
             on runs without revision.
+        written: ``[B, K, T]`` bool, for a record of an autoregressive run shown in the studio
+            (:func:`magnet_demo.lab.ar_step_record`): the tokens this record wrote, in every
+            codebook (a diagonal band along the delay pattern); ``stage`` is then the last
+            codebook, ``mask_before``/``mask_after`` its frames unwritten before/after, and
+            ``confidence`` the mean probability of the tokens written at each frame. None on
+            MAGNeT's records.
     """
 
     stage: int
@@ -95,14 +101,15 @@ class StepRecord:
     given: np.ndarray | None = None
     revised: np.ndarray | None = None  # None = all False (see __post_init__)
     fixed_scores: np.ndarray | None = None
+    written: np.ndarray | None = None
 
     def __post_init__(self):
         if self.revised is None:
             object.__setattr__(self, "revised", _nothing_revised(self.mask_before))
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickling: a record pickled before ``revised`` existed gets it all False."""
-        self.__dict__.update(state)
+        """Unpickling: a record pickled before ``revised`` or ``written`` existed gets them."""
+        self.__dict__.update({"written": None, **state})
         self.__post_init__()
 
     @property
@@ -117,7 +124,7 @@ class StepRecord:
             self.rng_state,
             self.revised,
         )
-        optional = (self.rescorer_confidence, self.fixed_scores)
+        optional = (self.rescorer_confidence, self.fixed_scores, self.written)
         extra = sum(a.nbytes for a in optional if a is not None)
         return sum(np.asarray(a).nbytes for a in arrays) + extra
 
@@ -125,6 +132,11 @@ class StepRecord:
     def newly_fixed(self) -> np.ndarray:
         """``[B, T]`` bool: frames whose token this step fixed for good."""
         return self.mask_before & ~self.mask_after
+
+    @property
+    def is_autoregressive(self) -> bool:
+        """A record of an autoregressive run or phase (see ``written``)."""
+        return self.written is not None
 
     @property
     def is_stage_end(self) -> bool:

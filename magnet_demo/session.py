@@ -33,8 +33,9 @@ from magnet_demo.audio import preview_codes, write_wav
 from magnet_demo.budgets import FileBudget, MemoryBudget
 from magnet_demo.canvas_feed import CanvasFeed
 from magnet_demo.channel import SharedControls, StopFlag, remove_channel
-from magnet_demo.controls import DecodingConfig, Limits
+from magnet_demo.controls import METHOD_MAGNET, DecodingConfig, Limits
 from magnet_demo.form import whole
+from magnet_demo.lab import LabPlan, planned_schedules
 from magnet_demo.models import EMBEDDED_NAME, HUB_MODELS, LoadedModel
 from magnet_demo.records import StepRecord
 
@@ -118,6 +119,7 @@ class Run:
     notes: tuple[str, ...] = ()
     source: str = ""  # what the run does with input audio ("continues the first 3 s of 'a.wav'")
     num_frames: int = 0  # T, frames decoded
+    plan: LabPlan | None = None  # an autoregressive or Hybrid run's segments (None: MAGNeT's steps)
     given: np.ndarray | None = None  # [B, K, T] bool: tokens given by input audio
     given_tokens: np.ndarray | None = None  # [B, K, T] their ids
     limits: Limits | None = None  # the server's: a worker reads the live controls within them
@@ -170,7 +172,11 @@ class Run:
     # --- description
     @property
     def total_steps(self) -> int:
-        return sum(self.config.decoding_steps)
+        return sum(self.config.decoding_steps) if self.plan is None else self.plan.total_steps
+
+    @property
+    def method(self) -> str:
+        return self.config.method
 
     @property
     def fork_depth(self) -> int:
@@ -257,21 +263,33 @@ class Run:
         sample = min(sample, len(self.prompts) - 1)
         with self._lock:
             if self._feed is None or self._feed.sample != sample:
+                options = {"decoding_steps": self.config.decoding_steps, **self._lab_feed()}
                 self._feed = CanvasFeed(
                     self.number,
-                    self.config.decoding_steps,
-                    self.num_frames,
-                    self.frame_rate,
+                    num_frames=self.num_frames,
+                    frame_rate=self.frame_rate,
                     sample=sample,
                     samples=len(self.prompts),
                     anneal=self.config.anneal_temp,
                     given=None if self.given is None else self.given[sample],
                     given_tokens=None if self.given_tokens is None else self.given_tokens[sample],
                     revision=self.config.revision_share > 0,
+                    **options,
                 )
             feed = self._feed
         feed.sync(list(self.records), self.controls.snapshot())
         return feed
+
+    def _lab_feed(self) -> dict:
+        """The canvas feed's options of an autoregressive or Hybrid run (none for MAGNeT's)."""
+        if self.plan is None or self.plan.method == METHOD_MAGNET:
+            return {}
+        plan, anneal = self.plan, self.config.anneal_temp
+        return {
+            "decoding_steps": plan.segments,
+            "codebooks": len(self.config.decoding_steps),
+            "planner": lambda controls: planned_schedules(plan, controls, anneal),
+        }
 
     # --- the end of a run
     def finish(self, audio: np.ndarray | None) -> None:

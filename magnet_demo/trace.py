@@ -3,7 +3,9 @@
 Per-step arrays are stacked along a leading step axis ``S``: ``tokens [S, B, K, T]`` int16,
 ``mask_before`` / ``mask_after`` ``[S, B, T]`` bool, ``confidence`` ``[S, B, T]`` float32,
 ``scores [S, B, 1, N]``, ``rng_state [S, L]`` uint8, and one array per scalar field; a run with
-given tokens adds ``given [S, B, K, T]`` bool (all False on records without). The live
+given tokens adds ``given [S, B, K, T]`` bool (all False on records without), a run of the
+decoding lab ``written [S, B, K, T]`` bool (its autoregressive records'; ``scores`` are then
+stored a step each, ``scores_<s>``, when the steps differ in units). The live
 controls of every step, the decoding config, prompts, seed and model name go into a JSON string
 stored in the archive (key ``meta``) and, when asked, into a ``.json`` file beside it.
 """
@@ -25,7 +27,9 @@ from magnet_demo.schedules import CFGSchedule
 TRACE_VERSION = 1
 #: the key prefix of a step's ``fixed_scores`` (runs with revision): ``fixed_scores_3``
 FIXED_SCORES = "fixed_scores_"
-_ARRAYS = ("tokens", "mask_before", "mask_after", "confidence", "scores", "rng_state")
+#: the key prefix of a step's ``scores`` when steps differ in units (a Hybrid run): ``scores_3``
+SCORES = "scores_"
+_ARRAYS = ("tokens", "mask_before", "mask_after", "confidence", "rng_state")
 _SCALARS = (
     "stage",
     "step",
@@ -75,6 +79,7 @@ def save_trace(
         info.setdefault("resumed_from", run.resumed_from)
     info["controls"] = [_controls_to_json(r.controls) for r in records]
     arrays = {name: np.stack([getattr(r, name) for r in records]) for name in _ARRAYS}
+    arrays.update(_lab_arrays(records, info))
     for name in _SCALARS:
         arrays[name] = np.asarray([getattr(r, name) for r in records])
     if all(r.rescorer_confidence is not None for r in records):
@@ -123,6 +128,7 @@ def load_trace(path: str | Path) -> tuple[list[StepRecord], dict[str, Any]]:
     shared: np.ndarray | None = None  # records of one run share one given array, as they did
     for s, controls in enumerate(info["controls"]):
         fields: dict[str, Any] = {name: frozen_array(arrays[name][s]) for name in _ARRAYS}
+        fields.update(_lab_fields(arrays, info, s))
         for name in _SCALARS:
             fields[name] = arrays[name][s].item()
         has_rescorer = rescored[s] if rescored is not None else True
@@ -137,6 +143,29 @@ def load_trace(path: str | Path) -> tuple[list[StepRecord], dict[str, Any]]:
             fields["given"] = shared
         records.append(StepRecord(**fields))
     return records, info
+
+
+def _lab_arrays(records: Sequence[StepRecord], info: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``scores`` (stacked, or a step each when their shapes differ) and ``written``; notes in ``info``."""
+    arrays = {}
+    if len({r.scores.shape for r in records}) == 1:
+        arrays["scores"] = np.stack([r.scores for r in records])
+    else:
+        arrays.update({f"{SCORES}{s}": r.scores for s, r in enumerate(records)})
+    if any(r.written is not None for r in records):
+        none = np.zeros(records[0].tokens.shape, np.bool_)
+        arrays["written"] = np.stack([none if r.written is None else r.written for r in records])
+        info["written_steps"] = [r.written is not None for r in records]
+    return arrays
+
+
+def _lab_fields(arrays: dict[str, np.ndarray], info: dict[str, Any], s: int) -> dict[str, Any]:
+    """Step ``s``'s ``scores`` and ``written`` (see :func:`_lab_arrays`)."""
+    scores = arrays["scores"][s] if "scores" in arrays else arrays[f"{SCORES}{s}"]
+    fields: dict[str, Any] = {"scores": frozen_array(scores)}
+    if (info.get("written_steps") or [False] * (s + 1))[s]:
+        fields["written"] = frozen_array(arrays["written"][s], np.bool_)
+    return fields
 
 
 def _revision_fields(arrays: dict[str, np.ndarray], s: int) -> dict[str, Any]:

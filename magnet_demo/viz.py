@@ -143,8 +143,15 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     this step predicted it and kept it, and re-masked when this step predicted it but the next step
     masks it again; revised when it was fixed earlier and revision re-masks it for the next step.
     Tokens given by the input audio are given in every codebook.
+
+    An autoregressive record (``record.written`` set) shows every codebook: written earlier
+    (fixed), written by this record (newly unmasked), or not written yet (masked).
     """
     K, T = record.tokens.shape[1:]
+    if record.written is not None:
+        states = np.where(record.tokens[sample] == record.mask_id, STATE_MASKED, STATE_FIXED)
+        states[record.written[sample]] = STATE_NEW
+        return states.astype(np.uint8)
     states = np.full((K, T), STATE_MASKED, dtype=np.uint8)
     states[: record.stage] = STATE_FIXED
     before = record.mask_before[sample]
@@ -320,6 +327,8 @@ def _template(
 def step_title(record: StepRecord, sample: int = 0) -> str:
     """One line saying where the run is: stage, step, masked units and the values used."""
     K = record.tokens.shape[1]
+    if record.written is not None:
+        return "  ·  ".join(_autoregressive_title(record, sample))
     parts = [
         f"codebook {record.stage + 1}/{K}",
         f"step {record.step + 1}/{record.steps_in_stage}",
@@ -333,6 +342,21 @@ def step_title(record: StepRecord, sample: int = 0) -> str:
     if record.tokens.shape[0] > 1:
         parts.append(f"sample {sample + 1}/{record.tokens.shape[0]}")
     return "  ·  ".join(parts)
+
+
+def _autoregressive_title(record: StepRecord, sample: int) -> list[str]:
+    T = record.tokens.shape[2]
+    parts = [
+        "autoregressive",
+        f"record {record.step + 1}/{record.steps_in_stage}",
+        f"total {record.global_step + 1}/{record.total_steps}",
+        f"{T - int(record.mask_after[sample].sum())}/{T} frames written in codebook {record.tokens.shape[1]}",
+        f"CFG {record.cfg_coef:.2f}",
+        f"temperature {record.temperature:.2f}",
+    ]
+    if record.tokens.shape[0] > 1:
+        parts.append(f"sample {sample + 1}/{record.tokens.shape[0]}")
+    return parts
 
 
 def step_image(

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from magnet_demo.audio import decode_tokens, preview_codes
-from magnet_demo.controls import DecodingConfig, LiveControls
+from magnet_demo.controls import METHOD_MAGNET, DecodingConfig, LiveControls
 from magnet_demo.incidents import ReadableFault
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.records import StepRecord
@@ -143,22 +143,46 @@ def run_job(job: DecodeJob | AudioJob, controls: LiveControls, stop, models: Mod
         return
     rescorer = _LazyRescorer(lambda: models.rescorer(job.model, model)) if job.rescorer else None
     last = job.resume_from
-    steps = Engine(model, rescorer).steps(
-        job.prompts,
-        job.config,
-        seed=job.seed,
-        controls=controls,
-        given_tokens=job.given_tokens,
-        given_mask=job.given_mask,
-        resume_from=job.resume_from,
-        cancel=stop,
-    )
+    if job.config.method == METHOD_MAGNET:
+        steps = Engine(model, rescorer).steps(
+            job.prompts,
+            job.config,
+            seed=job.seed,
+            controls=controls,
+            given_tokens=job.given_tokens,
+            given_mask=job.given_mask,
+            resume_from=job.resume_from,
+            cancel=stop,
+        )
+    else:
+        steps = _lab_steps(job, controls, stop, models, model, rescorer)
     for record in steps:
         last = record
         yield record
     if last is not None:
         codes = last.tokens if last.is_last else preview_codes(last)
         yield FinalAudio(decode_tokens(model.compression_model, np.asarray(codes, dtype=np.int64)))
+
+
+def _lab_steps(job: DecodeJob, controls, stop, models: ModelCache, model, rescorer) -> Iterator:
+    """The records of an autoregressive or Hybrid job (:mod:`magnet_demo.lab`)."""
+    from magnet_demo.lab import lab_steps
+
+    partner = models.rescorer(job.model, model)
+    if partner is None:
+        raise ValueError(
+            f"The {job.config.method} method needs the model's autoregressive partner: none is offered."
+        )
+    return lab_steps(
+        model,
+        partner,
+        job.prompts,
+        job.config,
+        seed=job.seed,
+        controls=controls,
+        cancel=stop,
+        rescorer=rescorer,
+    )
 
 
 def guarded(items: Iterator) -> Iterator:
@@ -293,7 +317,8 @@ class ZeroGPUWorker:
 
     def run(self, job, controls, stop) -> Iterator:
         models = process_models()
-        if isinstance(job, DecodeJob) and job.rescorer and job.config.rescore_weight > 0:
+        needs_partner = job.config.rescore_weight > 0 or job.config.method != METHOD_MAGNET
+        if isinstance(job, DecodeJob) and job.rescorer and needs_partner:
             # loaded here, the server's process, so that the forked GPU process finds it (a load
             # inside would be lost with that process at the end of the run)
             models.rescorer(job.model, models.get(job.model))

@@ -244,3 +244,65 @@ def test_upload_redecode_a_region_scrub_and_play(server, tmp_path):
             )
         finally:
             browser.close()
+
+
+@pytest.fixture
+def paired_server(tmp_path, monkeypatch):
+    """The app on a tiny model that offers its own tiny autoregressive partner."""
+    from magnet_demo.tiny import write_tiny_rescorer
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = write_tiny_checkpoint(tmp_path / "model")
+    write_tiny_rescorer(tmp_path / "model" / "rescorer", model)
+    app = DemoApp(default_model=str(model), output_root=tmp_path / "outputs")
+    demo, url = launch_local(app)
+    yield url
+    demo.close()
+
+
+def test_the_compare_preset_streams_three_runs_and_shows_two_canvases(paired_server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(paired_server, wait_until="load")
+            page.wait_for_function(text_contains("#status", "Ready."))
+            page.get_by_label("Prompt").fill("a calm piano melody")
+            # what the status said while the three runs streamed, and the steps the live canvas drew
+            page.evaluate(
+                """() => { window.seen = []; window.drawn = new Set();
+                new MutationObserver(() => {
+                  const text = document.querySelector('#status')?.innerText || '';
+                  if (window.seen[window.seen.length - 1] !== text) window.seen.push(text);
+                  const canvas = document.querySelector('#live-canvas .mc-canvas');
+                  if (canvas) window.drawn.add(canvas.dataset.step);
+                }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true}); }"""
+            )
+            page.locator("#compare-preset").click()
+            page.wait_for_function(
+                text_contains("#compare-timing", "run #3 (Autoregressive)"), timeout=3 * RUN_TIMEOUT_MS
+            )
+            seen = page.evaluate("() => window.seen")
+            for phrase in (
+                "Run #1** · codebook",
+                "Hybrid, autoregressive prefix",
+                "Hybrid, MAGNeT phase",
+                "autoregressive · record",
+            ):
+                assert any(phrase.replace("**", "") in text for text in seen), phrase
+            assert page.evaluate("() => window.drawn.size") > 10  # the canvas drew steps as they came
+            # the table lists the three runs; A and B are drawn one above the other
+            table = page.locator("#compare-table").inner_text()
+            assert "MAGNeT" in table and "Hybrid" in table and "Autoregressive" in table
+            sizes = page.evaluate(
+                """() => ['a', 'b'].map((side) => {
+                  const img = document.querySelector(`#compare-canvas-${side} img`);
+                  return img ? [img.naturalWidth, img.getBoundingClientRect().top] : null; })"""
+            )
+            assert all(size and size[0] > 300 for size in sizes), sizes
+            assert sizes[0][1] < sizes[1][1]  # stacked: A above B
+            assert "x the time of A" in page.locator("#compare-timing").inner_text()
+        finally:
+            browser.close()

@@ -13,6 +13,7 @@ stream one update per decoding step (the ``step_info`` output says which), ``/st
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -30,16 +31,20 @@ from magnet_demo.audio_modes import (
     REGION,
     AudioRequest,
 )
+from magnet_demo.controls import METHOD_AR, METHOD_HYBRID, METHOD_MAGNET
 from magnet_demo.form import Settings, number, uploaded_file
 from magnet_demo.incidents import Refusal, visitor_message, without_paths
 from magnet_demo.models import SETTINGS_FIELDS
-from magnet_demo.session import RELEASED_NOTE
-from magnet_demo.studio import screens
+from magnet_demo.session import FINISHED, RELEASED_NOTE
+from magnet_demo.studio import compare, screens
 from magnet_demo.studio.inputs import input_canvas
 from magnet_demo.studio.screens import MAIN_OUTPUTS, Props
-from magnet_demo.studio.service import RunStart, Studio, sample_index
+from magnet_demo.studio.service import RunStart, Studio, refuse_audio, sample_index
 
 log = logging.getLogger(__name__)
+
+#: the compare preset's runs, in order
+METHOD_SERIES = (METHOD_MAGNET, METHOD_HYBRID, METHOD_AR)
 
 
 def readable(handler: Callable) -> Callable:
@@ -79,6 +84,13 @@ def gradio_value(value):
 def outputs_of(screen: dict) -> tuple:
     """A screen as a run endpoint's outputs, in :data:`MAIN_OUTPUTS` order."""
     return tuple(gradio_value(screen[name]) if name in screen else gr.skip() for name in MAIN_OUTPUTS)
+
+
+def _compare_outputs(screen: dict) -> tuple:
+    """A compare screen as the compare view's outputs (:data:`compare.COMPARE_OUTPUTS` order)."""
+    return tuple(
+        gradio_value(screen[name]) if name in screen else gr.skip() for name in compare.COMPARE_OUTPUTS
+    )
 
 
 def screen_of(update: tuple) -> dict:
@@ -135,6 +147,8 @@ class DemoApp:
         ``mode`` 'continue' and 're-decode region' take ``audio`` (an uploaded file) as the page's
         button does; ``/continue`` and ``/inpaint`` are the same runs with only their own values.
         """
+        if mode not in (None, "", GENERATE):
+            refuse_audio(settings.get("method"))
         audio_request = self._audio_request(mode, audio, keep_seconds, region_start, region_end)
         start = self.studio.new_run(_key(request), Settings(**settings), audio_request)
         yield from self._stream(start, sample_shown)
@@ -150,6 +164,7 @@ class DemoApp:
         **settings,
     ) -> Iterator[tuple]:
         """Keep the first ``keep_seconds`` of ``audio`` (an uploaded file) and decode the rest."""
+        refuse_audio(settings.get("method"))
         audio_request = self._audio_request(CONTINUE, audio, keep_seconds)
         yield from self._stream(
             self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
@@ -168,6 +183,7 @@ class DemoApp:
     ) -> Iterator[tuple]:
         """Keep ``audio`` (an uploaded file) outside ``[region_start, region_end)`` seconds and
         re-decode inside, every codebook seeing the kept audio on both sides."""
+        refuse_audio(settings.get("method"))
         audio_request = self._audio_request(REGION, audio, start=region_start, end=region_end)
         yield from self._stream(
             self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
@@ -184,6 +200,50 @@ class DemoApp:
         """
         start = self.studio.fork_run(_key(request), run_number, step, Settings(**settings))
         yield from self._stream(start, sample_shown)
+
+    @readable
+    def compare_methods(
+        self, request: gr.Request = None, *, sample_shown: int = 1, **settings
+    ) -> Iterator[tuple]:
+        """The prompt and seed of the settings as a MAGNeT, a Hybrid and an autoregressive run, one
+        after another on the decoding slot, each streamed as ``/generate`` streams one (a random
+        seed is drawn once, for all three). A run that does not finish ends the series."""
+        base = Settings(**settings)
+        seed = base.pick_seed() if base.random_seed is True else base.seed
+        for method in METHOD_SERIES:
+            lab = dataclasses.replace(base, method=method, seed=seed, random_seed=False)
+            start = self.studio.new_run(_key(request), lab)
+            yield from self._stream(start, sample_shown)
+            if start.run.status != FINISHED:
+                return
+
+    @readable
+    def compare(
+        self, run_a: object = None, run_b: object = None, sample_shown: object = 1, request: gr.Request = None
+    ):
+        """Two runs of this session side by side (default: the latest MAGNeT run and the latest of
+        another method), with the table of every run: outputs in ``compare.COMPARE_OUTPUTS`` order."""
+        session = self.studio.sessions.get(_key(request))
+        if session is None or not session.runs:
+            return _compare_outputs({"timing": "No runs yet: generate one, or run the preset."})
+        if run_a in (None, "") or run_b in (None, ""):
+            picked = compare.latest_pair(session)
+            if picked is None:
+                return _compare_outputs(
+                    {"table": compare.table(session), "timing": "One run so far: make another."}
+                )
+            first, second = picked
+        else:
+            (_, first), (_, second) = (
+                self.studio.run_of(_key(request), run_a),
+                self.studio.run_of(_key(request), run_b),
+            )
+        sample = sample_index(first, sample_shown)
+        return _compare_outputs(compare.pair(session, first, second, sample))
+
+    def compare_latest(self, sample_shown: object = 1, request: gr.Request = None):
+        """:meth:`compare` of the default pair (after the preset)."""
+        return self.compare(None, None, sample_shown, request)
 
     def admit(self, request: gr.Request | None, waiting: int, audio: object = None) -> str | None:
         """Why a new run of this visitor may not join the queue (None: it may): a run of theirs

@@ -22,18 +22,22 @@ from magnet_demo.controls import (
     DEFAULT_DURATION,
     DEFAULT_MAX_CFG,
     DEFAULT_MIN_CFG,
+    DEFAULT_PREFIX_SECONDS,
     DEFAULT_SPAN_ARRANGEMENT,
     DEFAULT_SPAN_SCORING,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DEFAULT_UNMASKING_ORDER,
+    METHOD_MAGNET,
     RESCORING_HELP,
     Limits,
 )
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import MAX_SEED, default_steps, steps_text
+from magnet_demo.lab import METHOD_LABELS
 from magnet_demo.schedules import CFG_LINEAR, CFG_SCHEDULES
 from magnet_demo.spans import MAX_REVISION_SHARE, SPAN_ARRANGEMENTS, SPAN_SCORINGS, UNMASKING_ORDERS
+from magnet_demo.studio.compare import COLUMNS, COMPARE_OUTPUTS
 from magnet_demo.studio.screens import INTRO
 
 MIN_DURATION = 1.0
@@ -122,6 +126,8 @@ class SettingsPanel:
     anneal_temp: gr.Checkbox
     unmasking_order: gr.Radio
     revision_share: gr.Slider
+    method: gr.Radio
+    prefix_seconds: gr.Slider
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,26 @@ class InspectPanel:
 
     def outputs(self) -> list:
         return [self.preview, self.text]
+
+
+@dataclass(frozen=True)
+class CompareView:
+    """The session's runs in a table; two of them side by side (``compare.COMPARE_OUTPUTS``
+    order, then the buttons)."""
+
+    table: gr.Dataframe
+    run_a: gr.Dropdown
+    run_b: gr.Dropdown
+    canvas_a: gr.Image
+    canvas_b: gr.Image
+    audio_a: gr.Audio
+    audio_b: gr.Audio
+    timing: gr.Markdown
+    show: gr.Button
+    preset: gr.Button
+
+    def outputs(self) -> list:
+        return [getattr(self, name) for name in COMPARE_OUTPUTS]
 
 
 def work_info(limits: Limits) -> str:
@@ -239,6 +265,35 @@ def _live_controls(limits: Limits) -> dict:
     )  # fmt: skip
 
 
+#: what the page says of the decoding lab's methods
+METHOD_HELP = (
+    "Autoregressive: the model's autoregressive partner on the same tokens (its rescorer: MusicGen "
+    "for the music models) writes the clip frame by frame, with its own settings (top-k 250, "
+    "temperature 1, CFG 3). Hybrid: it writes the first seconds, then MAGNeT decodes the rest with "
+    "them given. This pairs two released models at inference: it is not the jointly trained "
+    "Hybrid-MAGNeT of the paper."
+)
+
+
+def _method() -> dict:
+    with gr.Row():
+        method = gr.Radio(
+            [(label, value) for value, label in METHOD_LABELS.items()],
+            value=METHOD_MAGNET,
+            label="Method",
+            info=METHOD_HELP,
+            elem_id="method",
+        )
+        prefix_seconds = gr.Slider(
+            DURATION_STEP,
+            DEFAULT_DURATION - DURATION_STEP,
+            DEFAULT_PREFIX_SECONDS,
+            step=DURATION_STEP,
+            label="Hybrid: seconds the autoregressive model writes first",
+        )
+    return dict(method=method, prefix_seconds=prefix_seconds)
+
+
 def _decoding_settings(limits: Limits) -> dict:
     with gr.Accordion("Decoding", open=False):
         decoding_steps = gr.Textbox(
@@ -306,10 +361,10 @@ def audio_panel() -> AudioPanel:
 
 def settings_panel(config: PageConfig) -> tuple[SettingsPanel, AudioPanel]:
     """The left column: prompt and model, audio in, live controls, decoding settings."""
-    prompt_and_model = _prompt_and_model(config)
+    prompt_and_model, method = _prompt_and_model(config), _method()
     audio = audio_panel()
     live, decoding = _live_controls(config.limits), _decoding_settings(config.limits)
-    return SettingsPanel(**prompt_and_model, **live, **decoding), audio
+    return SettingsPanel(**prompt_and_model, **method, **live, **decoding), audio
 
 
 @lru_cache(maxsize=1)
@@ -378,6 +433,32 @@ def main_panel(config: PageConfig, seed: gr.Number) -> tuple[MainView, InspectPa
         step_info = gr.JSON(label="Details")
     main = MainView(status, canvas, step_info, audio, compare, spectrogram, downloads, runs, scrub, seed)
     return main, inspect
+
+
+def compare_panel() -> CompareView:
+    """Compare runs: the table, two runs' last canvases stacked, their audio and timings, and the
+    preset that makes the same prompt and seed as MAGNeT, Hybrid and autoregressive runs."""
+    with gr.Accordion("Compare runs (the decoding lab)", open=True):
+        preset = gr.Button(
+            "Run MAGNeT, Hybrid and autoregressive (same prompt and seed, one after another)",
+            elem_id="compare-preset",
+        )
+        table = gr.Dataframe(
+            headers=list(COLUMNS), label="Runs of this session", interactive=False, elem_id="compare-table"
+        )
+        with gr.Row():
+            run_a = gr.Dropdown([], label="Run A", allow_custom_value=True, elem_id="compare-a")
+            run_b = gr.Dropdown([], label="Run B", allow_custom_value=True, elem_id="compare-b")
+            show = gr.Button("Compare", size="sm", elem_id="compare-show")
+        canvas_a, canvas_b = (
+            gr.Image(label=f"Run {side}: last step", format="png", interactive=False, elem_id=f"compare-canvas-{side.lower()}")
+            for side in "AB"
+        )  # fmt: skip
+        with gr.Row():
+            audio_a = gr.Audio(label="A", interactive=False, elem_id="compare-audio-a")
+            audio_b = gr.Audio(label="B", interactive=False, elem_id="compare-audio-b")
+        timing = gr.Markdown("Pick two runs, or run the preset.", elem_id="compare-timing")
+    return CompareView(table, run_a, run_b, canvas_a, canvas_b, audio_a, audio_b, timing, show, preset)
 
 
 def intro() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from magnet_demo import viz
+from magnet_demo.controls import METHOD_HYBRID
+from magnet_demo.lab import phase_seconds
 from magnet_demo.records import StepRecord
 from magnet_demo.session import RELEASED_NOTE, RUNNING, Run, Session
 
@@ -77,11 +79,35 @@ def spectrogram(run: Run, sample: int) -> np.ndarray | None:
 def step_status(run: Run, record: StepRecord) -> str:
     """The status line while ``run`` decodes: where ``record``'s step is and what it used."""
     K = record.tokens.shape[1]
+    if record.is_autoregressive:
+        written = (record.tokens.shape[2] - int(record.mask_after[0].sum())) / run.frame_rate
+        return (
+            f"**Run #{run.number}** · {_phase(run, record)}record {record.step + 1}/{record.steps_in_stage} "
+            f"(step {record.global_step + 1} of {record.total_steps}) · {written:.2f} s written · "
+            f"CFG {record.cfg_coef:.2f} · temperature {record.temperature:.2f} · {record.elapsed:.1f} s"
+        )
     return (
-        f"**Run #{run.number}** · codebook {record.stage + 1}/{K}, step {record.step + 1}/{record.steps_in_stage} "
+        f"**Run #{run.number}** · {_phase(run, record)}codebook {record.stage + 1}/{K}, step {record.step + 1}/{record.steps_in_stage} "
         f"(step {record.global_step + 1} of {record.total_steps}) · {record.num_masked}/{record.num_units} units "
         f"masked · CFG {record.cfg_coef:.2f} · temperature {record.temperature:.2f} · {record.elapsed:.1f} s"
     )
+
+
+def _phase(run: Run, record: StepRecord) -> str:
+    """Which phase of a Hybrid run ``record`` belongs to ("" for other runs)."""
+    if run.method != METHOD_HYBRID:
+        return "autoregressive · " if record.is_autoregressive else ""
+    if record.is_autoregressive:
+        return f"Hybrid, autoregressive prefix ({run.config.prefix_seconds:g} s) · "
+    return "Hybrid, MAGNeT phase · "
+
+
+def phase_times(run: Run) -> str:
+    """How long each phase of a Hybrid run took ("" for other runs)."""
+    if run.method != METHOD_HYBRID or not run.records:
+        return ""
+    ar_seconds, magnet_seconds = phase_seconds(run.records)
+    return f" · autoregressive prefix {ar_seconds:.1f} s, MAGNeT {magnet_seconds:.1f} s"
 
 
 def run_status(run: Run, keep_runs: int) -> str:
@@ -97,7 +123,7 @@ def run_status(run: Run, keep_runs: int) -> str:
     elapsed = run.records[-1].elapsed if steps > 0 else 0.0
     per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""
     text = {
-        "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}",
+        "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}{phase_times(run)}",
         "stopped": f"{run.message}; listen to what it had, or re-decode from any of its steps",
         "failed": f"failed: {run.message}",
     }.get(run.status, run.status)
@@ -113,6 +139,12 @@ def run_status(run: Run, keep_runs: int) -> str:
 def step_text(run: Run, index: int) -> str:
     """What step ``index`` (0-based) of ``run`` shows: which codebooks are done, whose step it is."""
     record = run.records[index]
+    if record.is_autoregressive:
+        written = (record.tokens.shape[2] - int(record.mask_after[0].sum())) / run.frame_rate
+        return (
+            f"Run #{run.number}, step {index + 1} of {len(run.records)} decoded: the autoregressive "
+            f"model has written {written:.2f} s of every codebook (the diagonal is its delay pattern)"
+        )
     origin = "" if index >= run.first_new_index else f" (inherited from run #{run.parent.number})"
     done = "" if record.stage == 0 else f"codebooks 1-{record.stage} finished, "
     return (

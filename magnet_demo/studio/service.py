@@ -17,10 +17,18 @@ import numpy as np
 
 from magnet_demo.audio_modes import AudioRequest
 from magnet_demo.budgets import FileBudget, MemoryBudget
-from magnet_demo.controls import DEFAULT_KEEP_RUNS, DEFAULT_KEEP_RUNS_PER_SESSION, DEFAULT_MEMORY_MB, Limits
+from magnet_demo.controls import (
+    DEFAULT_KEEP_RUNS,
+    DEFAULT_KEEP_RUNS_PER_SESSION,
+    DEFAULT_MEMORY_MB,
+    METHOD_MAGNET,
+    DecodingConfig,
+    Limits,
+)
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import Settings, live_values, whole
 from magnet_demo.incidents import Refusal
+from magnet_demo.lab import METHOD_LABELS
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME
 from magnet_demo.session import DEFAULT_OUTPUT_ROOT, RELEASED_NOTE, RUNNING, Run, Session, SessionStore
@@ -49,6 +57,16 @@ def _still_decoding(run: Run) -> str:
         f"Run #{run.number} of this session is still decoding: stop it or wait for it to finish "
         "before starting another."
     )
+
+
+def refuse_audio(method: object) -> None:
+    """A Refusal when ``method`` (a raw value) is not MAGNeT's: only MAGNeT takes input audio."""
+    if method in METHOD_LABELS and method != METHOD_MAGNET:
+        raise Refusal(
+            f"{METHOD_LABELS[method]} runs write from the prompt alone: choose the mode 'generate', "
+            "or the method MAGNeT to continue or re-decode audio.",
+            "Check the settings",
+        )
 
 
 def sample_index(run: Run | None, sample: object) -> int:
@@ -130,9 +148,11 @@ class Studio:
             config = settings.config(loaded, self.limits)
             seed = settings.pick_seed()
             given = None if audio is None else audio.given(loaded, config)
+            plan = settings.plan(config, loaded)
         except ValueError as error:
             raise Refusal(str(error), "Check the settings") from None
         kept = given if given is not None and given.mask.any() else None  # all-False: plain generation
+        self._check_method(self.catalog.name(settings.model), config, audio)
         previous = session.run(None)
         run = session.new_run(
             model_name=self.catalog.name(settings.model),
@@ -141,7 +161,8 @@ class Studio:
             seed=seed,
             sample_rate=loaded.sample_rate,
             frame_rate=loaded.frame_rate,
-            num_frames=loaded.frames(config),
+            num_frames=plan.frames,
+            plan=None if config.method == METHOD_MAGNET else plan,
             notes=() if given is None else given.notes,
             source="" if given is None else given.source,
             given=None if kept is None else kept.mask,
@@ -188,6 +209,21 @@ class Studio:
         )
         return self._start(session, run, parent)
 
+    def _check_method(self, model: str, config: DecodingConfig, audio: AudioRequest | None) -> None:
+        """A Refusal for an autoregressive or Hybrid run this server cannot make."""
+        if config.method == METHOD_MAGNET:
+            return
+        label = METHOD_LABELS[config.method]
+        if audio is not None:
+            refuse_audio(config.method)
+        partner, why = self.models.rescorer_name(model)
+        if partner is None:
+            raise Refusal(
+                f"{label} runs need the model's autoregressive partner, and none reads this "
+                f"model's tokens ({why}). Choose MAGNeT.",
+                "Check the settings",
+            )
+
     def _check_parent(self, parent: Run | None) -> None:
         if parent is not None and parent.steps_released:
             raise Refusal(
@@ -195,6 +231,12 @@ class Studio:
             )
         if parent is None or not parent.records:
             raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
+        if parent.method != METHOD_MAGNET:
+            raise Refusal(
+                f"Run #{parent.number} is a {METHOD_LABELS[parent.method]} run: re-decoding from a step "
+                "is offered for MAGNeT runs. Make a new run instead (the same seed gives the same start).",
+                "Check the settings",
+            )
         if parent.status == RUNNING:
             raise Refusal(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
         if parent.fork_depth >= self.limits.fork_depth:

@@ -8,6 +8,7 @@ names Gradio uses as the API's parameter names (``inputs_kwargs``); its outputs 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import socket
@@ -23,7 +24,7 @@ from magnet_demo.models import SETTINGS_FIELDS
 from magnet_demo.sources import CPU_ONLY_NOTE
 from magnet_demo.studio import page
 from magnet_demo.studio.handlers import DemoApp
-from magnet_demo.studio.page import AudioPanel, InspectPanel, MainView, PageConfig, SettingsPanel
+from magnet_demo.studio.page import AudioPanel, CompareView, InspectPanel, MainView, PageConfig, SettingsPanel
 from magnet_demo.studio.screens import MAIN_OUTPUTS, TITLE
 
 #: Gradio's own cache (audio, spectrograms, uploads): every 5 minutes, files older than 15 minutes go
@@ -121,6 +122,7 @@ def endpoints(
     audio: AudioPanel,
     main: MainView,
     inspect: InspectPanel,
+    lab: CompareView,
 ) -> dict[str | None, list[Endpoint]]:
     """Every event of the page, by API name (None: private ones)."""
     # Gradio's progress overlay (queue position, timer) on the status line only: on every output
@@ -140,6 +142,8 @@ def endpoints(
         return Endpoint(trigger, handler, inputs, outputs, options, kwargs, then=step)
 
     steer = dict(queue=False, **RAW)
+    latest = (app.compare_latest, [inspect.sample_shown], lab.outputs())
+    pair = [lab.run_a, lab.run_b, inspect.sample_shown]
     return {
         "model_info": [Endpoint(left.model.change, app.model_changed, [left.model, left.duration], model_outputs(left), RAW)],
         # a click while a run (or the writing of its files) is pending starts one run after it:
@@ -152,6 +156,11 @@ def endpoints(
         "inpaint": [
             run_endpoint(gr.Button(visible=False).click, app.inpaint, [audio.audio, audio.region_start, audio.region_end], run)
         ],
+        # three runs one after another on the decoding slot, then the compare view shows them
+        "compare_methods": [
+            dataclasses.replace(run_endpoint(lab.preset.click, app.compare_methods, [], run), then=latest)
+        ],
+        "compare": [Endpoint(lab.show.click, app.compare, pair, lab.outputs(), RAW)],
         "stop": [Endpoint(left.stop.click, app.stop, [], left.steer_note, dict(queue=False))],
         "steer": [Endpoint(left.cfg_schedule.change, app.steer, [], left.steer_note, steer, {n: getattr(left, n) for n in LIVE_FIELDS})],
         "step": [Endpoint(main.scrub.release, *step, RAW)],
@@ -208,8 +217,9 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
                 left, audio = page.settings_panel(config)
             with gr.Column(scale=2, min_width=480):
                 main, inspect = page.main_panel(config, left.seed)
+                lab = page.compare_panel()
         assert [f.name for f in fields(MainView)] == list(MAIN_OUTPUTS)  # noqa: S101  (one order)
-        for name, events in endpoints(app, demo, left, audio, main, inspect).items():
+        for name, events in endpoints(app, demo, left, audio, main, inspect, lab).items():
             for endpoint in events:
                 declare(name, endpoint, concurrency_limit)
         demo.unload(app.forget)
