@@ -65,7 +65,8 @@ class MemoryBudget:
 
     :meth:`charge` (a run grew, or was shown) moves the run to the most recently used end and
     releases the least recently used runs that are not decoding until the total fits. Runs need
-    ``memory_bytes()``, ``release()``, ``is_running`` and ``steps_released``.
+    ``memory_bytes()``, ``release()``, ``is_busy`` (decoding, or writing its files) and
+    ``steps_released``.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_MEMORY_MB * MIB):
@@ -84,7 +85,8 @@ class MemoryBudget:
     def charge(self, run) -> list:
         """Count ``run``'s bytes now; release the least recently used others beyond the budget.
 
-        Returns the runs released. A decoding run is never released, even if the budget is spent
+        Returns the runs released. A busy run (decoding, or writing its trace and animation from
+        its steps) is never released, even if the budget is spent
         (the total may then exceed it until the run ends).
         """
         released = []
@@ -99,7 +101,7 @@ class MemoryBudget:
                     break
                 ref, size = self._runs[key]
                 old = ref()
-                if old is None or old is run or old.is_running:
+                if old is None or old is run or old.is_busy:
                     continue
                 del self._runs[key]
                 total -= size

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,8 @@ class Run:
     steps_released: bool = False
     stop_reason: str = ""  # why the server stopped the run ("" = a person did, or it finished)
     started: float = field(default_factory=time.time)
+    files_job: Future | None = field(default=None, repr=False)  # the trace and GIF, written after the audio
+    files_shown: bool = False  # the page was given the files of files_job
     _record_bytes: int = field(default=0, repr=False)
     _feed: CanvasFeed | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -159,6 +162,11 @@ class Run:
     @property
     def is_running(self) -> bool:
         return self.status == RUNNING
+
+    @property
+    def is_busy(self) -> bool:
+        """Decoding, or writing its files from its steps (the memory budget leaves it alone)."""
+        return self.is_running or (self.files_job is not None and not self.files_job.done())
 
     def release(self) -> None:
         """Free the steps, feed and audio (the memory budget's choice); files, settings and seed stay."""

@@ -172,6 +172,7 @@ def test_a_run_past_the_wall_clock_limit_stops_and_keeps_its_steps(model, tmp_pa
     assert run.status == "stopped" and 0 < len(run.records) < 400
     assert "(this server stops a run after 0.5 s)" in run.message
     assert any("this server stops a run after 0.5 s" in str(screen_of(u).get("status")) for u in updates)
+    list(app.run_files(request=key))  # the trace and animation, written after the audio
     assert [p.suffix for p in run.files] == [".wav", ".npz", ".gif"] and all(p.exists() for p in run.files)
     sound, _ = app.inspect(1, len(run.records), request=key)  # its steps stay audible
     assert sound is not None
@@ -223,6 +224,7 @@ def test_stop_steer_step_show_and_fork_make_no_session(model, tmp_path):
 def test_memory_is_bounded_across_sessions_and_a_released_run_says_so(model, tmp_path):
     app = _app(model, tmp_path, memory_mb=1e-6)  # one byte: every idle run but the newest goes
     list(app.generate(**settings(model), request=FakeRequest("a")))
+    list(app.run_files(request=FakeRequest("a")))  # a run writing its files is not released
     first = app.studio.sessions.get("a").runs[0]
     assert not first.steps_released  # the newest run is never the one released
     list(app.generate(**settings(model), request=FakeRequest("b")))
@@ -248,7 +250,7 @@ class _Held:
     """A run as the memory budget sees it."""
 
     def __init__(self, size: int, running: bool = False):
-        self.size, self.is_running, self.steps_released = size, running, False
+        self.size, self.is_busy, self.steps_released = size, running, False
 
     def memory_bytes(self) -> int:
         return self.size

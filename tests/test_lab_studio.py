@@ -52,6 +52,11 @@ def settings(model: str, **changes) -> dict:
     return {**GENERATE, **ours, **changes}
 
 
+def files_of(app: DemoApp, key: str) -> dict:
+    """The last update of the files that follow a run (outside the decoding slot)."""
+    return [screen_of(u) for u in app.run_files(request=FakeRequest(key))][-1]
+
+
 def run_all(app: DemoApp, key: str, **changes) -> list[dict]:
     model = changes.pop("model", app.studio.catalog.default_model)
     return [screen_of(u) for u in app.generate(**settings(model, **changes), request=FakeRequest(key))]
@@ -67,7 +72,7 @@ def test_an_autoregressive_run_streams_its_diagonal_and_ends_with_audio_and_file
     assert any("autoregressive · record" in (s.get("status") or "") for s in screens)
     sample_rate, samples = next(s["audio"]["value"] for s in screens if (s.get("audio") or {}).get("value"))
     assert samples.size == 100 * 640  # every frame the autoregressive model wrote (no span trimming)
-    names = sorted(f.rsplit("/", 1)[-1] for f in screens[-1]["downloads"])
+    names = sorted(f.rsplit("/", 1)[-1] for f in files_of(app, "ar")["downloads"])
     assert names == ["run01-trace.npz", "run01.gif", "run01.wav"]
     sound, text = app.inspect(1, 3, request=FakeRequest("ar"))
     assert "written" in text and sound[1].size == 27 * 640  # 30 steps: 27 frames of every codebook
@@ -84,7 +89,7 @@ def test_a_hybrid_run_says_the_time_of_each_phase(app):
     assert any("Hybrid, autoregressive prefix (0.5 s)" in s for s in statuses)
     assert any("Hybrid, MAGNeT phase" in s for s in statuses)
     assert "autoregressive prefix" in statuses[-1] and "MAGNeT" in statuses[-1]
-    names = sorted(f.rsplit("/", 1)[-1] for f in screens[-1]["downloads"])
+    names = sorted(f.rsplit("/", 1)[-1] for f in files_of(app, "hybrid")["downloads"])
     assert names == ["run01-trace.npz", "run01.gif", "run01.wav"]  # every file written, none refused
     last = run.records[-1]
     assert np.array_equal(last.tokens[..., :25], run.records[2].tokens[..., :25])  # the prefix stays

@@ -113,8 +113,13 @@ def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
     sample_rate, samples = audio["value"]
     assert sample_rate == 32000 and samples.dtype == np.int16
     assert samples.size == 99 * 640  # nonoverlap trims 100 frames to 33 spans of 3; 640 samples a frame
-    files = screen_of(updates[-1])["downloads"]
+    # the audio frees the decoding slot with its WAV; the trace and animation follow (/run_files)
+    assert [f.rsplit("/", 1)[-1] for f in screen_of(updates[-1])["downloads"]] == ["run01.wav"]
+    files_updates = [screen_of(u) for u in app.run_files(request=FakeRequest("generate"))]
+    assert files_updates[0]["spectrogram"].ndim == 3
+    files = files_updates[-1]["downloads"]
     assert sorted(f.rsplit("/", 1)[-1] for f in files) == ["run01-trace.npz", "run01.gif", "run01.wav"]
+    assert list(app.run_files(request=FakeRequest("generate"))) == []  # shown once
     run = app.studio.sessions.get("generate").runs[0]
     assert run.status == "finished" and len(run.records) == TOTAL
     assert "finished" in screen_of(updates[-1])["status"]
@@ -266,7 +271,8 @@ def test_the_unmasking_order_and_revision_are_settings_and_revised_spans_show(ap
     assert lines[0]["revision"] is True
     states = {int(v) for line in lines if line["kind"] == "step" for v in unb64(line["state"], np.uint8)}
     assert viz.STATE_REVISED in states
-    assert screen_of(updates[-1])["status"].endswith("seed 7")  # every file written
+    files = [screen_of(u) for u in app.run_files(request=key)]
+    assert files[-1]["status"].endswith("seed 7")  # every file written
     records, _ = load_trace(next(p for p in run.files if p.suffix == ".npz"))
     for loaded, kept in zip(records, run.records, strict=True):  # revision survives a trace
         assert np.array_equal(loaded.revised, kept.revised)
@@ -375,6 +381,7 @@ def test_a_run_whose_files_the_budget_deleted_says_so(tiny_model, tmp_path):
     key = FakeRequest("budget")
     for seed in (1, 2):
         list(app.generate(**settings(tiny_model, seed=seed), request=key))
+        list(app.run_files(request=key))  # the page's follow-up: the files are counted once written
     first, second = app.studio.sessions.get("budget").runs
     assert first.files_deleted and not any(p.exists() for p in first.files) and second.files
     status = screen_of(app.show_run(1, request=key))["status"]

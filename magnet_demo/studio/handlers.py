@@ -277,9 +277,21 @@ class DemoApp:
         decoding = self.studio.decoding(start, readable=(gr.Error,))
         for records in decoding:
             yield outputs_of(screens.run_step(run, records[-1], sample))
+        self.studio.write_files_later(decoding, sample)  # the slot is free once the audio is out
         yield outputs_of(screens.run_audio(session, run, sample, keep_runs))
-        yield outputs_of({"spectrogram": screens.spectrogram(run, sample), "canvas": run.feed(sample).text})
-        problems = decoding.write_files(sample)
+
+    def run_files(self, sample_shown: object = 1, request: gr.Request = None) -> Iterator[tuple]:
+        """After a run endpoint, outside the decoding slot: the last run's spectrogram, then (once
+        written in the background) the runs' traces and animations among the downloads, and what
+        could not be written."""
+        session, runs = self.studio.files_pending(_key(request))
+        if not runs:
+            return
+        run = runs[-1]
+        sample = sample_index(run, sample_shown)
+        yield outputs_of({"spectrogram": screens.spectrogram(run, sample)})
+        problems = [problem for pending in runs for problem in pending.files_job.result()]
+        keep_runs = self.studio.sessions.budget.keep_runs
         yield outputs_of(screens.run_files(session, run, sample, keep_runs, problems))
 
     # ----------------------------------------------------------------- live controls

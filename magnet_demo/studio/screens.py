@@ -193,6 +193,7 @@ def run_audio(session: Session, run: Run, sample: int, keep_runs: int) -> dict:
         "scrub": Props(value=len(run.records)),
         "step_info": run.summary(),
         "canvas": run.feed(sample).text,
+        "downloads": session.files(),  # its WAV already
     }
 
 

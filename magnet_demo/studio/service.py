@@ -10,6 +10,7 @@ session, everything else only looks one up.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ from magnet_demo.studio.decoding import Decoding, decode_audio
 from magnet_demo.workers import InProcessWorker
 
 log = logging.getLogger(__name__)
+
+#: threads that write runs' traces and animations once their audio is out, outside the decoding slot
+FILE_WRITERS = 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Studio:
         self.limits = limits or Limits()
         files = FileBudget(keep_runs, keep_runs_per_session)
         self.sessions = SessionStore(output_root, files=files, memory=MemoryBudget(int(memory_mb * 2**20)))
+        self._writers = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="magnet-files")
 
     @property
     def models(self) -> ModelCache:
@@ -271,6 +276,21 @@ class Studio:
             start.rescorer_offered,
             readable,
         )
+
+    def write_files_later(self, decoding: Decoding, sample: int) -> None:
+        """Write the trace and animation of a decoded run in the background: the decoding slot is
+        free for the next run as soon as the audio is out (:meth:`written_files` waits for them)."""
+        decoding.run.files_job = self._writers.submit(decoding.write_files, sample)
+
+    def files_pending(self, key: str | None) -> tuple[Session | None, list[Run]]:
+        """``key``'s session and its runs whose files are written in the background and were not
+        shown yet, oldest first (marked shown now); a run's ``files_job.result()`` waits for them
+        and says what could not be written."""
+        session = self.sessions.get(key)
+        pending = [] if session is None else [r for r in session.runs if r.files_job and not r.files_shown]
+        for run in pending:
+            run.files_shown = True
+        return session, pending
 
     # ----------------------------------------------------------------- live controls
     def stop(self, key: str | None) -> str:

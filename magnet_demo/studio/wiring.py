@@ -35,6 +35,8 @@ RAW = {"preprocess": False}
 PRIVATE = {"api_visibility": "private", **RAW}
 #: the concurrency group of every decoding event (``--concurrency`` slots)
 DECODE_SLOT = "decode"
+#: a run's files, after its audio: they wait for a background writer, never for a decoding slot
+FILES = dict(concurrency_id="files", concurrency_limit=None, show_progress="hidden")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Endpoint:
     """One event: ``trigger`` (a component's event method) runs ``handler``.
 
     ``inputs`` are positional, ``kwargs`` keyword inputs (their keys are the API's parameter
-    names); ``then`` runs after it with the same kind of triple (handler, inputs, outputs).
+    names); ``then`` are events that run after it, one after another, each a (handler, inputs,
+    outputs) triple or a (handler, inputs, outputs, options) quadruple.
     """
 
     trigger: Callable
@@ -51,7 +54,7 @@ class Endpoint:
     outputs: list | object
     options: dict
     kwargs: dict = field(default_factory=dict)
-    then: tuple | None = None
+    then: tuple = ()
 
 
 def page_config(app: DemoApp) -> PageConfig:
@@ -136,10 +139,12 @@ def endpoints(
     }
     step = (app.inspect, [main.runs, main.scrub, inspect.sample_shown], inspect.outputs())
     outputs = main.outputs()
+    # the spectrogram, trace and animation, after the run has left the decoding slot
+    files = (app.run_files, [inspect.sample_shown], outputs, FILES)
 
     def run_endpoint(trigger, handler, inputs, kwargs, **options) -> Endpoint:
         options = {**decoding, "validator": _admission(app, demo, handler), **options}
-        return Endpoint(trigger, handler, inputs, outputs, options, kwargs, then=step)
+        return Endpoint(trigger, handler, inputs, outputs, options, kwargs, then=(files, step))
 
     steer = dict(queue=False, **RAW)
     latest = (app.compare_latest, [inspect.sample_shown], lab.outputs())
@@ -158,13 +163,15 @@ def endpoints(
         ],
         # three runs one after another on the decoding slot, then the compare view shows them
         "compare_methods": [
-            dataclasses.replace(run_endpoint(lab.preset.click, app.compare_methods, [], run), then=latest)
+            dataclasses.replace(
+                run_endpoint(lab.preset.click, app.compare_methods, [], run), then=(files, latest)
+            )
         ],
         "compare": [Endpoint(lab.show.click, app.compare, pair, lab.outputs(), RAW)],
         "stop": [Endpoint(left.stop.click, app.stop, [], left.steer_note, dict(queue=False))],
         "steer": [Endpoint(left.cfg_schedule.change, app.steer, [], left.steer_note, steer, {n: getattr(left, n) for n in LIVE_FIELDS})],
         "step": [Endpoint(main.scrub.release, *step, RAW)],
-        "show_run": [Endpoint(main.runs.input, app.show_run, [main.runs, inspect.sample_shown], outputs, RAW, then=step)],
+        "show_run": [Endpoint(main.runs.input, app.show_run, [main.runs, inspect.sample_shown], outputs, RAW, then=(step,))],
         None: _private(app, demo, left, audio, main, inspect, step),
     }  # fmt: skip
 
@@ -186,7 +193,7 @@ def _private(app, demo, left, audio, main, inspect, step) -> list[Endpoint]:
         Endpoint(audio.use_run.click, app.use_run_audio, show, audio.audio, PRIVATE),
         Endpoint(audio.audio.change, app.audio_preview, [audio.audio, left.model, left.duration], [main.canvas, main.status], PRIVATE),
         *steer,
-        Endpoint(inspect.sample_shown.release, app.show_run, show, main.outputs(), PRIVATE, then=step),
+        Endpoint(inspect.sample_shown.release, app.show_run, show, main.outputs(), PRIVATE, then=(step,)),
     ]  # fmt: skip
 
 
@@ -199,8 +206,8 @@ def declare(name: str | None, endpoint: Endpoint, concurrency_limit: int) -> Non
         options["api_name"] = name
     kwargs = {"inputs_kwargs": endpoint.kwargs} if endpoint.kwargs else {}
     event = endpoint.trigger(endpoint.handler, endpoint.inputs, endpoint.outputs, **kwargs, **options)
-    if endpoint.then is not None:
-        event.then(*endpoint.then, **PRIVATE)
+    for handler, inputs, outputs, *more in endpoint.then:
+        event = event.then(handler, inputs, outputs, **{**PRIVATE, **(more[0] if more else {})})
 
 
 def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
