@@ -87,6 +87,12 @@ def _add_serving(parser: argparse.ArgumentParser) -> None:
         help="where runs' WAV, trace and GIF files go (default: a private temp folder)",
     )
     add("--share", action="store_true", help="also open a public *.gradio.live link (off by default)")
+    add(
+        "--mcp",
+        action="store_true",
+        help="also serve the tools (generate_music, continue_music, redecode_region) to assistants as an "
+        "MCP server at /gradio_api/mcp/ (or set GRADIO_MCP_SERVER=True)",
+    )
 
 
 def _add_models(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         allowed_paths=[str(output_dir)],
         show_error=False,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
+        mcp_server=True if args.mcp else None,  # None: Gradio reads GRADIO_MCP_SERVER
     )
 
 

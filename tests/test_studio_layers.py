@@ -26,6 +26,7 @@ LAYERS = {
     "compare": 1.5,  # the compare view's screens use the run screens' players
     "handlers": 2,
     "page": 2,
+    "tools": 2.5,  # whole runs for assistants, over the handlers
     "wiring": 3,
 }
 #: what page.py may import of the studio (it knows neither the handlers nor the service)

@@ -149,7 +149,7 @@ class DemoApp:
         """
         if mode not in (None, "", GENERATE):
             refuse_audio(settings.get("method"))
-        audio_request = self._audio_request(mode, audio, keep_seconds, region_start, region_end)
+        audio_request = self.audio_request(mode, audio, keep_seconds, region_start, region_end)
         start = self.studio.new_run(_key(request), Settings(**settings), audio_request)
         yield from self._stream(start, sample_shown)
 
@@ -165,7 +165,7 @@ class DemoApp:
     ) -> Iterator[tuple]:
         """Keep the first ``keep_seconds`` of ``audio`` (an uploaded file) and decode the rest."""
         refuse_audio(settings.get("method"))
-        audio_request = self._audio_request(CONTINUE, audio, keep_seconds)
+        audio_request = self.audio_request(CONTINUE, audio, keep_seconds)
         yield from self._stream(
             self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
         )
@@ -184,7 +184,7 @@ class DemoApp:
         """Keep ``audio`` (an uploaded file) outside ``[region_start, region_end)`` seconds and
         re-decode inside, every codebook seeing the kept audio on both sides."""
         refuse_audio(settings.get("method"))
-        audio_request = self._audio_request(REGION, audio, start=region_start, end=region_end)
+        audio_request = self.audio_request(REGION, audio, start=region_start, end=region_end)
         yield from self._stream(
             self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
         )
@@ -259,7 +259,7 @@ class DemoApp:
         return refusal
 
     @staticmethod
-    def _audio_request(mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
+    def audio_request(mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
         """The checked audio request (a Refusal for a bad one); None in mode 'generate'."""
         try:
             upload = _upload(audio) if mode not in (None, "", GENERATE) else None

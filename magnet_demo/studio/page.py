@@ -461,5 +461,48 @@ def compare_panel() -> CompareView:
     return CompareView(table, run_a, run_b, canvas_a, canvas_b, audio_a, audio_b, timing, show, preset)
 
 
+@dataclass(frozen=True)
+class ToolIO:
+    """The tools' inputs and outputs (:mod:`magnet_demo.studio.tools`), not shown on the page."""
+
+    prompt: gr.Textbox
+    duration: gr.Number
+    seed: gr.Number
+    method: gr.Textbox
+    model: gr.Textbox
+    audio: gr.Audio
+    keep_seconds: gr.Number
+    region_start: gr.Number
+    region_end: gr.Number
+    wav: gr.Audio
+    seed_used: gr.Number
+    summary: gr.JSON
+    triggers: tuple[gr.Button, ...]
+
+    def outputs(self) -> list:
+        return [self.wav, self.seed_used, self.summary]
+
+
+def tool_io(tools: int) -> ToolIO:
+    """Hidden components for ``tools`` tool endpoints (one hidden button each triggers one)."""
+    with gr.Column(visible=False):
+        inputs = dict(
+            prompt=gr.Textbox(label="prompt"),
+            duration=gr.Number(None, label="duration"),
+            seed=gr.Number(-1, precision=0, label="seed"),
+            method=gr.Textbox(METHOD_MAGNET, label="method"),
+            model=gr.Textbox("", label="model"),
+            audio=gr.Audio(type="filepath", sources=["upload"], label="audio"),
+            keep_seconds=gr.Number(DEFAULT_KEEP_SECONDS, label="keep_seconds"),
+            region_start=gr.Number(DEFAULT_REGION[0], label="region_start"),
+            region_end=gr.Number(DEFAULT_REGION[1], label="region_end"),
+        )
+        wav = gr.Audio(type="filepath", label="audio file")
+        seed_used = gr.Number(label="seed used", precision=0)
+        summary = gr.JSON(label="run summary")
+        triggers = tuple(gr.Button(visible=False) for _ in range(tools))
+    return ToolIO(**inputs, wav=wav, seed_used=seed_used, summary=summary, triggers=triggers)
+
+
 def intro() -> None:
     gr.Markdown(INTRO)

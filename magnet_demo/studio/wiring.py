@@ -24,8 +24,17 @@ from magnet_demo.models import SETTINGS_FIELDS
 from magnet_demo.sources import CPU_ONLY_NOTE
 from magnet_demo.studio import page
 from magnet_demo.studio.handlers import DemoApp
-from magnet_demo.studio.page import AudioPanel, CompareView, InspectPanel, MainView, PageConfig, SettingsPanel
+from magnet_demo.studio.page import (
+    AudioPanel,
+    CompareView,
+    InspectPanel,
+    MainView,
+    PageConfig,
+    SettingsPanel,
+    ToolIO,
+)
 from magnet_demo.studio.screens import MAIN_OUTPUTS, TITLE
+from magnet_demo.studio.tools import TOOLS, Tools, not_a_tool
 
 #: Gradio's own cache (audio, spectrograms, uploads): every 5 minutes, files older than 15 minutes go
 DELETE_CACHE = (300, 900)
@@ -126,6 +135,7 @@ def endpoints(
     main: MainView,
     inspect: InspectPanel,
     lab: CompareView,
+    io: ToolIO,
 ) -> dict[str | None, list[Endpoint]]:
     """Every event of the page, by API name (None: private ones)."""
     # Gradio's progress overlay (queue position, timer) on the status line only: on every output
@@ -172,7 +182,27 @@ def endpoints(
         "steer": [Endpoint(left.cfg_schedule.change, app.steer, [], left.steer_note, steer, {n: getattr(left, n) for n in LIVE_FIELDS})],
         "step": [Endpoint(main.scrub.release, *step, RAW)],
         "show_run": [Endpoint(main.runs.input, app.show_run, [main.runs, inspect.sample_shown], outputs, RAW, then=(step,))],
+        **_tools(app, demo, io),
         None: _private(app, demo, left, audio, main, inspect, step),
+    }  # fmt: skip
+
+
+def _tools(app: DemoApp, demo: gr.Blocks, io: ToolIO) -> dict[str, list[Endpoint]]:
+    """The tools' endpoints (:mod:`magnet_demo.studio.tools`): whole runs on the decoding slot."""
+    tools = Tools(app)
+    common = [io.prompt, io.duration, io.seed]
+    inputs = {
+        "generate_music": [*common, io.method, io.model],
+        "continue_music": [io.audio, io.keep_seconds, *common, io.model],
+        "redecode_region": [io.audio, io.region_start, io.region_end, io.prompt, io.seed, io.model],
+    }
+    options = dict(concurrency_id=DECODE_SLOT, show_progress="hidden", **RAW)
+    return {
+        name: [
+            Endpoint(trigger.click, handler, inputs[name], io.outputs(), {**options, "validator": _admission(app, demo, handler)})
+        ]
+        for name, trigger in zip(TOOLS, io.triggers, strict=True)
+        for handler in [getattr(tools, name)]
     }  # fmt: skip
 
 
@@ -200,6 +230,8 @@ def _private(app, demo, left, audio, main, inspect, step) -> list[Endpoint]:
 def declare(name: str | None, endpoint: Endpoint, concurrency_limit: int) -> None:
     """Declare one event with Gradio (named ``name`` in the API unless None)."""
     options = dict(endpoint.options)
+    if name not in TOOLS:
+        not_a_tool(endpoint.handler)  # the page's streams and controls are no tools for assistants
     if options.get("concurrency_id") == DECODE_SLOT:
         options["concurrency_limit"] = concurrency_limit
     if name is not None:
@@ -225,16 +257,18 @@ def build_ui(app: DemoApp, *, concurrency_limit: int = 1) -> gr.Blocks:
             with gr.Column(scale=2, min_width=480):
                 main, inspect = page.main_panel(config, left.seed)
                 lab = page.compare_panel()
+        io = page.tool_io(len(TOOLS))
         assert [f.name for f in fields(MainView)] == list(MAIN_OUTPUTS)  # noqa: S101  (one order)
-        for name, events in endpoints(app, demo, left, audio, main, inspect, lab).items():
+        for name, events in endpoints(app, demo, left, audio, main, inspect, lab, io).items():
             for endpoint in events:
                 declare(name, endpoint, concurrency_limit)
         demo.unload(app.forget)
     return demo
 
 
-def launch_local(app: DemoApp, *, queue_size: int = 8) -> tuple[gr.Blocks, str]:
-    """Serve ``app`` on a free localhost port in the background (tests, screenshots).
+def launch_local(app: DemoApp, *, queue_size: int = 8, mcp: bool = False) -> tuple[gr.Blocks, str]:
+    """Serve ``app`` on a free localhost port in the background (tests, screenshots); ``mcp``:
+    also as an MCP server (the tools at ``URL + gradio_api/mcp/``).
 
     Returns the running Blocks (call ``.close()`` when done) and its URL.
     """
@@ -250,5 +284,6 @@ def launch_local(app: DemoApp, *, queue_size: int = 8) -> tuple[gr.Blocks, str]:
         quiet=True,
         allowed_paths=[str(app.studio.sessions.root)],
         max_file_size=f"{MAX_UPLOAD_MB}mb",
+        mcp_server=mcp,
     )
     return demo, f"http://127.0.0.1:{port}/"

@@ -1,0 +1,149 @@
+"""The studio's tools for assistants: whole runs with plain answers (an audio file, the seed, the
+run's summary), served as MCP tools by Gradio (``app.py --mcp``) and as named API endpoints.
+
+A tool runs through the same service as the page: the same checks, limits (work, time, memory,
+files) and decoding slot; a refusal is a ``gr.Error`` whose message says what to change. Its
+docstring's first paragraph is the tool's description and its ``Args:`` the parameters'.
+Every other named endpoint is marked :func:`not_a_tool` (the page's own streams and controls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gradio as gr
+
+from magnet_demo.audio_modes import CONTINUE, REGION
+from magnet_demo.controls import DEFAULT_PREFIX_SECONDS, METHOD_MAGNET
+from magnet_demo.form import MAX_SEED, Settings, number, whole
+from magnet_demo.models import SETTINGS_FIELDS
+from magnet_demo.studio.handlers import DemoApp, readable
+
+#: the names of the tool endpoints (the API's and the MCP tools')
+TOOLS = ("generate_music", "continue_music", "redecode_region")
+#: a tool's seed below 0: a random one (the answer says which)
+RANDOM_SEED = -1
+#: Gradio's MCP server lists a named endpoint as a tool unless its function says otherwise
+MCP_TYPE = "_mcp_type"
+
+
+def not_a_tool(handler: Callable) -> Callable:
+    """Mark ``handler`` (a function or a bound method) as no MCP tool; returns it."""
+    setattr(getattr(handler, "__func__", handler), MCP_TYPE, "internal")
+    return handler
+
+
+class Tools:
+    """Whole runs for assistants over ``app``'s studio (see the module docstring)."""
+
+    def __init__(self, app: DemoApp):
+        self.app = app
+        self.studio = app.studio
+
+    def _settings(self, prompt: object, duration: object, seed: object, model: object, **more) -> Settings:
+        """The model's recommended settings with the tool's values (checked when the run starts)."""
+        name = self.studio.catalog.default_model if model in (None, "") else model
+        offer = self.studio.catalog.offer(name, None)
+        recommended = {key: getattr(offer.defaults, key) for key in SETTINGS_FIELDS}
+        seed = whole(seed, "seed", -1, MAX_SEED)
+        return Settings(
+            **recommended,
+            prompt=prompt,
+            model=name,
+            duration=offer.duration if duration in (None, "") else duration,
+            decoding_steps=offer.steps,
+            seed=max(seed, 0),
+            random_seed=seed < 0,
+            **more,
+        )
+
+    def _run(self, request, settings: Settings, audio=None) -> tuple[str | None, int, dict]:
+        start = self.studio.new_run(getattr(request, "session_hash", None), settings, audio)
+        decoding = self.studio.decoding(start, readable=(gr.Error,))
+        for _ in decoding:
+            pass
+        run = start.run
+        self.studio.write_files_later(decoding, 0)
+        wavs = run.wav_files()
+        return (str(wavs[0]) if wavs else None), run.seed, run.summary()
+
+    @readable
+    def generate_music(
+        self,
+        prompt: str,
+        duration: float | None = None,
+        seed: int = RANDOM_SEED,
+        method: str = METHOD_MAGNET,
+        model: str = "",
+        request: gr.Request = None,
+    ) -> tuple[str | None, int, dict]:
+        """Generate music (or sound, with a sound model) from a text description with MAGNeT, a masked
+        non-autoregressive model that decodes all frames in parallel, codebook by codebook.
+
+        Args:
+            prompt: what to hear, in English: genre, instruments, mood, tempo (at most 500 characters).
+            duration: seconds of audio, at most the model's window (10 s for the default model); empty for the model's default.
+            seed: the sampler's seed (0 to 2147483647; the same seed and settings give the same audio); -1 for a random one.
+            method: 'magnet' (parallel masked decoding), 'hybrid' (the model's autoregressive partner writes the first second, MAGNeT the rest) or 'autoregressive' (the partner writes it all).
+            model: the model to use, as the studio lists them; empty for the server's default.
+        Returns:
+            The WAV file, the seed used, and the run's summary (status, settings, steps done).
+        """
+        settings = self._settings(
+            prompt, duration, seed, model, method=method, prefix_seconds=DEFAULT_PREFIX_SECONDS
+        )
+        return self._run(request, settings)
+
+    @readable
+    def continue_music(
+        self,
+        audio: object,
+        keep_seconds: float,
+        prompt: str,
+        duration: float | None = None,
+        seed: int = RANDOM_SEED,
+        model: str = "",
+        request: gr.Request = None,
+    ) -> tuple[str | None, int, dict]:
+        """Continue a clip: keep its first seconds and let MAGNeT write the rest of the duration.
+
+        Args:
+            audio: the clip to continue (an audio file: WAV, FLAC, MP3, OGG; at most 60 s).
+            keep_seconds: how many seconds of the clip's start to keep.
+            prompt: what the continuation should sound like, in English (at most 500 characters).
+            duration: seconds of the whole result, kept part included, at most the model's window; empty for the model's default.
+            seed: the sampler's seed (0 to 2147483647); -1 for a random one.
+            model: the model to use; empty for the server's default.
+        Returns:
+            The WAV file, the seed used, and the run's summary.
+        """
+        settings = self._settings(prompt, duration, seed, model)
+        return self._run(request, settings, self.app.audio_request(CONTINUE, audio, keep_seconds))
+
+    @readable
+    def redecode_region(
+        self,
+        audio: object,
+        region_start: float,
+        region_end: float,
+        prompt: str,
+        seed: int = RANDOM_SEED,
+        model: str = "",
+        request: gr.Request = None,
+    ) -> tuple[str | None, int, dict]:
+        """Re-write a region of a clip: keep the audio outside [region_start, region_end) seconds and
+        let MAGNeT write the inside, hearing the kept audio on both sides.
+
+        Args:
+            audio: the clip (an audio file: WAV, FLAC, MP3, OGG; at most 60 s; cropped to the model's window).
+            region_start: where the region starts, in seconds.
+            region_end: where it ends, in seconds (after region_start).
+            prompt: what the region should sound like, in English (at most 500 characters).
+            seed: the sampler's seed (0 to 2147483647); -1 for a random one.
+            model: the model to use; empty for the server's default.
+        Returns:
+            The WAV file, the seed used, and the run's summary.
+        """
+        start, end = number(region_start, "region_start"), number(region_end, "region_end")
+        settings = self._settings(prompt, None, seed, model)
+        return self._run(request, settings, self.app.audio_request(REGION, audio, start=start, end=end))
