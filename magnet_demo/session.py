@@ -182,6 +182,10 @@ class Run:
     def total_steps(self) -> int:
         return sum(self.config.decoding_steps) if self.plan is None else self.plan.total_steps
 
+    def plan_or_steps(self) -> LabPlan:
+        """The run's plan: a lab run's, else MAGNeT's steps per codebook."""
+        return self.plan or LabPlan(METHOD_MAGNET, tuple(self.config.decoding_steps), self.num_frames)
+
     @property
     def method(self) -> str:
         return self.config.method

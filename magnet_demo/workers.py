@@ -310,6 +310,8 @@ class ZeroGPUWorker:
     """Runs jobs through ``gpu`` (``spaces.GPU``), each with a duration from :func:`gpu_seconds`."""
 
     description = "on ZeroGPU (spaces.GPU, a forked process per run)"
+    #: no probe decoding to measure the speed: it would spend a visitor's GPU quota (runs teach it)
+    probes = False
 
     def __init__(self, gpu: Callable, models: ModelCache):
         process_models(models)

@@ -113,6 +113,7 @@ def test_generate_scrub_fork_stop(server, tmp_path):
 
             # a long second run, stopped after a few steps; the page stays usable
             page.get_by_text("Decoding", exact=True).click()  # open the accordion
+            page.get_by_text("Decoding", exact=True).click()  # the accordion with the steps
             steps = page.get_by_label("Decoding steps per codebook (one number per codebook)")
             steps.fill("150, 80, 80, 80")  # 390 steps: within the server's 400
             page.locator("#generate").click()
@@ -304,5 +305,32 @@ def test_the_compare_preset_streams_three_runs_and_shows_two_canvases(paired_ser
             assert all(size and size[0] > 300 for size in sizes), sizes
             assert sizes[0][1] < sizes[1][1]  # stacked: A above B
             assert "x the time of A" in page.locator("#compare-timing").inner_text()
+        finally:
+            browser.close()
+
+
+def test_the_expected_time_follows_the_settings_and_the_fast_preset(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server, wait_until="load")
+            # measured on load (a probe of one step per codebook), for the default 50 steps of 10 s
+            page.wait_for_function(text_contains("#expected-time", "with 50 steps"), timeout=STEP_TIMEOUT_MS)
+            assert "Expected time: about" in page.locator("#expected-time").inner_text()
+            page.locator("#fast-preset").click()
+            page.wait_for_function(text_contains("#expected-time", "with 25 steps"), timeout=STEP_TIMEOUT_MS)
+            page.get_by_text("Decoding", exact=True).click()  # the accordion with the steps
+            assert (
+                page.locator("#decoding-steps textarea, #decoding-steps input").first.input_value()
+                == "10, 5, 5, 5"
+            )
+            page.get_by_text("Autoregressive", exact=True).click()
+            page.wait_for_function(
+                text_contains("#expected-time", "not measured yet for autoregressive runs"),
+                timeout=STEP_TIMEOUT_MS,
+            )
         finally:
             browser.close()

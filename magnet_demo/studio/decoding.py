@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from magnet_demo.controls import Limits
+from magnet_demo.controls import DecodingConfig, Limits
+from magnet_demo.costs import CostModel
 from magnet_demo.incidents import Refusal, visitor_message
 from magnet_demo.records import StepRecord
-from magnet_demo.session import RUNNING, Run, Session, SessionStore
+from magnet_demo.session import FINISHED, RUNNING, Run, Session, SessionStore
 from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, batches_in_thread
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,18 @@ def decode_audio(worker, model_name: str, codes: np.ndarray) -> np.ndarray:
     return items[-1].audio
 
 
+#: the probe that measures a model's speed: one step per codebook, one sample, this prompt
+PROBE_PROMPT = "a short probe of this server's speed"
+
+
+def probe_records(worker, model_name: str, num_codebooks: int, duration: float) -> list[StepRecord]:
+    """The records of a probe decoding (one step per codebook of one ``duration`` s sample) on
+    ``worker``: what a step of this model costs on this server."""
+    config = DecodingConfig(decoding_steps=(1,) * num_codebooks, duration=duration)
+    job = DecodeJob(model=model_name, prompts=(PROBE_PROMPT,), config=config, seed=0)
+    return [item for item in worker.run(job, None, _NeverStop()) if isinstance(item, StepRecord)]
+
+
 def job_of(run: Run, rescorer_offered: bool) -> DecodeJob:
     """What the worker needs to decode ``run`` (plain data)."""
     return DecodeJob(
@@ -60,7 +73,8 @@ class Decoding:
     """Iterate for lists of new :class:`StepRecord` (already added to ``run``); the run is then
     finished, stopped (by a person or by the server's ``max_run_seconds``) or failed.
 
-    ``readable``: exception types whose messages are for people (the handlers' ``gr.Error``).
+    ``readable``: exception types whose messages are for people (the handlers' ``gr.Error``);
+    ``costs``: learns the server's speed from the run once it finished.
     A failure is raised as a :class:`Refusal` saying how many steps the run kept.
     """
 
@@ -73,10 +87,11 @@ class Decoding:
         limits: Limits,
         rescorer_offered: bool,
         readable: tuple[type, ...] = (),
+        costs: CostModel | None = None,
     ):
         self.session, self.run, self.worker = session, run, worker
         self.sessions, self.limits, self.rescorer_offered = sessions, limits, rescorer_offered
-        self.readable = readable
+        self.readable, self.costs = readable, costs
 
     def __iter__(self) -> Iterator[list[StepRecord]]:
         run = self.run
@@ -96,6 +111,11 @@ class Decoding:
                     self.sessions.memory.charge(run)
                     yield records
             run.finish(audio)
+            if run.status == FINISHED and run.parent is None and self.costs is not None:
+                own = run.records[run.first_new_index :]
+                self.costs.learn(
+                    run.model_name, run.plan_or_steps(), run.config, len(run.prompts), own, run.number
+                )
         except Exception as error:  # said to the visitor; the queue goes on serving others
             self._fail(error)
         except GeneratorExit:  # the visitor went away: the worker was told to stop

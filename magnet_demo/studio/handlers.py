@@ -32,7 +32,7 @@ from magnet_demo.audio_modes import (
     AudioRequest,
 )
 from magnet_demo.controls import METHOD_AR, METHOD_HYBRID, METHOD_MAGNET
-from magnet_demo.form import Settings, number, uploaded_file
+from magnet_demo.form import Settings, fast_steps, number, steps_text, uploaded_file
 from magnet_demo.incidents import Refusal, visitor_message, without_paths
 from magnet_demo.models import SETTINGS_FIELDS
 from magnet_demo.session import FINISHED, RELEASED_NOTE
@@ -368,6 +368,34 @@ class DemoApp:
             gr.update(info=offer.rescoring),
             *(gr.update(value=getattr(offer.defaults, key)) for key in SETTINGS_FIELDS),
         )
+
+    def expected_time(
+        self,
+        model: str,
+        duration: object,
+        decoding_steps: object,
+        samples: object,
+        method: object,
+        prefix_seconds: object,
+    ) -> str:
+        """The page's line on what a run of these settings will cost on this server."""
+        settings = Settings(
+            prompt="",
+            model=model,
+            duration=duration,
+            decoding_steps=decoding_steps,
+            samples=samples,
+            method=method,
+            prefix_seconds=prefix_seconds,
+        )
+        return without_paths(self.studio.expected_time(settings))
+
+    def fast_steps(self, model: str) -> str:
+        """The fast preset's steps for the model's codebooks (unchanged when it cannot be loaded)."""
+        try:
+            return steps_text(fast_steps(self.studio.catalog.load(model).num_codebooks))
+        except ValueError:
+            return gr.skip()
 
     def audio_preview(self, audio: object, model_name: str, duration: object) -> tuple:
         """(canvas, status): the input audio on the canvas, as given tokens, before any run."""

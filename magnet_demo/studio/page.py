@@ -107,6 +107,8 @@ class SettingsPanel:
     model_info: gr.Markdown
     generate: gr.Button
     stop: gr.Button
+    expected: gr.Markdown
+    fast: gr.Button
     duration: gr.Slider
     samples: gr.Slider
     seed: gr.Number
@@ -212,6 +214,9 @@ def _prompt_and_model(config: PageConfig) -> dict:
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
     with gr.Row():
+        expected = gr.Markdown("", elem_id="expected-time")
+        fast = gr.Button("Fast: fewer steps", size="sm", elem_id="fast-preset", scale=0)
+    with gr.Row():
         duration = gr.Slider(
             MIN_DURATION, DEFAULT_DURATION, DEFAULT_DURATION, step=DURATION_STEP, label="Duration (s)"
         )
@@ -228,6 +233,7 @@ def _prompt_and_model(config: PageConfig) -> dict:
         random_seed = gr.Checkbox(True, label="Random seed")
     return dict(
         prompt=prompt, examples=examples, model=model, model_info=model_info, generate=generate, stop=stop,
+        expected=expected, fast=fast,
         duration=duration, samples=samples, seed=seed, random_seed=random_seed,
     )  # fmt: skip
 
@@ -299,6 +305,7 @@ def _decoding_settings(limits: Limits) -> dict:
         decoding_steps = gr.Textbox(
             steps_text(default_steps(4)),
             label="Decoding steps per codebook (one number per codebook)",
+            elem_id="decoding-steps",
             info=f"At most {limits.max_steps} steps in all on this server. {work_info(limits)}",
         )
         span_arrangement = gr.Radio(
@@ -457,7 +464,7 @@ def compare_panel() -> CompareView:
         with gr.Row():
             audio_a = gr.Audio(label="A", interactive=False, elem_id="compare-audio-a")
             audio_b = gr.Audio(label="B", interactive=False, elem_id="compare-audio-b")
-        timing = gr.Markdown("Pick two runs, or run the preset.", elem_id="compare-timing")
+        timing = gr.Markdown("Pick two runs, or run the preset.", label="Timings", elem_id="compare-timing")
     return CompareView(table, run_a, run_b, canvas_a, canvas_b, audio_a, audio_b, timing, show, preset)
 
 

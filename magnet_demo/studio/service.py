@@ -26,6 +26,7 @@ from magnet_demo.controls import (
     DecodingConfig,
     Limits,
 )
+from magnet_demo.costs import CostModel, expected_line
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import Settings, live_values, whole
 from magnet_demo.incidents import Refusal
@@ -35,7 +36,7 @@ from magnet_demo.models import EMBEDDED_NAME
 from magnet_demo.session import DEFAULT_OUTPUT_ROOT, RELEASED_NOTE, RUNNING, Run, Session, SessionStore
 from magnet_demo.sources import ModelSources
 from magnet_demo.studio.catalog import Catalog
-from magnet_demo.studio.decoding import Decoding, decode_audio
+from magnet_demo.studio.decoding import Decoding, decode_audio, probe_records
 from magnet_demo.workers import InProcessWorker
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Studio:
         files = FileBudget(keep_runs, keep_runs_per_session)
         self.sessions = SessionStore(output_root, files=files, memory=MemoryBudget(int(memory_mb * 2**20)))
         self._writers = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="magnet-files")
+        self.costs = CostModel()
 
     @property
     def models(self) -> ModelCache:
@@ -275,6 +277,7 @@ class Studio:
             self.limits,
             start.rescorer_offered,
             readable,
+            self.costs,
         )
 
     def write_files_later(self, decoding: Decoding, sample: int) -> None:
@@ -291,6 +294,22 @@ class Studio:
         for run in pending:
             run.files_shown = True
         return session, pending
+
+    def expected_time(self, settings: Settings) -> str:
+        """What a run of ``settings`` will cost here, for the page (a probe measures the model's
+        speed the first time one is asked for, unless the worker spends a visitor's GPU quota)."""
+        try:
+            loaded = self.catalog.load(settings.model)
+            name = self.catalog.name(settings.model)
+            config, samples = settings.config(loaded, self.limits), settings.sample_count()
+            plan = settings.plan(config, loaded)
+        except ValueError as error:
+            return f"Expected time: — ({error})"
+        if self.costs.rate(name, METHOD_MAGNET) is None and getattr(self.worker, "probes", True):
+            records = probe_records(self.worker, name, loaded.num_codebooks, loaded.max_duration)
+            self.costs.probe(name, records, loaded.max_duration)
+        estimate = self.costs.estimate(name, plan, config, samples)
+        return expected_line(estimate, plan, config, samples)
 
     # ----------------------------------------------------------------- live controls
     def stop(self, key: str | None) -> str:

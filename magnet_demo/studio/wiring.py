@@ -151,10 +151,11 @@ def endpoints(
     outputs = main.outputs()
     # the spectrogram, trace and animation, after the run has left the decoding slot
     files = (app.run_files, [inspect.sample_shown], outputs, FILES)
+    expect = (app.expected_time, expected_inputs(left), left.expected)
 
     def run_endpoint(trigger, handler, inputs, kwargs, **options) -> Endpoint:
         options = {**decoding, "validator": _admission(app, demo, handler), **options}
-        return Endpoint(trigger, handler, inputs, outputs, options, kwargs, then=(files, step))
+        return Endpoint(trigger, handler, inputs, outputs, options, kwargs, then=(files, step, expect))
 
     steer = dict(queue=False, **RAW)
     latest = (app.compare_latest, [inspect.sample_shown], lab.outputs())
@@ -174,7 +175,7 @@ def endpoints(
         # three runs one after another on the decoding slot, then the compare view shows them
         "compare_methods": [
             dataclasses.replace(
-                run_endpoint(lab.preset.click, app.compare_methods, [], run), then=(files, latest)
+                run_endpoint(lab.preset.click, app.compare_methods, [], run), then=(files, latest, expect)
             )
         ],
         "compare": [Endpoint(lab.show.click, app.compare, pair, lab.outputs(), RAW)],
@@ -206,6 +207,24 @@ def _tools(app: DemoApp, demo: gr.Blocks, io: ToolIO) -> dict[str, list[Endpoint
     }  # fmt: skip
 
 
+def expected_inputs(left: SettingsPanel) -> list:
+    """``DemoApp.expected_time``'s inputs: the settings a run's cost depends on."""
+    return [left.model, left.duration, left.decoding_steps, left.samples, left.method, left.prefix_seconds]
+
+
+def _expected(app: DemoApp, demo: gr.Blocks, left: SettingsPanel) -> list[Endpoint]:
+    """The expected time follows the settings it depends on; the fast preset sets fewer steps."""
+    triggers = (
+        demo.load, left.model.change, left.duration.release, left.samples.release, left.decoding_steps.change,
+        left.method.change, left.prefix_seconds.release,
+    )  # fmt: skip
+    expect = [
+        Endpoint(trigger, app.expected_time, expected_inputs(left), left.expected, PRIVATE)
+        for trigger in triggers
+    ]
+    return [*expect, Endpoint(left.fast.click, app.fast_steps, [left.model], left.decoding_steps, PRIVATE)]
+
+
 def _private(app, demo, left, audio, main, inspect, step) -> list[Endpoint]:
     """The page's own events (not in the API)."""
     live = {name: getattr(left, name) for name in LIVE_FIELDS}
@@ -224,6 +243,7 @@ def _private(app, demo, left, audio, main, inspect, step) -> list[Endpoint]:
         Endpoint(audio.audio.change, app.audio_preview, [audio.audio, left.model, left.duration], [main.canvas, main.status], PRIVATE),
         *steer,
         Endpoint(inspect.sample_shown.release, app.show_run, show, main.outputs(), PRIVATE, then=(step,)),
+        *_expected(app, demo, left),
     ]  # fmt: skip
 
 
