@@ -21,6 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from magnet_demo.controls import (  # noqa: E402  (light: no torch model code)
     DEFAULT_KEEP_RUNS,
     DEFAULT_KEEP_RUNS_PER_SESSION,
+    DEFAULT_MAX_CLIP_SECONDS,
     DEFAULT_MAX_MODELS,
     DEFAULT_MAX_RUN_SECONDS,
     DEFAULT_MAX_STEPS,
@@ -124,7 +125,7 @@ def _add_models(parser: argparse.ArgumentParser) -> None:
 #: flags whose value must be above 0
 POSITIVE_FLAGS = (
     "max_steps", "keep_runs", "keep_runs_per_session", "max_models", "queue_size", "concurrency",
-    "max_work", "max_run_seconds", "memory_mb",
+    "max_work", "max_run_seconds", "memory_mb", "max_clip_seconds",
 )  # fmt: skip
 
 
@@ -134,6 +135,7 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
         ("--max-steps", int, DEFAULT_MAX_STEPS, "most decoding steps in one run, all codebooks together"),
         ("--max-work", float, DEFAULT_MAX_WORK, "most work in one run: steps x samples x seconds of audio"),
         ("--max-run-seconds", float, DEFAULT_MAX_RUN_SECONDS, "seconds a run decodes before it is stopped"),
+        ("--max-clip-seconds", float, DEFAULT_MAX_CLIP_SECONDS, "longest clip, decoded window after window"),
         ("--keep-runs", int, DEFAULT_KEEP_RUNS, "runs whose files the server keeps, all visitors together"),
         ("--keep-runs-per-session", int, DEFAULT_KEEP_RUNS_PER_SESSION, "runs whose files one visitor keeps"),
         ("--memory-mb", float, DEFAULT_MEMORY_MB, "MiB all runs keep in memory (steps, previews, audio)"),
@@ -219,7 +221,12 @@ def make_app(args: argparse.Namespace, gpu):
         models=models,
         worker=make_worker(args.worker, models, loader, gpu),
         model_note=f"Opened with **{choice.name}** on {device}: {choice.reason}.",
-        limits=Limits(max_steps=args.max_steps, max_work=args.max_work, max_run_seconds=args.max_run_seconds),
+        limits=Limits(
+            max_steps=args.max_steps,
+            max_work=args.max_work,
+            max_run_seconds=args.max_run_seconds,
+            max_clip_seconds=args.max_clip_seconds,
+        ),
         sources=ModelSources(
             roots=tuple(os.path.abspath(root) for root in args.model_root),
             allow_any=args.allow_any_model,

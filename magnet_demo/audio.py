@@ -32,8 +32,11 @@ def preview_codes(record: StepRecord) -> np.ndarray:
     """``[B, stage + 1, T]`` codes that can be heard at ``record``: the finished codebooks, plus the
     current stage with its fixed tokens and the model's proposals for the frames still masked.
 
-    An autoregressive record (``record.written`` set) is heard up to the frames written in every
+    A step of a long clip is heard up to the end of its window. An autoregressive record
+    (``record.written`` set) is heard up to the frames written in every
     codebook: ``[B, K, T']`` (at least one frame: before any, a silent-ish frame of token 0)."""
+    if record.window is not None:  # a long clip: up to the end of the window being decoded
+        return np.asarray(record.tokens[:, : record.stage + 1, : record.window[3]], dtype=np.int64)
     if record.written is None:
         return np.asarray(record.tokens[:, : record.stage + 1], dtype=np.int64)
     tokens = np.asarray(record.tokens, dtype=np.int64)

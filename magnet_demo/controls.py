@@ -38,6 +38,10 @@ METHOD_MAGNET, METHOD_HYBRID, METHOD_AR = "magnet", "hybrid", "autoregressive"
 METHODS = (METHOD_MAGNET, METHOD_HYBRID, METHOD_AR)
 #: seconds the autoregressive partner writes first in a Hybrid run
 DEFAULT_PREFIX_SECONDS = 1.0
+#: a clip longer than the model's window: seconds each window continues of the one before (half of a
+#: 10 s window), and the longest clip a server decodes (``--max-clip-seconds``)
+DEFAULT_OVERLAP_SECONDS = 5.0
+DEFAULT_MAX_CLIP_SECONDS = 60.0
 #: the rescoring weight's convention, as the page says it (the paper's figure; see README's Rescoring)
 RESCORING_HELP = (
     "Span confidence = (1 − w) · MAGNeT + w · rescorer (the paper's figure). w = 0 is plain MAGNeT."
@@ -84,6 +88,7 @@ class Limits:
         max_cfg, max_temperature: the largest CFG coefficient and temperature accepted.
         max_work: decoding steps x samples x seconds of a run (a fork counts its parent's steps).
         max_run_seconds: wall-clock seconds a run decodes before the server stops it.
+        max_clip_seconds: seconds of a clip longer than one window (decoded window after window).
     """
 
     max_steps: int = DEFAULT_MAX_STEPS
@@ -94,6 +99,7 @@ class Limits:
     max_temperature: float = MAX_TEMPERATURE
     max_work: float = DEFAULT_MAX_WORK
     max_run_seconds: float = DEFAULT_MAX_RUN_SECONDS
+    max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS
 
     def check_steps(self, steps: tuple[int, ...]) -> None:
         total = sum(steps)
@@ -161,6 +167,9 @@ class DecodingConfig:
     - ``method`` (:data:`METHODS`) and ``prefix_seconds``: how the studio's worker runs the clip
       (:mod:`magnet_demo.lab`); :class:`~magnet_demo.engine.Engine` itself decodes MAGNeT only and
       ignores them.
+    - ``clip_seconds`` > ``duration``: a clip longer than one window, decoded window after window
+      (:mod:`magnet_demo.windows`), each window ``duration`` s long and continuing the last
+      ``overlap_seconds`` of the one before; 0 = one window. The Engine ignores them too.
     """
 
     decoding_steps: tuple[int, ...] = DEFAULT_DECODING_STEPS
@@ -181,6 +190,8 @@ class DecodingConfig:
     revision_share: float = 0.0
     method: str = METHOD_MAGNET
     prefix_seconds: float = DEFAULT_PREFIX_SECONDS
+    clip_seconds: float = 0.0
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS
 
     def __post_init__(self):
         steps = tuple(self.decoding_steps)
@@ -215,6 +226,8 @@ class DecodingConfig:
         if self.method not in METHODS:
             raise ValueError(f"Unknown method '{self.method}': choose one of {', '.join(METHODS)}.")
         _check_number("prefix_seconds", self.prefix_seconds, 0.0)
+        _check_number("clip_seconds", self.clip_seconds, 0.0)
+        _check_number("overlap_seconds", self.overlap_seconds, 0.0)
         self.cfg()  # validates the CFG schedule
 
     def cfg(self) -> CFGSchedule:

@@ -19,6 +19,7 @@ from magnet_demo.controls import (
     DEFAULT_DURATION,
     DEFAULT_MAX_CFG,
     DEFAULT_MIN_CFG,
+    DEFAULT_OVERLAP_SECONDS,
     DEFAULT_PREFIX_SECONDS,
     DEFAULT_SPAN_ARRANGEMENT,
     DEFAULT_SPAN_SCORING,
@@ -219,6 +220,7 @@ class Settings:
     revision_share: float = 0.0
     method: str = METHOD_MAGNET
     prefix_seconds: float = DEFAULT_PREFIX_SECONDS
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS
 
     def prompts(self, limits: Limits) -> tuple[str, ...]:
         """The prompt repeated once per sample; ValueError when empty, too long or too many samples."""
@@ -259,9 +261,17 @@ class Settings:
         method = text(self.method, "Method", 40)
         if method not in METHODS:
             raise ValueError(f"Method must be one of {', '.join(METHODS)}, got {_quote(method)}.")
+        duration, window = number(self.duration, "Duration", 0), model.max_duration
+        if duration > limits.max_clip_seconds:
+            raise ValueError(
+                f"Duration: {duration:g} s is longer than this server decodes ({limits.max_clip_seconds:g} s; "
+                f"clips longer than the model's {window:g} s window are decoded window after window)."
+            )
         config = DecodingConfig(
             decoding_steps=self.steps(limits, model.num_codebooks),
-            duration=number(self.duration, "Duration", 0),
+            duration=min(duration, window),
+            clip_seconds=duration if duration > window + 1e-9 else 0.0,
+            overlap_seconds=number(self.overlap_seconds, "Overlap", 0, window),
             span_arrangement=text(self.span_arrangement, "Span arrangement", 40),
             method=method,
             prefix_seconds=number(self.prefix_seconds, "Hybrid prefix", 0),
@@ -278,7 +288,8 @@ class Settings:
         try:
             return lab_plan(config, model.num_codebooks, model.frame_rate, frames, int(model.lm.span_len))
         except ValueError as error:
-            raise ValueError(str(error).replace("prefix_seconds", "The Hybrid prefix")) from None
+            message = str(error).replace("prefix_seconds", "The Hybrid prefix")
+            raise ValueError(message.replace("total_seconds", "The duration")) from None
 
     def sample_count(self) -> int:
         return whole(self.samples, "Number of samples", 1, MAX_BATCH)

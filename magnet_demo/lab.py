@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from magnet_demo import spans
 from magnet_demo.autoregressive import DEFAULT_TOP_K, ARConfig, AREngine, ARRecord
 from magnet_demo.controls import (
     METHOD_AR,
@@ -39,6 +40,7 @@ from magnet_demo.controls import (
 from magnet_demo.hybrid import PHASE_AR, HybridEngine, prefix_frames
 from magnet_demo.records import StepRecord, frozen_array
 from magnet_demo.schedules import CFG_CONSTANT, CFGSchedule
+from magnet_demo.windows import plan_seconds
 
 #: sequence steps (one frame of every codebook each) per record of an autoregressive run: 0.2 s
 FRAMES_PER_RECORD = 10
@@ -79,6 +81,7 @@ class LabPlan:
     segments: tuple[int, ...]
     frames: int
     prefix_frames: int = 0
+    windows: tuple = ()  # a clip longer than one window: its :class:`~magnet_demo.windows.Window`s
 
     @property
     def total_steps(self) -> int:
@@ -105,6 +108,15 @@ def lab_plan(
     ``T + K - 1`` sequence steps, and the first P frames of every codebook in ``P + K - 1``.
     """
     steps = tuple(config.decoding_steps)
+    if config.clip_seconds > config.duration:
+        if config.method != METHOD_MAGNET:
+            raise ValueError(
+                f"Clips longer than one window ({config.duration:g} s) are decoded with MAGNeT: "
+                f"choose the method MAGNeT, or at most {config.duration:g} s."
+            )
+        unit = span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
+        windows = plan_seconds(config.clip_seconds, config.duration, frame_rate, config.overlap_seconds, unit)
+        return LabPlan(METHOD_MAGNET, steps * len(windows), windows[-1].stop, windows=windows)
     if config.method == METHOD_MAGNET:
         return LabPlan(METHOD_MAGNET, steps, magnet_frames)
     if config.method == METHOD_AR:
@@ -239,3 +251,71 @@ def phase_seconds(records: list[StepRecord]) -> tuple[float, float]:
     ar_seconds = ar[-1].elapsed if ar else 0.0
     total = records[-1].elapsed if records else 0.0
     return ar_seconds, max(total - ar_seconds, 0.0)
+
+
+def _placed(values: np.ndarray | None, window, frames: int, fill) -> np.ndarray | None:
+    """``[B, ..., t]`` values of a window on the clip's ``frames``: ``fill`` outside the window."""
+    if values is None:
+        return None
+    values = np.asarray(values)
+    out = np.full(values.shape[:-1] + (frames,), fill, dtype=values.dtype)
+    out[..., window.start : window.stop] = values
+    return frozen_array(out)
+
+
+def window_step_record(item, canvas: np.ndarray, plan: LabPlan, elapsed: float) -> StepRecord:
+    """The studio's record of one step of a long clip (a :class:`~magnet_demo.windows.WindowRecord`)
+    on the whole clip's canvas: ``canvas`` ``[B, K, T]`` holds the finished windows' tokens
+    (``mask_id`` after them) and the window's own arrays are placed at its frames; ``window`` says
+    which window it is (see ``StepRecord.window``)."""
+    record, window = item.record, item.window
+    tokens = np.array(canvas)
+    tokens[..., window.start : window.stop] = record.tokens
+    T = plan.frames
+    rescorer = record.rescorer_confidence
+    return replace(
+        record,
+        global_step=item.clip_step,
+        total_steps=item.clip_steps,
+        tokens=frozen_array(tokens),
+        mask_before=_placed(record.mask_before, window, T, False),
+        mask_after=_placed(record.mask_after, window, T, False),
+        confidence=_placed(record.confidence, window, T, np.nan),
+        rescorer_confidence=_placed(rescorer, window, T, np.nan),
+        given=_placed(record.given, window, T, False),
+        revised=_placed(record.revised, window, T, False),
+        elapsed=elapsed,
+        window=(window.index, item.windows, window.start, window.stop),
+    )
+
+
+def window_steps(
+    model,
+    prompts: tuple[str, ...],
+    config: DecodingConfig,
+    *,
+    seed: int,
+    controls=None,
+    cancel=None,
+    rescorer=None,
+) -> Iterator[StepRecord]:
+    """The studio's records of a clip longer than one window (``config.clip_seconds``), decoded
+    window after window by :class:`~magnet_demo.windows.WindowedEngine`; the last record's tokens
+    are the whole clip's."""
+    from magnet_demo.engine import Engine
+    from magnet_demo.windows import WindowedEngine
+
+    plan = lab_plan(
+        config, model.num_codebooks, model.frame_rate, model.frames(config), int(model.lm.span_len)
+    )
+    engine = WindowedEngine(Engine(model, rescorer))
+    steps = engine.steps(prompts, config, windows=plan.windows, seed=seed, controls=controls, cancel=cancel)
+    canvas, base = None, 0.0
+    for item in steps:
+        if canvas is None:
+            shape = item.record.tokens.shape[:2] + (plan.frames,)
+            canvas = np.full(shape, item.record.mask_id, dtype=np.int16)
+        yield window_step_record(item, canvas, plan, base + item.record.elapsed)
+        if item.is_window_end:
+            canvas[..., item.window.start : item.window.stop] = item.record.tokens
+            base += item.record.elapsed

@@ -74,6 +74,10 @@ class StepRecord:
             codebook, ``mask_before``/``mask_after`` its frames unwritten before/after, and
             ``confidence`` the mean probability of the tokens written at each frame. None on
             MAGNeT's records.
+        window: for a step of a clip longer than one window (:func:`magnet_demo.lab.window_steps`):
+            ``(index, windows, start, stop)``, the window being decoded and its frames on the
+            clip's canvas; the arrays above cover the whole clip (the window's own values placed
+            at its frames, earlier windows' tokens before it, ``mask_id`` after it). None otherwise.
     """
 
     stage: int
@@ -102,6 +106,7 @@ class StepRecord:
     revised: np.ndarray | None = None  # None = all False (see __post_init__)
     fixed_scores: np.ndarray | None = None
     written: np.ndarray | None = None
+    window: tuple[int, int, int, int] | None = None
 
     def __post_init__(self):
         if self.revised is None:
@@ -109,7 +114,7 @@ class StepRecord:
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling: a record pickled before ``revised`` or ``written`` existed gets them."""
-        self.__dict__.update({"written": None, **state})
+        self.__dict__.update({"written": None, "window": None, **state})
         self.__post_init__()
 
     @property

@@ -294,7 +294,7 @@ class Run:
 
     def _lab_feed(self) -> dict:
         """The canvas feed's options of an autoregressive or Hybrid run (none for MAGNeT's)."""
-        if self.plan is None or self.plan.method == METHOD_MAGNET:
+        if self.plan is None or (self.plan.method == METHOD_MAGNET and not self.plan.windows):
             return {}
         plan, anneal = self.plan, self.config.anneal_temp
         return {

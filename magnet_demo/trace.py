@@ -146,12 +146,15 @@ def load_trace(path: str | Path) -> tuple[list[StepRecord], dict[str, Any]]:
 
 
 def _lab_arrays(records: Sequence[StepRecord], info: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``scores`` (stacked, or a step each when their shapes differ) and ``written``; notes in ``info``."""
+    """``scores`` (stacked, or a step each when their shapes differ), ``written`` and ``window``;
+    notes in ``info``."""
     arrays = {}
     if len({r.scores.shape for r in records}) == 1:
         arrays["scores"] = np.stack([r.scores for r in records])
     else:
         arrays.update({f"{SCORES}{s}": r.scores for s, r in enumerate(records)})
+    if any(r.window is not None for r in records):  # a long clip: each step's window
+        arrays["window"] = np.asarray([r.window or (-1, -1, -1, -1) for r in records], dtype=np.int64)
     if any(r.written is not None for r in records):
         none = np.zeros(records[0].tokens.shape, np.bool_)
         arrays["written"] = np.stack([none if r.written is None else r.written for r in records])
@@ -160,9 +163,11 @@ def _lab_arrays(records: Sequence[StepRecord], info: dict[str, Any]) -> dict[str
 
 
 def _lab_fields(arrays: dict[str, np.ndarray], info: dict[str, Any], s: int) -> dict[str, Any]:
-    """Step ``s``'s ``scores`` and ``written`` (see :func:`_lab_arrays`)."""
+    """Step ``s``'s ``scores``, ``written`` and ``window`` (see :func:`_lab_arrays`)."""
     scores = arrays["scores"][s] if "scores" in arrays else arrays[f"{SCORES}{s}"]
     fields: dict[str, Any] = {"scores": frozen_array(scores)}
+    if "window" in arrays and arrays["window"][s][0] >= 0:
+        fields["window"] = tuple(int(v) for v in arrays["window"][s])
     if (info.get("written_steps") or [False] * (s + 1))[s]:
         fields["written"] = frozen_array(arrays["written"][s], np.bool_)
     return fields

@@ -166,6 +166,10 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     given = record.given
     if given is not None:
         states[given[sample]] = STATE_GIVEN
+    if record.window is not None:  # a long clip: earlier windows are done, later ones not begun
+        _, _, start, stop = record.window
+        states[:, :start] = STATE_FIXED
+        states[:, stop:] = STATE_MASKED
     return states
 
 
@@ -329,7 +333,8 @@ def step_title(record: StepRecord, sample: int = 0) -> str:
     K = record.tokens.shape[1]
     if record.written is not None:
         return "  ·  ".join(_autoregressive_title(record, sample))
-    parts = [
+    window = [] if record.window is None else [f"window {record.window[0] + 1}/{record.window[1]}"]
+    parts = window + [
         f"codebook {record.stage + 1}/{K}",
         f"step {record.step + 1}/{record.steps_in_stage}",
         f"total {record.global_step + 1}/{record.total_steps}",

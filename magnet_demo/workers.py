@@ -143,7 +143,13 @@ def run_job(job: DecodeJob | AudioJob, controls: LiveControls, stop, models: Mod
         return
     rescorer = _LazyRescorer(lambda: models.rescorer(job.model, model)) if job.rescorer else None
     last = job.resume_from
-    if job.config.method == METHOD_MAGNET:
+    if job.config.clip_seconds > job.config.duration:
+        from magnet_demo.lab import window_steps
+
+        steps = window_steps(
+            model, job.prompts, job.config, seed=job.seed, controls=controls, cancel=stop, rescorer=rescorer
+        )
+    elif job.config.method == METHOD_MAGNET:
         steps = Engine(model, rescorer).steps(
             job.prompts,
             job.config,

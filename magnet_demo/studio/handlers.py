@@ -363,7 +363,9 @@ class DemoApp:
         return (
             offer.info,
             offer.steps,
-            gr.update(maximum=offer.max_duration, value=offer.duration),
+            gr.update(
+                maximum=max(offer.max_duration, self.studio.limits.max_clip_seconds), value=offer.duration
+            ),
             gr.update(samples=[[text] for text in offer.examples]),
             gr.update(info=offer.rescoring),
             *(gr.update(value=getattr(offer.defaults, key)) for key in SETTINGS_FIELDS),
@@ -377,6 +379,7 @@ class DemoApp:
         samples: object,
         method: object,
         prefix_seconds: object,
+        overlap_seconds: object = None,
     ) -> str:
         """The page's line on what a run of these settings will cost on this server."""
         settings = Settings(
@@ -387,6 +390,7 @@ class DemoApp:
             samples=samples,
             method=method,
             prefix_seconds=prefix_seconds,
+            **({} if overlap_seconds is None else {"overlap_seconds": overlap_seconds}),
         )
         return without_paths(self.studio.expected_time(settings))
 

@@ -22,6 +22,7 @@ from magnet_demo.controls import (
     DEFAULT_DURATION,
     DEFAULT_MAX_CFG,
     DEFAULT_MIN_CFG,
+    DEFAULT_OVERLAP_SECONDS,
     DEFAULT_PREFIX_SECONDS,
     DEFAULT_SPAN_ARRANGEMENT,
     DEFAULT_SPAN_SCORING,
@@ -109,6 +110,7 @@ class SettingsPanel:
     stop: gr.Button
     expected: gr.Markdown
     fast: gr.Button
+    overlap_seconds: gr.Slider
     duration: gr.Slider
     samples: gr.Slider
     seed: gr.Number
@@ -218,7 +220,12 @@ def _prompt_and_model(config: PageConfig) -> dict:
         fast = gr.Button("Fast: fewer steps", size="sm", elem_id="fast-preset", scale=0)
     with gr.Row():
         duration = gr.Slider(
-            MIN_DURATION, DEFAULT_DURATION, DEFAULT_DURATION, step=DURATION_STEP, label="Duration (s)"
+            MIN_DURATION,
+            max(DEFAULT_DURATION, limits.max_clip_seconds),
+            DEFAULT_DURATION,
+            step=DURATION_STEP,
+            label="Duration (s)",
+            info="Longer than the model's window: decoded window after window (MAGNeT).",
         )
         samples = gr.Slider(
             1,
@@ -228,12 +235,19 @@ def _prompt_and_model(config: PageConfig) -> dict:
             label="Samples",
             info=f"steps × samples × seconds ≤ {limits.max_work:g} a run",
         )
+    overlap_seconds = gr.Slider(
+        0,
+        DEFAULT_DURATION - DURATION_STEP,
+        DEFAULT_OVERLAP_SECONDS,
+        step=DURATION_STEP,
+        label="Long clips: seconds each window continues of the one before",
+    )
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
         random_seed = gr.Checkbox(True, label="Random seed")
     return dict(
         prompt=prompt, examples=examples, model=model, model_info=model_info, generate=generate, stop=stop,
-        expected=expected, fast=fast,
+        expected=expected, fast=fast, overlap_seconds=overlap_seconds,
         duration=duration, samples=samples, seed=seed, random_seed=random_seed,
     )  # fmt: skip
 

@@ -94,7 +94,9 @@ def step_status(run: Run, record: StepRecord) -> str:
 
 
 def _phase(run: Run, record: StepRecord) -> str:
-    """Which phase of a Hybrid run ``record`` belongs to ("" for other runs)."""
+    """Which phase of a Hybrid run, or which window of a long clip, ``record`` belongs to."""
+    if record.window is not None:
+        return f"window {record.window[0] + 1}/{record.window[1]} · "
     if run.method != METHOD_HYBRID:
         return "autoregressive · " if record.is_autoregressive else ""
     if record.is_autoregressive:

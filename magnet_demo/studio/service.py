@@ -169,7 +169,7 @@ class Studio:
             sample_rate=loaded.sample_rate,
             frame_rate=loaded.frame_rate,
             num_frames=plan.frames,
-            plan=None if config.method == METHOD_MAGNET else plan,
+            plan=None if config.method == METHOD_MAGNET and not plan.windows else plan,
             notes=() if given is None else given.notes,
             source="" if given is None else given.source,
             given=None if kept is None else kept.mask,
@@ -217,7 +217,14 @@ class Studio:
         return self._start(session, run, parent)
 
     def _check_method(self, model: str, config: DecodingConfig, audio: AudioRequest | None) -> None:
-        """A Refusal for an autoregressive or Hybrid run this server cannot make."""
+        """A Refusal for an autoregressive or Hybrid run this server cannot make, or input audio
+        for a clip longer than one window."""
+        if config.clip_seconds > config.duration and audio is not None:
+            raise Refusal(
+                f"Input audio is continued or re-decoded within one window ({config.duration:g} s): "
+                "ask for at most that duration, or generate the long clip from the prompt.",
+                "Check the settings",
+            )
         if config.method == METHOD_MAGNET:
             return
         label = METHOD_LABELS[config.method]
@@ -238,6 +245,12 @@ class Studio:
             )
         if parent is None or not parent.records:
             raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
+        if parent.plan is not None and parent.plan.windows:
+            raise Refusal(
+                f"Run #{parent.number} is a clip of {len(parent.plan.windows)} windows: re-decoding from a step "
+                "is offered for clips of one window. Make a new run instead.",
+                "Check the settings",
+            )
         if parent.method != METHOD_MAGNET:
             raise Refusal(
                 f"Run #{parent.number} is a {METHOD_LABELS[parent.method]} run: re-decoding from a step "

@@ -82,7 +82,7 @@ class Tools:
 
         Args:
             prompt: what to hear, in English: genre, instruments, mood, tempo (at most 500 characters).
-            duration: seconds of audio, at most the model's window (10 s for the default model); empty for the model's default.
+            duration: seconds of audio (empty for the model's default); longer than the model's window (10 s for the default model) is decoded window after window, up to the server's longest clip (60 s by default).
             seed: the sampler's seed (0 to 2147483647; the same seed and settings give the same audio); -1 for a random one.
             method: 'magnet' (parallel masked decoding), 'hybrid' (the model's autoregressive partner writes the first second, MAGNeT the rest) or 'autoregressive' (the partner writes it all).
             model: the model to use, as the studio lists them; empty for the server's default.

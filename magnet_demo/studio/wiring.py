@@ -209,14 +209,17 @@ def _tools(app: DemoApp, demo: gr.Blocks, io: ToolIO) -> dict[str, list[Endpoint
 
 def expected_inputs(left: SettingsPanel) -> list:
     """``DemoApp.expected_time``'s inputs: the settings a run's cost depends on."""
-    return [left.model, left.duration, left.decoding_steps, left.samples, left.method, left.prefix_seconds]
+    return [
+        left.model, left.duration, left.decoding_steps, left.samples, left.method, left.prefix_seconds,
+        left.overlap_seconds,
+    ]  # fmt: skip
 
 
 def _expected(app: DemoApp, demo: gr.Blocks, left: SettingsPanel) -> list[Endpoint]:
     """The expected time follows the settings it depends on; the fast preset sets fewer steps."""
     triggers = (
         demo.load, left.model.change, left.duration.release, left.samples.release, left.decoding_steps.change,
-        left.method.change, left.prefix_seconds.release,
+        left.method.change, left.prefix_seconds.release, left.overlap_seconds.release,
     )  # fmt: skip
     expect = [
         Endpoint(trigger, app.expected_time, expected_inputs(left), left.expected, PRIVATE)
