@@ -103,6 +103,19 @@ def model_domain(name: str, model: LoadedModel | None = None) -> str:
 # runs and sessions
 
 
+def lab_feed(plan: LabPlan | None, config: DecodingConfig) -> dict:
+    """The canvas feed's options of an autoregressive or Hybrid run, or a long clip (none for a
+    MAGNeT run of one window): its segments, its rows and its planned schedules."""
+    if plan is None or (plan.method == METHOD_MAGNET and not plan.windows):
+        return {}
+    anneal = config.anneal_temp
+    return {
+        "decoding_steps": plan.segments,
+        "codebooks": len(config.decoding_steps),
+        "planner": lambda controls: planned_schedules(plan, controls, anneal),
+    }
+
+
 @dataclass(eq=False)
 class Run:
     """One decoding (fresh, or forked from a step of ``parent``) and everything it produced."""
@@ -181,10 +194,6 @@ class Run:
     @property
     def total_steps(self) -> int:
         return sum(self.config.decoding_steps) if self.plan is None else self.plan.total_steps
-
-    def plan_or_steps(self) -> LabPlan:
-        """The run's plan: a lab run's, else MAGNeT's steps per codebook."""
-        return self.plan or LabPlan(METHOD_MAGNET, tuple(self.config.decoding_steps), self.num_frames)
 
     @property
     def method(self) -> str:
@@ -275,7 +284,7 @@ class Run:
         sample = min(sample, len(self.prompts) - 1)
         with self._lock:
             if self._feed is None or self._feed.sample != sample:
-                options = {"decoding_steps": self.config.decoding_steps, **self._lab_feed()}
+                options = {"decoding_steps": self.config.decoding_steps, **lab_feed(self.plan, self.config)}
                 self._feed = CanvasFeed(
                     self.number,
                     num_frames=self.num_frames,
@@ -291,17 +300,6 @@ class Run:
             feed = self._feed
         feed.sync(list(self.records), self.controls.snapshot())
         return feed
-
-    def _lab_feed(self) -> dict:
-        """The canvas feed's options of an autoregressive or Hybrid run (none for MAGNeT's)."""
-        if self.plan is None or (self.plan.method == METHOD_MAGNET and not self.plan.windows):
-            return {}
-        plan, anneal = self.plan, self.config.anneal_temp
-        return {
-            "decoding_steps": plan.segments,
-            "codebooks": len(self.config.decoding_steps),
-            "planner": lambda controls: planned_schedules(plan, controls, anneal),
-        }
 
     # --- the end of a run
     def finish(self, audio: np.ndarray | None) -> None:

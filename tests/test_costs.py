@@ -46,7 +46,7 @@ def expected(app, **changes) -> str:
         duration=2.0, decoding_steps="20, 10, 10, 10", samples=1, method="magnet", prefix_seconds=1.0
     )
     values.update(changes)
-    return app.expected_time(app.studio.catalog.default_model, **values)
+    return app.views.expected_time(app.studio.catalog.default_model, **values)
 
 
 def test_the_line_follows_the_steps_duration_and_samples(app):
@@ -80,7 +80,7 @@ def test_a_finished_run_teaches_its_rate_and_the_fast_preset_has_fewer_steps(app
     assert rate.seconds_per_unit == pytest.approx(run.records[-1].elapsed / 11)  # 11 records, 1 sample
     line = expected(app, method="autoregressive")
     assert "autoregressive from run #1" in line and "11 steps" in line
-    assert app.fast_steps(app.studio.catalog.default_model) == "10, 5, 5, 5"
+    assert app.views.fast_steps(app.studio.catalog.default_model) == "10, 5, 5, 5"
 
 
 def test_a_rate_is_the_newest_measurement():

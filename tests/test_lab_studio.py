@@ -126,7 +126,7 @@ def test_the_compare_preset_makes_three_runs_and_the_view_shows_two(app):
     assert len({r.seed for r in runs}) == 1 and all(r.status == "finished" for r in runs)
     starts = [screen_of(u)["status"] for u in updates if "starting" in (screen_of(u).get("status") or "")]
     assert len(starts) == 3  # each run streams from its own start
-    table, run_a, run_b, canvas_a, canvas_b, audio_a, audio_b, timing = app.compare_latest(
+    table, run_a, run_b, canvas_a, canvas_b, audio_a, audio_b, timing = app.views.compare_latest(
         request=FakeRequest(key)
     )
     assert [row[:2] for row in table["data"]] == [
@@ -140,5 +140,5 @@ def test_the_compare_preset_makes_three_runs_and_the_view_shows_two(app):
     assert canvas_a.shape[2] == canvas_b.shape[2] == 3 and abs(canvas_a.shape[1] - canvas_b.shape[1]) <= 12
     assert audio_a["value"] is not None and audio_b["value"] is not None
     assert "run #1 (MAGNeT)" in timing and "run #3 (Autoregressive)" in timing and "x the time of A" in timing
-    picked = app.compare(2, 1, request=FakeRequest(key))
+    picked = app.views.compare(2, 1, request=FakeRequest(key))
     assert picked[1]["value"] == 2 and "autoregressive prefix" in picked[-1]

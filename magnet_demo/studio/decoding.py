@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from magnet_demo.controls import DecodingConfig, Limits
+from magnet_demo.controls import METHOD_MAGNET, DecodingConfig, Limits
 from magnet_demo.costs import CostModel
 from magnet_demo.incidents import Refusal, visitor_message
+from magnet_demo.lab import LabPlan
 from magnet_demo.records import StepRecord
 from magnet_demo.session import FINISHED, RUNNING, Run, Session, SessionStore
 from magnet_demo.workers import AudioJob, DecodeJob, FinalAudio, batches_in_thread
@@ -69,6 +70,11 @@ def job_of(run: Run, rescorer_offered: bool) -> DecodeJob:
     )
 
 
+def plan_of(run: Run) -> LabPlan:
+    """A run's plan: a lab run's or a long clip's, else MAGNeT's steps per codebook."""
+    return run.plan or LabPlan(METHOD_MAGNET, tuple(run.config.decoding_steps), run.num_frames)
+
+
 class Decoding:
     """Iterate for lists of new :class:`StepRecord` (already added to ``run``); the run is then
     finished, stopped (by a person or by the server's ``max_run_seconds``) or failed.
@@ -113,9 +119,7 @@ class Decoding:
             run.finish(audio)
             if run.status == FINISHED and run.parent is None and self.costs is not None:
                 own = run.records[run.first_new_index :]
-                self.costs.learn(
-                    run.model_name, run.plan_or_steps(), run.config, len(run.prompts), own, run.number
-                )
+                self.costs.learn(run.model_name, plan_of(run), run.config, len(run.prompts), own, run.number)
         except Exception as error:  # said to the visitor; the queue goes on serving others
             self._fail(error)
         except GeneratorExit:  # the visitor went away: the worker was told to stop

@@ -127,6 +127,7 @@ class DemoApp:
 
     def __init__(self, **studio):
         self.studio = Studio(**studio)
+        self.views = Views(self.studio)
 
     # ----------------------------------------------------------------- runs
     @readable
@@ -216,34 +217,6 @@ class DemoApp:
             yield from self._stream(start, sample_shown)
             if start.run.status != FINISHED:
                 return
-
-    @readable
-    def compare(
-        self, run_a: object = None, run_b: object = None, sample_shown: object = 1, request: gr.Request = None
-    ):
-        """Two runs of this session side by side (default: the latest MAGNeT run and the latest of
-        another method), with the table of every run: outputs in ``compare.COMPARE_OUTPUTS`` order."""
-        session = self.studio.sessions.get(_key(request))
-        if session is None or not session.runs:
-            return _compare_outputs({"timing": "No runs yet: generate one, or run the preset."})
-        if run_a in (None, "") or run_b in (None, ""):
-            picked = compare.latest_pair(session)
-            if picked is None:
-                return _compare_outputs(
-                    {"table": compare.table(session), "timing": "One run so far: make another."}
-                )
-            first, second = picked
-        else:
-            (_, first), (_, second) = (
-                self.studio.run_of(_key(request), run_a),
-                self.studio.run_of(_key(request), run_b),
-            )
-        sample = sample_index(first, sample_shown)
-        return _compare_outputs(compare.pair(session, first, second, sample))
-
-    def compare_latest(self, sample_shown: object = 1, request: gr.Request = None):
-        """:meth:`compare` of the default pair (after the preset)."""
-        return self.compare(None, None, sample_shown, request)
 
     def admit(self, request: gr.Request | None, waiting: int, audio: object = None) -> str | None:
         """Why a new run of this visitor may not join the queue (None: it may): a run of theirs
@@ -371,6 +344,53 @@ class DemoApp:
             *(gr.update(value=getattr(offer.defaults, key)) for key in SETTINGS_FIELDS),
         )
 
+    def audio_preview(self, audio: object, model_name: str, duration: object) -> tuple:
+        """(canvas, status): the input audio on the canvas, as given tokens, before any run."""
+        if audio in (None, ""):
+            return gr.skip(), "Ready."
+        try:
+            path, name = _upload(audio)
+            model = self.studio.catalog.load(model_name)
+            return input_canvas(model, path, name, number(duration, "Duration", 0, model.max_duration))
+        except ValueError as error:
+            return gr.skip(), f"⚠️ {without_paths(str(error))}"
+
+
+class Views:
+    """What the page shows beside a run: the compare view, the expected time and the fast preset
+    (``DemoApp.views``)."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    @readable
+    def compare(
+        self, run_a: object = None, run_b: object = None, sample_shown: object = 1, request: gr.Request = None
+    ):
+        """Two runs of this session side by side (default: the latest MAGNeT run and the latest of
+        another method), with the table of every run: outputs in ``compare.COMPARE_OUTPUTS`` order."""
+        session = self.studio.sessions.get(_key(request))
+        if session is None or not session.runs:
+            return _compare_outputs({"timing": "No runs yet: generate one, or run the preset."})
+        if run_a in (None, "") or run_b in (None, ""):
+            picked = compare.latest_pair(session)
+            if picked is None:
+                return _compare_outputs(
+                    {"table": compare.table(session), "timing": "One run so far: make another."}
+                )
+            first, second = picked
+        else:
+            (_, first), (_, second) = (
+                self.studio.run_of(_key(request), run_a),
+                self.studio.run_of(_key(request), run_b),
+            )
+        sample = sample_index(first, sample_shown)
+        return _compare_outputs(compare.pair(session, first, second, sample))
+
+    def compare_latest(self, sample_shown: object = 1, request: gr.Request = None):
+        """:meth:`compare` of the default pair (after the preset)."""
+        return self.compare(None, None, sample_shown, request)
+
     def expected_time(
         self,
         model: str,
@@ -400,14 +420,3 @@ class DemoApp:
             return steps_text(fast_steps(self.studio.catalog.load(model).num_codebooks))
         except ValueError:
             return gr.skip()
-
-    def audio_preview(self, audio: object, model_name: str, duration: object) -> tuple:
-        """(canvas, status): the input audio on the canvas, as given tokens, before any run."""
-        if audio in (None, ""):
-            return gr.skip(), "Ready."
-        try:
-            path, name = _upload(audio)
-            model = self.studio.catalog.load(model_name)
-            return input_canvas(model, path, name, number(duration, "Duration", 0, model.max_duration))
-        except ValueError as error:
-            return gr.skip(), f"⚠️ {without_paths(str(error))}"

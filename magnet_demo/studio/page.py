@@ -215,9 +215,7 @@ def _prompt_and_model(config: PageConfig) -> dict:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
-    with gr.Row():
-        expected = gr.Markdown("", elem_id="expected-time")
-        fast = gr.Button("Fast: fewer steps", size="sm", elem_id="fast-preset", scale=0)
+    expected, fast = _expected_row()
     with gr.Row():
         duration = gr.Slider(
             MIN_DURATION,
@@ -250,6 +248,14 @@ def _prompt_and_model(config: PageConfig) -> dict:
         expected=expected, fast=fast, overlap_seconds=overlap_seconds,
         duration=duration, samples=samples, seed=seed, random_seed=random_seed,
     )  # fmt: skip
+
+
+def _expected_row() -> tuple[gr.Markdown, gr.Button]:
+    """What a run will cost here, and the fast preset."""
+    with gr.Row():
+        expected = gr.Markdown("", elem_id="expected-time")
+        fast = gr.Button("Fast: fewer steps", size="sm", elem_id="fast-preset", scale=0)
+    return expected, fast
 
 
 def _live_controls(limits: Limits) -> dict:

@@ -74,6 +74,58 @@ def refuse_audio(method: object) -> None:
         )
 
 
+def check_method(models: ModelCache, model: str, config: DecodingConfig, audio: AudioRequest | None) -> None:
+    """A Refusal for an autoregressive or Hybrid run this server cannot make, or input audio
+    for a clip longer than one window."""
+    if config.clip_seconds > config.duration and audio is not None:
+        raise Refusal(
+            f"Input audio is continued or re-decoded within one window ({config.duration:g} s): "
+            "ask for at most that duration, or generate the long clip from the prompt.",
+            "Check the settings",
+        )
+    if config.method == METHOD_MAGNET:
+        return
+    label = METHOD_LABELS[config.method]
+    if audio is not None:
+        refuse_audio(config.method)
+    partner, why = models.rescorer_name(model)
+    if partner is None:
+        raise Refusal(
+            f"{label} runs need the model's autoregressive partner, and none reads this "
+            f"model's tokens ({why}). Choose MAGNeT.",
+            "Check the settings",
+        )
+
+
+def check_parent(parent: Run | None, limits: Limits) -> None:
+    """A Refusal when ``parent`` cannot be re-decoded from a step (released, empty, decoding, a
+    lab run or a long clip, or a fork too deep for ``limits``)."""
+    if parent is not None and parent.steps_released:
+        raise Refusal(f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to re-decode from its steps.")
+    if parent is None or not parent.records:
+        raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
+    if parent.plan is not None and parent.plan.windows:
+        raise Refusal(
+            f"Run #{parent.number} is a clip of {len(parent.plan.windows)} windows: re-decoding from a step "
+            "is offered for clips of one window. Make a new run instead.",
+            "Check the settings",
+        )
+    if parent.method != METHOD_MAGNET:
+        raise Refusal(
+            f"Run #{parent.number} is a {METHOD_LABELS[parent.method]} run: re-decoding from a step "
+            "is offered for MAGNeT runs. Make a new run instead (the same seed gives the same start).",
+            "Check the settings",
+        )
+    if parent.status == RUNNING:
+        raise Refusal(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
+    if parent.fork_depth >= limits.fork_depth:
+        raise Refusal(
+            f"Run #{parent.number} is already a fork {parent.fork_depth} levels deep; this server "
+            f"allows {limits.fork_depth}. Re-decode from one of its ancestors instead.",
+            "Check the settings",
+        )
+
+
 def sample_index(run: Run | None, sample: object) -> int:
     """0-based sample index from the 1-based 'sample shown' control (a run with fewer samples
     shows its last); a Refusal for a value that is not a sample number."""
@@ -159,7 +211,7 @@ class Studio:
         except ValueError as error:
             raise Refusal(str(error), "Check the settings") from None
         kept = given if given is not None and given.mask.any() else None  # all-False: plain generation
-        self._check_method(self.catalog.name(settings.model), config, audio)
+        check_method(self.models, self.catalog.name(settings.model), config, audio)
         previous = session.run(None)
         run = session.new_run(
             model_name=self.catalog.name(settings.model),
@@ -185,7 +237,7 @@ class Studio:
         the codebooks already decoded come from the parent run; the parent stays as it was.
         """
         session, parent = self.run_of(key, run_number)
-        self._check_parent(parent)
+        check_parent(parent, self.limits)
         self._one_at_a_time(session)
         index = self.step_index(parent, step)
         record = parent.records[index]
@@ -215,56 +267,6 @@ class Studio:
             limits=self.limits,
         )
         return self._start(session, run, parent)
-
-    def _check_method(self, model: str, config: DecodingConfig, audio: AudioRequest | None) -> None:
-        """A Refusal for an autoregressive or Hybrid run this server cannot make, or input audio
-        for a clip longer than one window."""
-        if config.clip_seconds > config.duration and audio is not None:
-            raise Refusal(
-                f"Input audio is continued or re-decoded within one window ({config.duration:g} s): "
-                "ask for at most that duration, or generate the long clip from the prompt.",
-                "Check the settings",
-            )
-        if config.method == METHOD_MAGNET:
-            return
-        label = METHOD_LABELS[config.method]
-        if audio is not None:
-            refuse_audio(config.method)
-        partner, why = self.models.rescorer_name(model)
-        if partner is None:
-            raise Refusal(
-                f"{label} runs need the model's autoregressive partner, and none reads this "
-                f"model's tokens ({why}). Choose MAGNeT.",
-                "Check the settings",
-            )
-
-    def _check_parent(self, parent: Run | None) -> None:
-        if parent is not None and parent.steps_released:
-            raise Refusal(
-                f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to re-decode from its steps."
-            )
-        if parent is None or not parent.records:
-            raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
-        if parent.plan is not None and parent.plan.windows:
-            raise Refusal(
-                f"Run #{parent.number} is a clip of {len(parent.plan.windows)} windows: re-decoding from a step "
-                "is offered for clips of one window. Make a new run instead.",
-                "Check the settings",
-            )
-        if parent.method != METHOD_MAGNET:
-            raise Refusal(
-                f"Run #{parent.number} is a {METHOD_LABELS[parent.method]} run: re-decoding from a step "
-                "is offered for MAGNeT runs. Make a new run instead (the same seed gives the same start).",
-                "Check the settings",
-            )
-        if parent.status == RUNNING:
-            raise Refusal(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
-        if parent.fork_depth >= self.limits.fork_depth:
-            raise Refusal(
-                f"Run #{parent.number} is already a fork {parent.fork_depth} levels deep; this server "
-                f"allows {self.limits.fork_depth}. Re-decode from one of its ancestors instead.",
-                "Check the settings",
-            )
 
     @staticmethod
     def _one_at_a_time(session: Session) -> None:

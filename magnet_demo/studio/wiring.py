@@ -151,14 +151,14 @@ def endpoints(
     outputs = main.outputs()
     # the spectrogram, trace and animation, after the run has left the decoding slot
     files = (app.run_files, [inspect.sample_shown], outputs, FILES)
-    expect = (app.expected_time, expected_inputs(left), left.expected)
+    expect = (app.views.expected_time, expected_inputs(left), left.expected)
 
     def run_endpoint(trigger, handler, inputs, kwargs, **options) -> Endpoint:
         options = {**decoding, "validator": _admission(app, demo, handler), **options}
         return Endpoint(trigger, handler, inputs, outputs, options, kwargs, then=(files, step, expect))
 
     steer = dict(queue=False, **RAW)
-    latest = (app.compare_latest, [inspect.sample_shown], lab.outputs())
+    latest = (app.views.compare_latest, [inspect.sample_shown], lab.outputs())
     pair = [lab.run_a, lab.run_b, inspect.sample_shown]
     return {
         "model_info": [Endpoint(left.model.change, app.model_changed, [left.model, left.duration], model_outputs(left), RAW)],
@@ -178,7 +178,7 @@ def endpoints(
                 run_endpoint(lab.preset.click, app.compare_methods, [], run), then=(files, latest, expect)
             )
         ],
-        "compare": [Endpoint(lab.show.click, app.compare, pair, lab.outputs(), RAW)],
+        "compare": [Endpoint(lab.show.click, app.views.compare, pair, lab.outputs(), RAW)],
         "stop": [Endpoint(left.stop.click, app.stop, [], left.steer_note, dict(queue=False))],
         "steer": [Endpoint(left.cfg_schedule.change, app.steer, [], left.steer_note, steer, {n: getattr(left, n) for n in LIVE_FIELDS})],
         "step": [Endpoint(main.scrub.release, *step, RAW)],
@@ -222,10 +222,13 @@ def _expected(app: DemoApp, demo: gr.Blocks, left: SettingsPanel) -> list[Endpoi
         left.method.change, left.prefix_seconds.release, left.overlap_seconds.release,
     )  # fmt: skip
     expect = [
-        Endpoint(trigger, app.expected_time, expected_inputs(left), left.expected, PRIVATE)
+        Endpoint(trigger, app.views.expected_time, expected_inputs(left), left.expected, PRIVATE)
         for trigger in triggers
     ]
-    return [*expect, Endpoint(left.fast.click, app.fast_steps, [left.model], left.decoding_steps, PRIVATE)]
+    return [
+        *expect,
+        Endpoint(left.fast.click, app.views.fast_steps, [left.model], left.decoding_steps, PRIVATE),
+    ]
 
 
 def _private(app, demo, left, audio, main, inspect, step) -> list[Endpoint]:
