@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import multiprocessing
 import queue
 import threading
@@ -53,6 +54,10 @@ GPU_BASE_SECONDS = 15.0
 GPU_SECONDS_PER_STEP = 0.25
 #: the longest duration asked of ZeroGPU (longer requests queue behind everyone else)
 GPU_MAX_SECONDS = 300
+#: what a window may add less than its seconds minus the overlap (frames cut to whole spans)
+WINDOW_SLACK_SECONDS = 0.06
+#: records an autoregressive run writes per second of audio (10 sequence steps each, 50 Hz)
+AR_RECORDS_PER_SECOND = 5
 #: audio decoding of one step (the scrubber's preview) on ZeroGPU
 GPU_AUDIO_SECONDS = 20
 
@@ -303,7 +308,14 @@ def gpu_seconds(job: DecodeJob | AudioJob, controls=None, stop=None) -> int:
     config = job.config
     done = 0 if job.resume_from is None else job.resume_from.global_step + 1
     steps = max(sum(config.decoding_steps) - done, 0)
-    work = steps * len(job.prompts) * (config.duration / 10.0)
+    if config.method != METHOD_MAGNET:  # an AR record (10 one-frame steps) costs about a MAGNeT step
+        steps += int(config.duration * AR_RECORDS_PER_SECOND)
+    windows = 1
+    if config.clip_seconds > config.duration:  # a long clip: every window after the first adds its new part
+        windows += math.ceil(
+            (config.clip_seconds - config.duration) / (config.duration - config.overlap_seconds)
+        )
+    work = steps * windows * len(job.prompts) * (config.duration / 10.0)
     return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + GPU_SECONDS_PER_STEP * work))
 
 
