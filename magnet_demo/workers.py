@@ -312,9 +312,8 @@ def gpu_seconds(job: DecodeJob | AudioJob, controls=None, stop=None) -> int:
         steps += int(config.duration * AR_RECORDS_PER_SECOND)
     windows = 1
     if config.clip_seconds > config.duration:  # a long clip: every window after the first adds its new part
-        windows += math.ceil(
-            (config.clip_seconds - config.duration) / (config.duration - config.overlap_seconds)
-        )
+        new = config.duration - config.overlap_seconds - WINDOW_SLACK_SECONDS
+        windows += math.ceil((config.clip_seconds - config.duration) / new)
     work = steps * windows * len(job.prompts) * (config.duration / 10.0)
     return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + GPU_SECONDS_PER_STEP * work))
 
