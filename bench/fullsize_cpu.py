@@ -1,7 +1,7 @@
 """A full-size MAGNeT on CPU: load time, generation time, peak memory, restricted-attention check.
 
 The language model has magnet-small's architecture (``magnet_lm_config()`` defaults: 4 x 2048
-codes, dim 1024, 16 heads, 24 layers, ~300M parameters, ``memory_efficient`` like the released
+codes, dim 1024, 16 heads, 24 layers, 419.6M parameters, ``memory_efficient`` like the released
 checkpoint, so the loader's CPU fallback to the einsum attention path runs) with random weights
 and a LUT text conditioner (no T5 download). The codec is the tiny random 32 kHz / 50 Hz EnCodec of
 :mod:`magnet_demo.tiny` with 2048 codes. Both are exported in audiocraft's format to a temp folder
@@ -19,17 +19,33 @@ Then, in this process:
       (its built-in mask is sized for 504 frames and does not fit a 500-frame input);
    c. unrestricted attention gives clearly different outputs (so a and b mean something).
 
+With ``--precisions`` (e.g. ``float32,int8,bfloat16``) it measures instead, side by side in one
+run, the seconds per decoding step of each precision (:func:`magnet_demo.models.load_model`'s
+``precision``) on the same exported model: every model is loaded (timed), warmed up with one
+short decode, then the timed runs' steps alternate between the precisions (step 1 of each, step 2
+of each, ...) so that a busy machine slows them alike. It prints the median seconds per step, the
+speed-up over float32, the weights' size, and how far each precision's logits of one pass (a
+fixed half-decoded canvas, codebook 1) are from float32's (relative max error, share of frames
+whose most likely code agrees). bfloat16 is skipped, saying so, on a CPU without
+:func:`magnet_demo.models.native_bfloat16_matmul`. The weights are random, so the logits
+comparison measures the rounding of 24 layers, not the music's quality (``bench/int8_quality.py``
+measures that on the embedded model).
+
 Usage::
 
     nice -n 5 python bench/fullsize_cpu.py            # full run (~minutes on 2 cores)
     python bench/fullsize_cpu.py --check-only          # skip the generation
     python bench/fullsize_cpu.py --steps 2,1,1,1 --duration 2   # quick smoke run
+    nice -n 5 python bench/fullsize_cpu.py --precisions float32,int8,bfloat16 --steps 2,1,1,1 --duration 10
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +59,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from magnet_demo.checkpoints import COMPRESSION_FILE, LM_FILE, MODEL_SCALES, magnet_lm_config, save_package  # noqa: E402
 from magnet_demo.controls import DecodingConfig  # noqa: E402
 from magnet_demo.engine import Engine  # noqa: E402
-from magnet_demo.models import build_compression_model, build_lm, load_model, stage_logits  # noqa: E402
+from magnet_demo.models import (  # noqa: E402
+    build_compression_model,
+    build_lm,
+    load_model,
+    native_bfloat16_matmul,
+    resolve_precision,
+    stage_logits,
+)
 from magnet_demo.tiny import TINY_SAMPLE_RATE, tiny_encodec_config  # noqa: E402
 
 CARD = 2048
@@ -75,12 +98,11 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@torch.no_grad()
-def check_restricted_context(model) -> dict[str, float]:
-    """Checks a-c of the module doc at T = 500 frames; returns the relative errors."""
+def check_inputs(lm) -> tuple[torch.Tensor, dict]:
+    """A fixed canvas of ``CHECK_FRAMES`` frames (codebook 0 decoded, half of codebook 1 proposed,
+    the rest masked) and the conditions of ``PROMPT``: the input of the checks."""
     from audiocraft.modules.conditioners import ConditioningAttributes  # after magnet_demo's compat shim
 
-    lm = model.lm
     T, K = CHECK_FRAMES, lm.num_codebooks
     generator = torch.Generator().manual_seed(0)
     tokens = torch.full((1, K, T), lm.special_token_id, dtype=torch.long)
@@ -90,6 +112,15 @@ def check_restricted_context(model) -> dict[str, float]:
     names = list(lm.condition_provider.text_conditions)
     attributes = [ConditioningAttributes(text={n: PROMPT for n in names})]
     conditions = lm.condition_provider(lm.condition_provider.tokenize(attributes))
+    return tokens, conditions
+
+
+@torch.no_grad()
+def check_restricted_context(model) -> dict[str, float]:
+    """Checks a-c of the module doc at T = 500 frames; returns the relative errors."""
+    lm = model.lm
+    T = CHECK_FRAMES
+    tokens, conditions = check_inputs(lm)
 
     attn = lm.transformer.layers[0].self_attn
     captured = {}
@@ -132,6 +163,149 @@ def check_restricted_context(model) -> dict[str, float]:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# --precisions: seconds per step of each precision, side by side
+
+
+def weights_mib(lm: torch.nn.Module) -> float:
+    """Bytes of ``lm``'s weights in MiB: its parameters, and the int8 weights and float biases of
+    dynamically quantized linear layers (which are not parameters)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    total = sum(p.numel() * p.element_size() for p in lm.parameters())
+    for module in lm.modules():
+        if isinstance(module, DynamicQuantizedLinear):
+            weight, bias = module._weight_bias()
+            total += weight.numel() * weight.element_size()
+            total += 0 if bias is None else bias.numel() * bias.element_size()
+    return total / KIB / KIB
+
+
+def compared_precisions(text: str) -> tuple[list[str], list[str]]:
+    """The precisions of ``--precisions`` to time (resolved for the CPU, in order, once each) and
+    notes on those skipped (bfloat16 without hardware bfloat16 matrix products)."""
+    chosen, notes = [], []
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        precision = resolve_precision(name, "cpu")
+        if precision == "bfloat16" and not native_bfloat16_matmul():
+            notes.append(
+                "bfloat16 skipped: this CPU has neither AMX tiles nor AVX-512 BF16 (it would be emulated)"
+            )
+        elif precision not in chosen:
+            chosen.append(precision)
+    if "float32" not in chosen:
+        chosen.insert(0, "float32")  # the reference of the ratios
+    return chosen, notes
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's matrix-product extensions that bear on int8 and bfloat16 (from /proc/cpuinfo)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+@torch.no_grad()
+def compare_precisions(folder: Path, args) -> dict:
+    """Load ``folder`` at every precision of ``--precisions``, then time their steps alternately."""
+    precisions, notes = compared_precisions(args.precisions)
+    models, results = {}, {}
+    for precision in precisions:
+        gc.collect()
+        t0 = time.perf_counter()
+        models[precision] = load_model(str(folder), device="cpu", precision=precision)
+        results[precision] = {
+            "load_s": time.perf_counter() - t0,
+            "weights_mib": weights_mib(models[precision].lm),
+            "peak_rss_mib": peak_rss_mib(),
+        }
+    config = DecodingConfig(duration=args.duration)
+    if args.steps:
+        config = config.replace(decoding_steps=tuple(int(s) for s in args.steps.split(",")))
+    warm_up = DecodingConfig(duration=1.0, decoding_steps=(1, 1, 1, 1))
+    engines = {p: Engine(models[p]) for p in precisions}
+    for engine in engines.values():
+        engine.decode([PROMPT], warm_up, seed=args.seed, with_audio=False)
+    runs = {p: engines[p].steps([PROMPT], config, seed=args.seed) for p in precisions}
+    seconds: dict[str, list[float]] = {p: [] for p in precisions}
+    frames = None
+    for _ in range(sum(config.decoding_steps)):
+        for precision in precisions:
+            record = next(runs[precision])
+            seconds[precision].append(record.step_seconds)
+            frames = record.tokens.shape[-1]
+    reference = stage_logits(models["float32"].lm, *check_inputs(models["float32"].lm), CHECK_STAGE)
+    for precision in precisions:  # the same tokens; conditions from each model's own conditioner
+        lm = models[precision].lm
+        logits = stage_logits(lm, *check_inputs(lm), CHECK_STAGE).float()
+        results[precision].update(
+            step_s=seconds[precision],
+            median_step_s=statistics.median(seconds[precision]),
+            logits_rel_error=_relative_error(logits, reference),
+            top1_agreement=float((logits.argmax(-1) == reference.argmax(-1)).float().mean()),
+        )
+    base = results["float32"]["median_step_s"]
+    for precision in precisions:
+        results[precision]["speedup_over_float32"] = base / results[precision]["median_step_s"]
+    return {
+        "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
+        "torch": torch.__version__,
+        "quantized_engine": torch.backends.quantized.engine,
+        "threads": torch.get_num_threads(),
+        "params_m": sum(p.numel() for p in models["float32"].lm.parameters()) / 1e6,
+        "num_layers": args.num_layers,
+        "duration": args.duration,
+        "frames": frames,
+        "decoding_steps": list(config.decoding_steps),
+        "notes": notes,
+        "precisions": results,
+    }
+
+
+def print_comparison(out: dict) -> None:
+    print(
+        f"{out['cpu']}; flags: {' '.join(out['cpu_flags']) or 'none of note'}; torch {out['torch']} "
+        f"(quantized engine {out['quantized_engine']}), {out['threads']} thread(s)"
+    )
+    print(
+        f"magnet-small shapes, {out['num_layers']} layers, {out['params_m']:.1f}M parameters (float32), random weights; "
+        f"{out['duration']:g} s = {out['frames']} frames, steps {','.join(map(str, out['decoding_steps']))} "
+        "(each a pass over the whole canvas, CFG batch 2), alternated between precisions"
+    )
+    for note in out["notes"]:
+        print(note)
+    header = (
+        f"{'precision':10s} {'load s':>7s} {'weights MiB':>11s} {'s/step (median)':>15s} {'min':>6s} {'max':>6s} "
+        f"{'vs float32':>10s} {'logits rel err':>14s} {'top-1 agree':>11s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for precision, r in out["precisions"].items():
+        print(
+            f"{precision:10s} {r['load_s']:7.1f} {r['weights_mib']:11.0f} {r['median_step_s']:15.2f} "
+            f"{min(r['step_s']):6.2f} {max(r['step_s']):6.2f} {r['speedup_over_float32']:9.2f}x "
+            f"{r['logits_rel_error']:14.2e} {r['top1_agreement']:11.3f}"
+        )
+    print(f"peak RSS with every model loaded: {peak_rss_mib():.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", type=Path, help=argparse.SUPPRESS)  # child process mode
@@ -139,6 +313,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--steps", type=str, default="", help="decoding steps, e.g. 20,10,10,10")
     parser.add_argument("--check-only", action="store_true", help="skip the generation")
+    parser.add_argument(
+        "--precisions",
+        default="",
+        help="instead: seconds per step of these precisions side by side, e.g. float32,int8,bfloat16",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="with --precisions: also write the figures here"
+    )
     parser.add_argument(
         "--num-layers", type=int, default=MODEL_SCALES["small"]["num_layers"], help="for smoke runs"
     )
@@ -164,6 +346,13 @@ def main() -> None:
             check=True,
         )
         print(f"export (child process): {time.perf_counter() - t0:.1f} s")
+        if args.precisions:
+            out = compare_precisions(folder, args)
+            print_comparison(out)
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=2))
+                print(f"wrote {args.json}")
+            return
 
         rss_before = peak_rss_mib()
         t0 = time.perf_counter()

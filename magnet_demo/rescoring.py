@@ -56,6 +56,7 @@ from magnet_demo.models import (
     read_package,
     resolve_name,
     resolve_precision,
+    set_precision,
 )
 
 import_audiocraft()
@@ -330,14 +331,15 @@ class LMRescorer(Rescorer):
     ) -> LMRescorer:
         """Load a rescorer: a hub name (``facebook/musicgen-small``), a folder, or ``embedded-rescorer``.
 
-        ``precision`` (one of :data:`magnet_demo.controls.PRECISIONS`) sets its weights; the
-        probabilities it returns are float32 either way.
+        ``precision`` (one of :data:`magnet_demo.controls.PRECISIONS`) sets its weights as
+        :func:`magnet_demo.models.set_precision` does (int8: its linear layers quantized, CPU only);
+        the probabilities it returns are float32 either way.
         """
         name = str(name)
-        dtype = getattr(torch, resolve_precision(precision, device))
+        precision = resolve_precision(precision, device)
         tokenizer = tokenizer_of(name)
         lm = load_lm(_rescorer_location(name), device)
-        return cls(lm.to(dtype), tokenizer, name, cfg_coef=cfg_coef)
+        return cls(set_precision(lm, precision), tokenizer, name, cfg_coef=cfg_coef)
 
     @property
     def device(self) -> torch.device:
@@ -454,7 +456,7 @@ def pair_rescorer(
         return LMRescorer(rescorer, tokenizer, "the given LMModel", cfg_coef=cfg_coef)
     name = str(rescorer)
     check_tokenizers(model_tokenizer, tokenizer_of(name), magnet_model.name, name)
-    # the rescorer's matrix products run at the model's precision (bfloat16 where the model's do)
+    # the rescorer's matrix products run at the model's precision (bfloat16 or int8 where the model's do)
     return LMRescorer.load(
         name, str(magnet_model.device), cfg_coef=cfg_coef, precision=magnet_model.precision
     )
