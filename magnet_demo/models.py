@@ -390,33 +390,6 @@ def package_pieces(lm_cfg: DictConfig, comp_pkg: dict[str, Any] | None) -> list[
     return pieces
 
 
-def space_preloads(model_name: str) -> list[tuple[str, tuple[str, ...]]]:
-    """Every Hub repo that loading ``model_name`` and the rescorer proposed for it
-    (:func:`magnet_demo.rescoring.rescorer_for`) reads, each with the files read (``HubPiece.files``):
-    a Space's ``preload_from_hub``, so that its first run downloads nothing. Local models: none.
-
-    Example: ``facebook/magnet-small-10secs`` -> itself (both files), ``t5-base``,
-    ``facebook/encodec_32khz`` and ``facebook/musicgen-small`` (:func:`load_lm` reads its LM file only).
-    """
-    from magnet_demo.rescoring import rescorer_for  # it imports this module
-
-    def on_hub(name: str | None) -> bool:
-        try:
-            return name is not None and resolve_name(name)[1] == "hub"
-        except ModelLoadError:
-            return False
-
-    pieces = known_pieces(model_name) if on_hub(model_name) else []
-    rescorer, _ = rescorer_for(model_name)
-    if on_hub(rescorer):
-        pieces += [checkpoint_piece(rescorer, (LM_FILE,)), *map(t5_piece, HUB_RESCORER_T5.get(rescorer, ()))]
-    files: dict[str, list[str]] = {}
-    for piece in pieces:
-        listed = files.setdefault(piece.repo, [])
-        listed += [f for f in piece.files if f not in listed]
-    return [(repo, tuple(names)) for repo, names in files.items()]
-
-
 def checkpoint_available(name: str) -> bool:
     """True when a checkpoint and the repos it needs are cached, or the Hub can be reached."""
     if name not in HUB_MODELS and "/" not in name:

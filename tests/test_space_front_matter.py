@@ -1,6 +1,6 @@
 """The Space starts warm: README.md's front matter preloads exactly what its first run reads.
 
-:func:`magnet_demo.models.space_preloads` names the Hub repos, and the files of each, that loading
+:func:`magnet_demo.preloads.space_preloads` names the Hub repos, and the files of each, that loading
 the Space's model (:data:`magnet_demo.hosting.GPU_MODEL`, what ``--model auto`` opens on ZeroGPU)
 and its proposed rescorer read; the front matter (parsed by huggingface_hub, as the Hub does) must
 list the same. The slow checks write those repos as stand-ins in their real format
@@ -48,7 +48,7 @@ def meta() -> dict:
 
 @pytest.fixture(scope="module")
 def preloads() -> list[tuple[str, tuple[str, ...]]]:
-    from magnet_demo.models import space_preloads
+    from magnet_demo.preloads import space_preloads
 
     return space_preloads(GPU_MODEL)
 
@@ -157,7 +157,8 @@ from pathlib import Path
 import bench.hub_load as bench
 network = bench.NetworkRefused()
 from magnet_demo.hosting import GPU_MODEL
-from magnet_demo.models import ModelLoadError, load_model, space_preloads
+from magnet_demo.models import ModelLoadError, load_model
+from magnet_demo.preloads import space_preloads
 from magnet_demo.rescoring import load_rescorer, rescorer_for
 
 hub = Path(sys.argv[1]) / "hub"
