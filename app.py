@@ -118,7 +118,8 @@ def _add_models(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add(
         "--precision", default="auto", choices=PRECISIONS,
-        help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32)",
+        help="language-model weights (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16, else float32; "
+        "int8: dynamic int8 linear layers, CPU only)",
     )  # fmt: skip
 
 

@@ -52,6 +52,8 @@ DEFAULT_CFG_CURVE_TEXT = "10, 6, 3, 1"
 #: bfloat16 on a CPU that multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16), else float32;
 #: "int8" = its linear layers quantized by torch's dynamic quantization (CPU only; never chosen by auto)
 PRECISIONS = ("auto", "float32", "bfloat16", "int8")
+#: the precisions a training run takes (int8 is for inference: dynamic quantization does not train)
+TRAIN_PRECISIONS = tuple(p for p in PRECISIONS if p != "int8")
 
 
 #: the caps a public server puts on one request (app.py's flags; shown next to their controls)

@@ -48,7 +48,7 @@ from magnet_demo.codec import (
     save_codec,
     true_frequency_offset,
 )
-from magnet_demo.controls import PRECISIONS
+from magnet_demo.controls import TRAIN_PRECISIONS
 from magnet_demo.train.adversarial import (
     MultiResolutionDiscriminator,
     discriminator_loss,
@@ -672,7 +672,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=PRECISIONS,
+        choices=TRAIN_PRECISIONS,
         help="matrix products of the encoder and decoder (auto, the default: bfloat16 autocast on CPUs with AMX or AVX-512 BF16 and on GPUs that support it, else float32; as train_magnet)",
     )
     add_device_argument(p)

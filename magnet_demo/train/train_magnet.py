@@ -69,7 +69,7 @@ from magnet_demo.checkpoints import (
 )
 from magnet_demo.compat import import_audiocraft
 from magnet_demo.conditioning import build_vocab, conditioner_config
-from magnet_demo.controls import PRECISIONS
+from magnet_demo.controls import TRAIN_PRECISIONS
 from magnet_demo.models import build_lm, stage_logits
 from magnet_demo.train.device import add_device_argument, resolve_device, training_precision
 
@@ -593,7 +593,7 @@ def add_training_args(
     p.add_argument(
         "--precision",
         default="auto",
-        choices=PRECISIONS,
+        choices=TRAIN_PRECISIONS,
         help="matrix products of training steps (auto: bfloat16 autocast on CPUs with AMX or AVX-512 BF16, GPUs that support it; else float32)",
     )
     add_device_argument(p)
