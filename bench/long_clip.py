@@ -10,7 +10,8 @@ The embedded model (a 10 s window, 50 Hz, spans of 3: 498 frames a window) decod
 
 Every run uses the default steps (20, 10, 10, 10), decodes its audio (the long clips once, at the
 end) and is timed from its first step to its audio. The rounds interleave the three, so a busy
-machine slows them alike; the table shows medians and the ratio to the three single runs.
+machine slows them alike; the table shows medians and the ratio to the three single runs. One torch
+thread by default (``--threads``): two threads on a shared 2-core machine are many times slower.
 
     .venv/bin/python -m bench.long_clip            # 3 rounds, about 2 minutes on an idle 2-core machine
 """
@@ -52,7 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: steady on a shared machine)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     model = load_model("embedded")
     engine = Engine(model)
     windowed = WindowedEngine(engine)

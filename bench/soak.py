@@ -58,14 +58,22 @@ def disk_mib(*folders: Path) -> float:
 
 
 def start_app(
-    port: int, outputs: Path, cache: Path, queue_size: int, keep_runs: int, log: Path, extra: tuple = ()
+    port: int,
+    outputs: Path,
+    cache: Path,
+    queue_size: int,
+    keep_runs: int,
+    log: Path,
+    extra: tuple = (),
+    root: Path = ROOT,
 ) -> subprocess.Popen:
+    """``app.py`` of the checkout ``root`` (this one by default) on the embedded model, once it serves."""
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
     command = [
         sys.executable, "app.py", "--model", "embedded", "--port", str(port), "--output-dir", str(outputs),
         "--queue-size", str(queue_size), "--keep-runs", str(keep_runs), *extra,
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:

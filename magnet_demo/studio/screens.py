@@ -189,7 +189,7 @@ def run_audio(session: Session, run: Run, sample: int, keep_runs: int) -> dict:
     """The page once the audio is out (the spectrogram, trace and animation follow)."""
     return {
         "status": run_status(run, keep_runs)
-        + " · drawing the spectrogram, writing the trace and the animation…",
+        + " · its trace and animation are being written (the page shows them; `/show_run` lists them)",
         "audio": audio_of(run, sample, "This run: "),
         "runs": Props(choices=session.choices(), value=run.number),
         "scrub": Props(value=len(run.records)),
