@@ -2,11 +2,14 @@
 
     .venv/bin/python scripts/screenshot.py [--out assets/screenshot.png] [--after-step 24]
     .venv/bin/python scripts/screenshot.py --region 3 6 --out assets/screenshot_region.png
+    .venv/bin/python scripts/screenshot.py --compare --out assets/screenshot_compare.png
 
 Launches the app on a free localhost port, types a prompt, presses Generate, waits until the
 status line reaches step 24 (codebook 2) or a later one and shoots the page (Debian's /usr/bin/chromium via Playwright).
 With ``--region START END``, a first run is generated and finished, its audio becomes the input,
-and the shot is taken while a second run re-decodes that region of it.
+and the shot is taken while a second run re-decodes that region of it. With ``--compare``, the
+compare preset makes the prompt as MAGNeT, Hybrid and autoregressive runs, and the shot shows the
+compare view (the table, the MAGNeT and autoregressive canvases stacked).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def redecode(page, region: list[float]) -> None:
     page.locator("#generate").click()
     page.wait_for_function(  # the run's event ends once its files are written
         "() => { const s = document.querySelector('#status')?.innerText || '';"
-        " return s.includes('Run #1 finished') && !s.includes('writing'); }",
+        " return s.includes('Run #1 finished') && !s.includes('being written'); }",
         timeout=TIMEOUT_MS,
     )
     page.get_by_text("Audio in: continue a clip").click()
@@ -50,6 +53,18 @@ def redecode(page, region: list[float]) -> None:
     page.get_by_label("Prompt").fill("a calm piano interlude")
 
 
+def compare(page) -> None:
+    """Run the compare preset and bring the compare view (table, canvases A and B) into view."""
+    page.locator("#compare-preset").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#compare-timing')?.innerText || '').includes('run #3 (Autoregressive)')",
+        timeout=3 * TIMEOUT_MS,
+    )
+    page.wait_for_timeout(500)  # the pictures load
+    page.locator("#compare-table").scroll_into_view_if_needed()
+    page.evaluate("() => document.querySelector('#compare-table').scrollIntoView({block: 'start'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,6 +75,9 @@ def main() -> None:
         "--after-step", type=int, default=24, help="shoot once the status line is at this step or later"
     )
     parser.add_argument("--region", type=float, nargs=2, metavar=("START", "END"), help="re-decode a region")
+    parser.add_argument(
+        "--compare", action="store_true", help="the compare view after the three-method preset"
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -73,6 +91,11 @@ def main() -> None:
                 "() => (document.querySelector('#status')?.innerText || '').includes('Ready.')"
             )
             page.get_by_label("Prompt").fill(PROMPT)
+            if args.compare:
+                compare(page)
+                page.screenshot(path=args.out, full_page=False)
+                browser.close()
+                return
             if args.region:
                 redecode(page, args.region)
             page.locator("#generate").click()

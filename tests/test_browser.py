@@ -113,7 +113,6 @@ def test_generate_scrub_fork_stop(server, tmp_path):
 
             # a long second run, stopped after a few steps; the page stays usable
             page.get_by_text("Decoding", exact=True).click()  # open the accordion
-            page.get_by_text("Decoding", exact=True).click()  # the accordion with the steps
             steps = page.get_by_label("Decoding steps per codebook (one number per codebook)")
             steps.fill("150, 80, 80, 80")  # 390 steps: within the server's 400
             page.locator("#generate").click()

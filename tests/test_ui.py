@@ -132,7 +132,10 @@ def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
         ({"decoding_steps": "3, 2"}, "one step count per codebook"),
         ({"decoding_steps": "3, x, 2, 2"}, "'x' is not a whole number"),
         ({"decoding_steps": "3, 0, 2, 2"}, "must be an integer >= 1"),
-        ({"duration": 60.0}, "longer than this model supports"),
+        (
+            {"duration": 61.0},
+            "longer than this server decodes (60 s; clips longer than the model's 12 s window",
+        ),
         ({"cfg_schedule": "curve", "cfg_curve": "5"}, "at least 2 points"),
         ({"samples": 9}, "between 1 and 8"),
         ({"model": "facebook/magnet-small-10secs"}, "Could not load 'facebook/magnet-small-10secs'"),
@@ -151,7 +154,7 @@ def test_model_picker_reports_instead_of_raising(app, tiny_model):
     assert "cannot be used" in info and "This server does not offer that model" in info
     info, steps, duration, examples, weight, *sampling = app.model_changed(tiny_model, 10.0)
     assert "4 codebooks" in info and steps == "20, 10, 10, 10"
-    assert duration["maximum"] == 12.0
+    assert duration["maximum"] == 60.0  # the server's longest clip (longer than the window: windows)
     assert "rescorer" in weight["info"]
     # no recommended settings: audiocraft's defaults, in SETTINGS_FIELDS' order
     assert [u["value"] for u in sampling] == [3.0, 0.9, 0, 10.0, 1.0, "max"]
