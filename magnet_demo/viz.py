@@ -108,6 +108,9 @@ GIF_MAX_FRAMES = 240
 
 #: matplotlib is not thread-safe: one lock for all drawing with it in this process
 _MPL_LOCK = threading.Lock()
+#: the step pictures share cached FreeType fonts, which one thread at a time may use (the background
+#: writer of a run's GIF and a request drawing the compare view draw one after the other)
+_FONT_LOCK = threading.Lock()
 _CONFIDENCE_LUT = (colormaps[CONFIDENCE_CMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
 
 
@@ -372,6 +375,11 @@ def step_image(
     ``frame_rate`` (frames per second) labels the time axis in seconds instead of frames;
     ``title`` replaces :func:`step_title`.
     """
+    with _FONT_LOCK:
+        return _step_image(record, sample, frame_rate, title)
+
+
+def _step_image(record: StepRecord, sample: int, frame_rate: float | None, title: str | None) -> np.ndarray:
     K, T = record.tokens.shape[1:]
     fw = frame_width(T)
     base, canvas_top, strips_top = _template(
