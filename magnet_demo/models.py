@@ -280,7 +280,11 @@ def build_compression_model(cfg: dict[str, Any] | DictConfig, device: str = "cpu
 HUB_HOST = "huggingface.co"
 HUB_PROBE_TIMEOUT_S = 3.0
 #: files that show a Hub repo of a text encoder or codec is cached (any one of each tuple)
-CACHED_MARKERS = (("config.json",), ("tokenizer.json", "spiece.model"))
+CACHED_MARKERS = (
+    ("config.json",),
+    ("tokenizer.json", "spiece.model"),
+    ("model.safetensors", "pytorch_model.bin"),  # a T5 without its weights would fail offline
+)
 CODEC_MARKERS = (("config.json",), ("model.safetensors", "pytorch_model.bin"))
 #: the files transformers (the pinned 5.x) reads of the released repos: T5EncoderModel and EncodecModel
 #: read config.json and model.safetensors (the repos hold it, so pytorch_model.bin is never read);

@@ -218,3 +218,18 @@ def test_each_listed_file_is_read_and_the_unlisted_ones_are_not(listed_only, tmp
     assert "t5-base (the T5 text encoder and its tokenizer)" in tokenizer
     assert "facebook/encodec_32khz (" not in tokenizer
     assert [outcome for kind, *_, outcome in results if kind == "with garbage"] == ["loaded"]
+
+
+def test_a_t5_cache_without_its_weights_is_not_cached(tmp_path, monkeypatch):
+    """Else a load goes offline and fails instead of downloading the missing weights."""
+    import huggingface_hub.constants
+
+    from magnet_demo.hub_standins import T5_REPO, write_t5
+    from magnet_demo.models import t5_piece
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    folder = write_t5()
+    piece = t5_piece(T5_REPO)
+    assert piece.cached()
+    (folder / "model.safetensors").unlink()
+    assert not piece.cached()
