@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.eval_embedded import ASSETS, model_label, reference_set, rendered_corpus, spread_indices
+from bench.eval_embedded import ASSETS, model_label, rendered_corpus
 from bench.frechet import distance_to
-from bench.methods import composed_held_out
+from bench.methods import held_out
 from bench.sampling_sweep import mean_accuracy, parse_seeds
 from magnet_demo.controls import PRECISIONS
 from magnet_demo.engine import Engine
@@ -165,14 +165,8 @@ def main() -> None:
     default = model.default_config()
     presets = [default.decoding_steps] + [c for c in candidates if c != default.decoding_steps]
     configs = [default.replace(decoding_steps=steps) for steps in presets]
-    if args.corpus:
-        from magnet_demo.train.corpus import load_corpus
-
-        corpus_audio, meta = load_corpus(args.corpus)
-        chosen = spread_indices(meta, "test", args.clips)
-        captions, labels = [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
-    else:
-        captions, labels = composed_held_out(args.clips)
+    held = held_out(args.corpus, args.clips)
+    captions, labels = held.captions, held.labels
     print(
         f"{len(captions)} held-out captions (an evenly spread subset of the 235) x seeds {seeds}; "
         f"{default.duration:g} s clips, batch 1; model {model_label(args.model)} ({model.precision}), "
@@ -184,9 +178,9 @@ def main() -> None:
     audio, seconds = decode_interleaved(engine, captions, seeds, configs)
     classifier = load_classifier(args.classifier)
     reference = None
-    if args.corpus:
-        reference = reference_set(classifier, corpus_audio, meta, exclude=set(chosen))
-        real_frechet = distance_to(reference, classifier, corpus_audio[chosen])
+    if held.rendered:
+        reference = held.reference(classifier)
+        real_frechet = distance_to(reference, classifier, held.real_audio())
     rows = []
     for steps, clips_per_seed, times in zip(presets, audio, seconds, strict=True):
         per_seed, scores, pooled = {}, [], []

@@ -169,6 +169,43 @@ def embedded_methods(model: LoadedModel, ar: AREngine, orders: tuple[str, ...]) 
     return methods
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out clips a bench decodes: their captions and labels and, from a rendered corpus,
+    its audio ``[N, samples]`` int16, metadata and the indices chosen (None when composed)."""
+
+    captions: list[str]
+    labels: list[dict]
+    corpus_audio: np.ndarray | None = None
+    meta: list[dict] | None = None
+    chosen: list[int] | None = None
+
+    @property
+    def rendered(self) -> bool:
+        return self.corpus_audio is not None
+
+    def real_audio(self) -> np.ndarray:
+        """The chosen real clips ``[n, samples]`` float32 in [-1, 1]."""
+        return np.asarray(self.corpus_audio[self.chosen], dtype=np.float32) / 32768.0
+
+    def reference(self, classifier):
+        """The classifier's reference set of the corpus's clips, the chosen ones left out."""
+        return reference_set(classifier, self.corpus_audio, self.meta, exclude=set(self.chosen))
+
+
+def held_out(corpus: str | None, clips: int) -> HeldOut:
+    """``clips`` held-out captions: evenly spread over a rendered corpus's test split (``corpus``),
+    or composed from the corpus's own seeded generator (:func:`composed_held_out`)."""
+    if not corpus:
+        return HeldOut(*composed_held_out(clips))
+    from magnet_demo.train.corpus import load_corpus
+
+    corpus_audio, meta = load_corpus(corpus)
+    chosen = spread_indices(meta, "test", clips)
+    captions, labels = [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
+    return HeldOut(captions, labels, corpus_audio, meta, chosen)
+
+
 def run_embedded(args) -> tuple[list[MethodRuns], dict]:
     """Part 1: every method on every caption, interleaved; then the classifier's scores."""
     from magnet_demo.train.classifier import accuracy, load_classifier, predict, prepare_audio
@@ -176,14 +213,8 @@ def run_embedded(args) -> tuple[list[MethodRuns], dict]:
     model = load_model(args.model, device="cpu", precision="float32")
     rescorer = load_rescorer(args.rescorer)
     ar = AREngine.from_rescorer(rescorer)
-    if args.corpus:
-        from magnet_demo.train.corpus import load_corpus
-
-        corpus_audio, meta = load_corpus(args.corpus)
-        chosen = spread_indices(meta, "test", args.clips)
-        captions, labels = [meta[i]["caption"] for i in chosen], [meta[i]["labels"] for i in chosen]
-    else:
-        captions, labels = composed_held_out(args.clips)
+    held = held_out(args.corpus, args.clips)
+    captions, labels = held.captions, held.labels
     orders = UNMASKING_ORDERS if not args.quick else UNMASKING_ORDERS[:2]
     methods = embedded_methods(model, ar, orders)
     counter = PassCounter(model.lm.transformer, ar.lm.transformer)
@@ -213,9 +244,9 @@ def run_embedded(args) -> tuple[list[MethodRuns], dict]:
 
     classifier = load_classifier(args.classifier)
     reference = None
-    if args.corpus:
-        reference = reference_set(classifier, corpus_audio, meta, exclude=set(chosen))
-        real = np.asarray(corpus_audio[chosen], dtype=np.float32) / 32768.0
+    if held.rendered:
+        reference = held.reference(classifier)
+        real = held.real_audio()
         info["real_frechet"] = distance_to(reference, classifier, real)
         info["real_accuracy"] = accuracy(predict(classifier, prepare_audio(real)), labels)
     for r in runs.values():

@@ -158,7 +158,6 @@ class CanvasFeed:
         )
         self.rows = planner is not None
         self.sample = sample
-        self.anneal = anneal
         self.records_seen = 0
         self._plans: dict[ControlValues, int] = {}
         self._lock = threading.Lock()
