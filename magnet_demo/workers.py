@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import multiprocessing
 import queue
 import threading
@@ -54,10 +53,6 @@ GPU_BASE_SECONDS = 15.0
 GPU_SECONDS_PER_STEP = 0.25
 #: the longest duration asked of ZeroGPU (longer requests queue behind everyone else)
 GPU_MAX_SECONDS = 300
-#: what a window may add less than its seconds minus the overlap (frames cut to whole spans)
-WINDOW_SLACK_SECONDS = 0.06
-#: records an autoregressive run writes per second of audio (10 sequence steps each, 50 Hz)
-AR_RECORDS_PER_SECOND = 5
 #: audio decoding of one step (the scrubber's preview) on ZeroGPU
 GPU_AUDIO_SECONDS = 20
 
@@ -77,6 +72,8 @@ class DecodeJob:
         given_tokens, given_mask: ``[B or 1, K, T]`` codes and bool mask of tokens that are given
             (an audio prompt to continue, or the audio around a region to re-decode), or None;
             see :meth:`magnet_demo.engine.Engine.steps` and :mod:`magnet_demo.audio_in`.
+        planned_steps: the run's steps in all, as the server planned them (an autoregressive phase's
+            records and every window of a long clip included); 0: the config's decoding steps.
     """
 
     model: str
@@ -87,6 +84,7 @@ class DecodeJob:
     rescorer: bool = False
     given_tokens: np.ndarray | None = None
     given_mask: np.ndarray | None = None
+    planned_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -307,14 +305,9 @@ def gpu_seconds(job: DecodeJob | AudioJob, controls=None, stop=None) -> int:
         return GPU_AUDIO_SECONDS
     config = job.config
     done = 0 if job.resume_from is None else job.resume_from.global_step + 1
-    steps = max(sum(config.decoding_steps) - done, 0)
-    if config.method != METHOD_MAGNET:  # an AR record (10 one-frame steps) costs about a MAGNeT step
-        steps += int(config.duration * AR_RECORDS_PER_SECOND)
-    windows = 1
-    if config.clip_seconds > config.duration:  # a long clip: every window after the first adds its new part
-        new = config.duration - config.overlap_seconds - WINDOW_SLACK_SECONDS
-        windows += math.ceil((config.clip_seconds - config.duration) / new)
-    work = steps * windows * len(job.prompts) * (config.duration / 10.0)
+    planned = job.planned_steps or sum(config.decoding_steps)
+    steps = max(planned - done, 0)
+    work = steps * len(job.prompts) * (config.duration / 10.0)
     return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + GPU_SECONDS_PER_STEP * work))
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bench.space_emulation import GENERATE
 from magnet_demo.canvas_feed import parse, unb64
+from magnet_demo.studio.decoding import job_of
 from magnet_demo.studio.handlers import DemoApp, screen_of
 from magnet_demo.tiny import write_tiny_checkpoint
 from magnet_demo.trace import load_trace
@@ -54,6 +55,7 @@ def test_a_30_s_clip_is_decoded_window_after_window_on_one_canvas(app):
         (1053, 1500, 249),
     ]
     assert run.status == "finished" and len(run.records) == run.total_steps == 4 * 9
+    assert job_of(run, False).planned_steps == 36  # what ZeroGPU's duration counts
     assert any("window 3/4" in (u.get("status") or "") for u in updates)
     # tokens inside each window's given span equal the previous window's, in every codebook
     ends = [r for r in run.records if r.is_stage_end and r.stage == 3]

@@ -185,12 +185,14 @@ def test_gpu_seconds_grow_with_the_work_and_stay_bounded():
     batch = DecodeJob("m", ("a",) * 8, DecodingConfig(decoding_steps=(200, 100, 100, 100)), 0)
     assert gpu_seconds(short) < gpu_seconds(default) < gpu_seconds(batch) == 300
     assert gpu_seconds(default) == 15 + int(0.25 * 50)
-    # a 30 s clip of 10 s windows overlapping 5 s: 6 windows of 50 steps (498-frame windows add 249
-    # frames each: bench.long_clip); an AR run's 50 records
-    long = DecodeJob("m", ("a",), DecodingConfig(clip_seconds=30.0, overlap_seconds=5.0), 0)
+    # the steps the server planned: a 30 s clip of 10 s windows overlapping 5 s is 6 windows of 50
+    # steps (498-frame windows add 249 frames each: bench.long_clip); a Hybrid run 1 s of AR records
+    long = DecodeJob(
+        "m", ("a",), DecodingConfig(clip_seconds=30.0, overlap_seconds=5.0), 0, planned_steps=300
+    )
     assert gpu_seconds(long) == 15 + int(0.25 * 50 * 6)
-    hybrid = DecodeJob("m", ("a",), DecodingConfig(method="hybrid"), 0)
-    assert gpu_seconds(hybrid) == 15 + int(0.25 * (50 + 50))
+    hybrid = DecodeJob("m", ("a",), DecodingConfig(method="hybrid"), 0, planned_steps=6 + 50)
+    assert gpu_seconds(hybrid) == 15 + int(0.25 * (6 + 50))
 
 
 def fake_spaces_gpu(duration):

@@ -67,6 +67,7 @@ def job_of(run: Run, rescorer_offered: bool) -> DecodeJob:
         # a fork's record carries its given tokens
         given_tokens=run.given_tokens if run.parent is None else None,
         given_mask=run.given if run.parent is None else None,
+        planned_steps=run.total_steps,
     )
 
 
