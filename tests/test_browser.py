@@ -12,6 +12,7 @@ Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playw
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import huggingface_hub.constants
@@ -52,6 +53,19 @@ def server(tmp_path, monkeypatch):
     demo, url = launch_local(app)
     yield url
     demo.close()
+
+
+@contextmanager
+def chromium_page(viewport: dict):
+    """A page of headless Debian Chromium, closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport=viewport)
+        finally:
+            browser.close()
 
 
 def text_contains(selector: str, text: str) -> str:
@@ -261,75 +275,61 @@ def paired_server(tmp_path, monkeypatch):
 
 
 def test_the_compare_preset_streams_three_runs_and_shows_two_canvases(paired_server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(paired_server, wait_until="load")
-            page.wait_for_function(text_contains("#status", "Ready."))
-            page.get_by_label("Prompt").fill("a calm piano melody")
-            # what the status said while the three runs streamed, and the steps the live canvas drew
-            page.evaluate(
-                """() => { window.seen = []; window.drawn = new Set();
-                new MutationObserver(() => {
-                  const text = document.querySelector('#status')?.innerText || '';
-                  if (window.seen[window.seen.length - 1] !== text) window.seen.push(text);
-                  const canvas = document.querySelector('#live-canvas .mc-canvas');
-                  if (canvas) window.drawn.add(canvas.dataset.step);
-                }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true}); }"""
-            )
-            page.locator("#compare-preset").click()
-            page.wait_for_function(
-                text_contains("#compare-timing", "run #3 (Autoregressive)"), timeout=3 * RUN_TIMEOUT_MS
-            )
-            seen = page.evaluate("() => window.seen")
-            for phrase in (
-                "Run #1** · codebook",
-                "Hybrid, autoregressive prefix",
-                "Hybrid, MAGNeT phase",
-                "autoregressive · record",
-            ):
-                assert any(phrase.replace("**", "") in text for text in seen), phrase
-            assert page.evaluate("() => window.drawn.size") > 10  # the canvas drew steps as they came
-            # the table lists the three runs; A and B are drawn one above the other
-            table = page.locator("#compare-table").inner_text()
-            assert "MAGNeT" in table and "Hybrid" in table and "Autoregressive" in table
-            sizes = page.evaluate(
-                """() => ['a', 'b'].map((side) => {
-                  const img = document.querySelector(`#compare-canvas-${side} img`);
-                  return img ? [img.naturalWidth, img.getBoundingClientRect().top] : null; })"""
-            )
-            assert all(size and size[0] > 300 for size in sizes), sizes
-            assert sizes[0][1] < sizes[1][1]  # stacked: A above B
-            assert "x the time of A" in page.locator("#compare-timing").inner_text()
-        finally:
-            browser.close()
+    with chromium_page({"width": 1400, "height": 1100}) as page:
+        page.goto(paired_server, wait_until="load")
+        page.wait_for_function(text_contains("#status", "Ready."))
+        page.get_by_label("Prompt").fill("a calm piano melody")
+        # what the status said while the three runs streamed, and the steps the live canvas drew
+        page.evaluate(
+            """() => { window.seen = []; window.drawn = new Set();
+            new MutationObserver(() => {
+              const text = document.querySelector('#status')?.innerText || '';
+              if (window.seen[window.seen.length - 1] !== text) window.seen.push(text);
+              const canvas = document.querySelector('#live-canvas .mc-canvas');
+              if (canvas) window.drawn.add(canvas.dataset.step);
+            }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true}); }"""
+        )
+        page.locator("#compare-preset").click()
+        page.wait_for_function(
+            text_contains("#compare-timing", "run #3 (Autoregressive)"), timeout=3 * RUN_TIMEOUT_MS
+        )
+        seen = page.evaluate("() => window.seen")
+        for phrase in (
+            "Run #1** · codebook",
+            "Hybrid, autoregressive prefix",
+            "Hybrid, MAGNeT phase",
+            "autoregressive · record",
+        ):
+            assert any(phrase.replace("**", "") in text for text in seen), phrase
+        assert page.evaluate("() => window.drawn.size") > 10  # the canvas drew steps as they came
+        # the table lists the three runs; A and B are drawn one above the other
+        table = page.locator("#compare-table").inner_text()
+        assert "MAGNeT" in table and "Hybrid" in table and "Autoregressive" in table
+        sizes = page.evaluate(
+            """() => ['a', 'b'].map((side) => {
+              const img = document.querySelector(`#compare-canvas-${side} img`);
+              return img ? [img.naturalWidth, img.getBoundingClientRect().top] : null; })"""
+        )
+        assert all(size and size[0] > 300 for size in sizes), sizes
+        assert sizes[0][1] < sizes[1][1]  # stacked: A above B
+        assert "x the time of A" in page.locator("#compare-timing").inner_text()
 
 
 def test_the_expected_time_follows_the_settings_and_the_fast_preset(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server, wait_until="load")
-            # measured on load (a probe of one step per codebook), for the default 50 steps of 10 s
-            page.wait_for_function(text_contains("#expected-time", "with 50 steps"), timeout=STEP_TIMEOUT_MS)
-            assert "Expected time: about" in page.locator("#expected-time").inner_text()
-            page.locator("#fast-preset").click()
-            page.wait_for_function(text_contains("#expected-time", "with 25 steps"), timeout=STEP_TIMEOUT_MS)
-            page.get_by_text("Decoding", exact=True).click()  # the accordion with the steps
-            assert (
-                page.locator("#decoding-steps textarea, #decoding-steps input").first.input_value()
-                == "10, 5, 5, 5"
-            )
-            page.get_by_text("Autoregressive", exact=True).click()
-            page.wait_for_function(
-                text_contains("#expected-time", "not measured yet for autoregressive runs"),
-                timeout=STEP_TIMEOUT_MS,
-            )
-        finally:
-            browser.close()
+    with chromium_page({"width": 1400, "height": 1000}) as page:
+        page.goto(server, wait_until="load")
+        # measured on load (a probe of one step per codebook), for the default 50 steps of 10 s
+        page.wait_for_function(text_contains("#expected-time", "with 50 steps"), timeout=STEP_TIMEOUT_MS)
+        assert "Expected time: about" in page.locator("#expected-time").inner_text()
+        page.locator("#fast-preset").click()
+        page.wait_for_function(text_contains("#expected-time", "with 25 steps"), timeout=STEP_TIMEOUT_MS)
+        page.get_by_text("Decoding", exact=True).click()  # the accordion with the steps
+        assert (
+            page.locator("#decoding-steps textarea, #decoding-steps input").first.input_value()
+            == "10, 5, 5, 5"
+        )
+        page.get_by_text("Autoregressive", exact=True).click()
+        page.wait_for_function(
+            text_contains("#expected-time", "not measured yet for autoregressive runs"),
+            timeout=STEP_TIMEOUT_MS,
+        )
