@@ -148,9 +148,9 @@ class DemoApp:
         ``mode`` 'continue' and 're-decode region' take ``audio`` (an uploaded file) as the page's
         button does; ``/continue`` and ``/inpaint`` are the same runs with only their own values.
         """
-        if mode not in (None, "", GENERATE):
-            refuse_audio(settings.get("method"))
-        audio_request = self.audio_request(mode, audio, keep_seconds, region_start, region_end)
+        audio_request = self.audio_request(
+            mode, audio, keep_seconds, region_start, region_end, method=settings.get("method")
+        )
         start = self.studio.new_run(_key(request), Settings(**settings), audio_request)
         yield from self._stream(start, sample_shown)
 
@@ -165,8 +165,7 @@ class DemoApp:
         **settings,
     ) -> Iterator[tuple]:
         """Keep the first ``keep_seconds`` of ``audio`` (an uploaded file) and decode the rest."""
-        refuse_audio(settings.get("method"))
-        audio_request = self.audio_request(CONTINUE, audio, keep_seconds)
+        audio_request = self.audio_request(CONTINUE, audio, keep_seconds, method=settings.get("method"))
         yield from self._stream(
             self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
         )
@@ -184,8 +183,9 @@ class DemoApp:
     ) -> Iterator[tuple]:
         """Keep ``audio`` (an uploaded file) outside ``[region_start, region_end)`` seconds and
         re-decode inside, every codebook seeing the kept audio on both sides."""
-        refuse_audio(settings.get("method"))
-        audio_request = self.audio_request(REGION, audio, start=region_start, end=region_end)
+        audio_request = self.audio_request(
+            REGION, audio, start=region_start, end=region_end, method=settings.get("method")
+        )
         yield from self._stream(
             self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
         )
@@ -232,8 +232,11 @@ class DemoApp:
         return refusal
 
     @staticmethod
-    def audio_request(mode, audio, keep=None, start=None, end=None) -> AudioRequest | None:
-        """The checked audio request (a Refusal for a bad one); None in mode 'generate'."""
+    def audio_request(mode, audio, keep=None, start=None, end=None, method=None) -> AudioRequest | None:
+        """The checked audio request (a Refusal for a bad one, or for input audio to a ``method``
+        other than MAGNeT's, before the file is looked at); None in mode 'generate'."""
+        if mode not in (None, "", GENERATE):
+            refuse_audio(method)
         try:
             upload = _upload(audio) if mode not in (None, "", GENERATE) else None
             path, name = upload if upload else (None, "")
