@@ -35,11 +35,10 @@ def preview_codes(record: StepRecord) -> np.ndarray:
     A step of a long clip is heard up to the end of its window. An autoregressive record
     (``record.written`` set) is heard up to the frames written in every
     codebook: ``[B, K, T']`` (at least one frame: before any, a silent-ish frame of token 0)."""
-    if record.window is not None:  # a long clip: up to the end of the window being decoded
-        return np.asarray(record.tokens[:, : record.stage + 1, : record.window[3]], dtype=np.int64)
+    end = None if record.window is None else record.window[3]  # a long clip: up to the window's end
     if record.written is None:
-        return np.asarray(record.tokens[:, : record.stage + 1], dtype=np.int64)
-    tokens = np.asarray(record.tokens, dtype=np.int64)
+        return np.asarray(record.tokens[:, : record.stage + 1, :end], dtype=np.int64)
+    tokens = np.asarray(record.tokens[..., :end], dtype=np.int64)
     complete = (tokens != record.mask_id).all(axis=(0, 1))  # [T]
     frames = complete.size if complete.all() else int(np.argmin(complete))
     return np.where(tokens == record.mask_id, 0, tokens)[..., : max(frames, 1)]

@@ -41,6 +41,8 @@ DEFAULT_PREFIX_SECONDS = 1.0
 #: a clip longer than the model's window: seconds each window continues of the one before (half of a
 #: 10 s window), and the longest clip a server decodes (``--max-clip-seconds``)
 DEFAULT_OVERLAP_SECONDS = 5.0
+#: seconds the Extend button adds to the run shown, unless told otherwise
+DEFAULT_EXTEND_SECONDS = 10.0
 DEFAULT_MAX_CLIP_SECONDS = 60.0
 #: the rescoring weight's convention, as the page says it (the paper's figure; see README's Rescoring)
 RESCORING_HELP = (

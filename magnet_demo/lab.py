@@ -40,7 +40,7 @@ from magnet_demo.controls import (
 from magnet_demo.hybrid import PHASE_AR, HybridEngine, prefix_frames
 from magnet_demo.records import StepRecord, frozen_array
 from magnet_demo.schedules import CFG_CONSTANT, CFGSchedule
-from magnet_demo.windows import plan_seconds
+from magnet_demo.windows import FRAME_SLACK, frames_of, plan_seconds, plan_windows
 
 #: sequence steps (one frame of every codebook each) per record of an autoregressive run: 0.2 s
 FRAMES_PER_RECORD = 10
@@ -74,14 +74,29 @@ def ar_values() -> ControlValues:
 @dataclass(frozen=True)
 class LabPlan:
     """What a run will do, from its settings: ``segments`` are the steps of the autoregressive
-    phase (if any) then MAGNeT's steps per codebook (if any); ``frames`` T of the canvas;
-    ``prefix_frames`` the frames the autoregressive phase hands to MAGNeT (Hybrid, else 0)."""
+    phase (if any) then MAGNeT's steps per codebook (if any), window after window for a long clip;
+    ``frames`` T of the canvas; ``prefix_frames`` the frames the autoregressive phase hands to
+    MAGNeT (Hybrid, else 0).
+
+    A clip longer than one window, or an extension of a run, has ``windows`` (its
+    :class:`~magnet_demo.windows.Window` items) and ``window_steps`` (each window's steps); an extension's
+    first ``head_frames`` frames are the run it extends. ``ar_flags`` marks the segments an
+    autoregressive model writes (default: the first of an AR or Hybrid run).
+    """
 
     method: str
     segments: tuple[int, ...]
     frames: int
     prefix_frames: int = 0
-    windows: tuple = ()  # a clip longer than one window: its :class:`~magnet_demo.windows.Window`s
+    windows: tuple = ()
+    window_steps: tuple[int, ...] = ()
+    head_frames: int = 0
+    ar_flags: tuple[bool, ...] = ()
+
+    def __post_init__(self):
+        if not self.ar_flags:
+            flags = tuple(i == 0 and self.method != METHOD_MAGNET for i in range(len(self.segments)))
+            object.__setattr__(self, "ar_flags", flags)
 
     @property
     def total_steps(self) -> int:
@@ -89,13 +104,62 @@ class LabPlan:
 
     @property
     def ar_steps(self) -> int:
-        """Records of the autoregressive phase (0 for MAGNeT)."""
-        return 0 if self.method == METHOD_MAGNET else self.segments[0]
+        """Records of the autoregressive phases (0 for MAGNeT)."""
+        return sum(n for n, ar in zip(self.segments, self.ar_flags, strict=True) if ar)
+
+    @property
+    def window_offsets(self) -> tuple[int, ...]:
+        """The clip step of each window's first step."""
+        return tuple(int(n) for n in np.cumsum((0,) + self.window_steps[:-1]))
 
 
 def ar_records(sequence_steps: int) -> int:
     """Records of an autoregressive phase of ``sequence_steps`` sequence steps."""
     return math.ceil(sequence_steps / FRAMES_PER_RECORD)
+
+
+def _hybrid_prefix(config: DecodingConfig, frame_rate: float, frames: int, span_len: int) -> int:
+    return prefix_frames(config.prefix_seconds, frame_rate, frames, span_len, frames / frame_rate)
+
+
+def window_segments(
+    config: DecodingConfig, window, num_codebooks: int, frame_rate: float, span_len: int
+) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """The segments of one window of a long clip (and which an autoregressive model writes).
+
+    A window that continues the one before (``given`` frames) is a continuation: MAGNeT's steps
+    (MAGNeT and Hybrid: the given frames are the prefix Hybrid's autoregressive phase would write),
+    or the autoregressive model continuing them (``F + K - 1 - given`` sequence steps). A window
+    with nothing given is a run of the method of its own.
+    """
+    steps, K, F = tuple(config.decoding_steps), num_codebooks, window.frames
+    if config.method == METHOD_AR:
+        return (ar_records(F + K - 1 - window.given),), (True,)
+    if config.method == METHOD_HYBRID and not window.given:
+        P = _hybrid_prefix(config, frame_rate, F, span_len)
+        return (ar_records(P + K - 1),) + steps, (True,) + (False,) * len(steps)
+    return steps, (False,) * len(steps)
+
+
+def windowed_plan(
+    config: DecodingConfig, windows, num_codebooks: int, frame_rate: float, span_len: int
+) -> LabPlan:
+    """The plan of a clip decoded window after window (``windows``; an extension's first window
+    continues a head of ``windows[0].start + windows[0].given`` frames)."""
+    segments, flags, per_window = (), (), ()
+    for window in windows:
+        own, ar = window_segments(config, window, num_codebooks, frame_rate, span_len)
+        segments, flags, per_window = segments + own, flags + ar, per_window + (sum(own),)
+    head = windows[0].start + windows[0].given
+    return LabPlan(
+        config.method,
+        segments,
+        windows[-1].stop,
+        windows=tuple(windows),
+        window_steps=per_window,
+        head_frames=head,
+        ar_flags=flags,
+    )
 
 
 def lab_plan(
@@ -109,39 +173,65 @@ def lab_plan(
     """
     steps = tuple(config.decoding_steps)
     if config.clip_seconds > config.duration:
-        if config.method != METHOD_MAGNET:
-            raise ValueError(
-                f"Clips longer than one window ({config.duration:g} s) are decoded with MAGNeT: "
-                f"choose the method MAGNeT, or at most {config.duration:g} s."
-            )
         unit = span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
         windows = plan_seconds(config.clip_seconds, config.duration, frame_rate, config.overlap_seconds, unit)
-        return LabPlan(METHOD_MAGNET, steps * len(windows), windows[-1].stop, windows=windows)
+        return windowed_plan(config, windows, num_codebooks, frame_rate, span_len)
     if config.method == METHOD_MAGNET:
         return LabPlan(METHOD_MAGNET, steps, magnet_frames)
     if config.method == METHOD_AR:
         frames = int(config.duration * frame_rate)
         return LabPlan(METHOD_AR, (ar_records(frames + num_codebooks - 1),), frames)
-    P = prefix_frames(config.prefix_seconds, frame_rate, magnet_frames, span_len, config.duration)
+    P = _hybrid_prefix(config, frame_rate, magnet_frames, span_len)
     return LabPlan(METHOD_HYBRID, (ar_records(P + num_codebooks - 1),) + steps, magnet_frames, P)
+
+
+def extension_plan(
+    config: DecodingConfig,
+    head_frames: int,
+    added_seconds: float,
+    first_window: int,
+    num_codebooks: int,
+    frame_rate: float,
+    span_len: int,
+) -> LabPlan:
+    """The plan of an extension: ``added_seconds`` after a clip of ``head_frames`` frames, in windows
+    of ``config.duration`` that overlap by ``config.overlap_seconds`` (the first one continuing the
+    head's end), numbered from ``first_window``; ValueError for lengths that do not fit."""
+    unit = span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
+    window = frames_of(config.duration, frame_rate, unit)
+    overlap = unit * int(config.overlap_seconds * frame_rate / unit + FRAME_SLACK)
+    added = frames_of(added_seconds + FRAME_SLACK, frame_rate, unit)
+    if added < unit:
+        raise ValueError(f"Extend by at least one span ({unit / frame_rate:g} s), got {added_seconds:g} s.")
+    if overlap >= window:
+        raise ValueError(
+            f"The overlap ({config.overlap_seconds:g} s) must be shorter than the window ({config.duration:g} s)."
+        )
+    windows = plan_windows(
+        head_frames + added, window, overlap, unit, head_frames=head_frames, first_index=first_window
+    )
+    return windowed_plan(config, windows, num_codebooks, frame_rate, span_len)
 
 
 def planned_schedules(plan: LabPlan, controls: ControlValues, anneal: bool) -> dict[str, np.ndarray]:
     """Mask rate, CFG coefficient and temperature planned for every step of ``plan`` (as
-    :func:`magnet_demo.viz.planned_schedules`): an autoregressive phase's share of frames not yet
-    written and its fixed values, then MAGNeT's schedules under ``controls``."""
+    :func:`magnet_demo.viz.planned_schedules`): an autoregressive segment's share of frames not yet
+    written and its fixed values, a MAGNeT segment's schedules under ``controls``."""
     from magnet_demo import viz
 
-    magnet = plan.segments[1:] if plan.method == METHOD_HYBRID else plan.segments
     parts = {"mask_rate": [], "cfg_coef": [], "temperature": []}
-    if plan.method != METHOD_MAGNET:
-        n, fixed = plan.ar_steps, ar_values()
-        parts["mask_rate"].append(1.0 - np.arange(n) / n)
-        parts["cfg_coef"].append(np.full(n, fixed.cfg.max_coef))
-        parts["temperature"].append(np.full(n, fixed.temperature))
-    if plan.method != METHOD_AR:
-        for key, values in viz.planned_schedules(magnet, controls, anneal).items():
-            parts[key].append(values)
+    fixed = ar_values()
+    for n, autoregressive in zip(plan.segments, plan.ar_flags, strict=True):
+        if autoregressive:
+            values = {
+                "mask_rate": 1.0 - np.arange(n) / n,
+                "cfg_coef": np.full(n, fixed.cfg.max_coef),
+                "temperature": np.full(n, fixed.temperature),
+            }
+        else:
+            values = viz.planned_schedules((n,), controls, anneal)
+        for key, part in values.items():
+            parts[key].append(part)
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
@@ -251,71 +341,3 @@ def phase_seconds(records: list[StepRecord]) -> tuple[float, float]:
     ar_seconds = ar[-1].elapsed if ar else 0.0
     total = records[-1].elapsed if records else 0.0
     return ar_seconds, max(total - ar_seconds, 0.0)
-
-
-def _placed(values: np.ndarray | None, window, frames: int, fill) -> np.ndarray | None:
-    """``[B, ..., t]`` values of a window on the clip's ``frames``: ``fill`` outside the window."""
-    if values is None:
-        return None
-    values = np.asarray(values)
-    out = np.full(values.shape[:-1] + (frames,), fill, dtype=values.dtype)
-    out[..., window.start : window.stop] = values
-    return frozen_array(out)
-
-
-def window_step_record(item, canvas: np.ndarray, plan: LabPlan, elapsed: float) -> StepRecord:
-    """The studio's record of one step of a long clip (a :class:`~magnet_demo.windows.WindowRecord`)
-    on the whole clip's canvas: ``canvas`` ``[B, K, T]`` holds the finished windows' tokens
-    (``mask_id`` after them) and the window's own arrays are placed at its frames; ``window`` says
-    which window it is (see ``StepRecord.window``)."""
-    record, window = item.record, item.window
-    tokens = np.array(canvas)
-    tokens[..., window.start : window.stop] = record.tokens
-    T = plan.frames
-    rescorer = record.rescorer_confidence
-    return replace(
-        record,
-        global_step=item.clip_step,
-        total_steps=item.clip_steps,
-        tokens=frozen_array(tokens),
-        mask_before=_placed(record.mask_before, window, T, False),
-        mask_after=_placed(record.mask_after, window, T, False),
-        confidence=_placed(record.confidence, window, T, np.nan),
-        rescorer_confidence=_placed(rescorer, window, T, np.nan),
-        given=_placed(record.given, window, T, False),
-        revised=_placed(record.revised, window, T, False),
-        elapsed=elapsed,
-        window=(window.index, item.windows, window.start, window.stop),
-    )
-
-
-def window_steps(
-    model,
-    prompts: tuple[str, ...],
-    config: DecodingConfig,
-    *,
-    seed: int,
-    controls=None,
-    cancel=None,
-    rescorer=None,
-) -> Iterator[StepRecord]:
-    """The studio's records of a clip longer than one window (``config.clip_seconds``), decoded
-    window after window by :class:`~magnet_demo.windows.WindowedEngine`; the last record's tokens
-    are the whole clip's."""
-    from magnet_demo.engine import Engine
-    from magnet_demo.windows import WindowedEngine
-
-    plan = lab_plan(
-        config, model.num_codebooks, model.frame_rate, model.frames(config), int(model.lm.span_len)
-    )
-    engine = WindowedEngine(Engine(model, rescorer))
-    steps = engine.steps(prompts, config, windows=plan.windows, seed=seed, controls=controls, cancel=cancel)
-    canvas, base = None, 0.0
-    for item in steps:
-        if canvas is None:
-            shape = item.record.tokens.shape[:2] + (plan.frames,)
-            canvas = np.full(shape, item.record.mask_id, dtype=np.int16)
-        yield window_step_record(item, canvas, plan, base + item.record.elapsed)
-        if item.is_window_end:
-            canvas[..., item.window.start : item.window.stop] = item.record.tokens
-            base += item.record.elapsed

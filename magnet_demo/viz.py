@@ -145,7 +145,8 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     frame is fixed earlier when this step did not mask it (prompt frames too), newly unmasked when
     this step predicted it and kept it, and re-masked when this step predicted it but the next step
     masks it again; revised when it was fixed earlier and revision re-masks it for the next step.
-    Tokens given by the input audio are given in every codebook.
+    Tokens given by the input audio (or by the run an extension continues) are given in every
+    codebook. A step of a long clip shows the windows before its own fixed and those after masked.
 
     An autoregressive record (``record.written`` set) shows every codebook: written earlier
     (fixed), written by this record (newly unmasked), or not written yet (masked).
@@ -154,25 +155,25 @@ def canvas_states(record: StepRecord, sample: int = 0) -> np.ndarray:
     if record.written is not None:
         states = np.where(record.tokens[sample] == record.mask_id, STATE_MASKED, STATE_FIXED)
         states[record.written[sample]] = STATE_NEW
-        return states.astype(np.uint8)
-    states = np.full((K, T), STATE_MASKED, dtype=np.uint8)
-    states[: record.stage] = STATE_FIXED
-    before = record.mask_before[sample]
-    after = record.mask_after[sample]
-    row = np.full(T, STATE_FIXED, dtype=np.uint8)
-    row[before & ~after] = STATE_NEW
-    row[before & after] = STATE_REMASKED
-    revised = getattr(record, "revised", None)
-    if revised is not None:
-        row[revised[sample]] = STATE_REVISED
-    states[record.stage] = row
-    given = record.given
-    if given is not None:
-        states[given[sample]] = STATE_GIVEN
+        states = states.astype(np.uint8)
+    else:
+        states = np.full((K, T), STATE_MASKED, dtype=np.uint8)
+        states[: record.stage] = STATE_FIXED
+        before = record.mask_before[sample]
+        after = record.mask_after[sample]
+        row = np.full(T, STATE_FIXED, dtype=np.uint8)
+        row[before & ~after] = STATE_NEW
+        row[before & after] = STATE_REMASKED
+        revised = getattr(record, "revised", None)
+        if revised is not None:
+            row[revised[sample]] = STATE_REVISED
+        states[record.stage] = row
     if record.window is not None:  # a long clip: earlier windows are done, later ones not begun
         _, _, start, stop = record.window
         states[:, :start] = STATE_FIXED
         states[:, stop:] = STATE_MASKED
+    if record.given is not None:  # given by the input audio (or the run an extension continues)
+        states[record.given[sample]] = STATE_GIVEN
     return states
 
 

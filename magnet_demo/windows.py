@@ -52,7 +52,7 @@ from magnet_demo.records import StepRecord
 #: half gives each new window as much context as it decodes)
 DEFAULT_OVERLAP_SHARE = 0.5
 #: float slack when seconds are turned into frames (0.29 s * 100 Hz is 28.999...)
-_FRAME_SLACK = 1e-9
+FRAME_SLACK = 1e-9
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -112,7 +112,13 @@ class Window:
 
 
 def plan_windows(
-    total_frames: int, window_frames: int, overlap_frames: int, span_len: int = 1
+    total_frames: int,
+    window_frames: int,
+    overlap_frames: int,
+    span_len: int = 1,
+    *,
+    head_frames: int = 0,
+    first_index: int = 0,
 ) -> tuple[Window, ...]:
     """The windows of a clip of ``total_frames`` frames, each at most ``window_frames`` long.
 
@@ -124,6 +130,12 @@ def plan_windows(
     ``span_len`` is the unit of masking, in frames: the model's span for the 'nonoverlap'
     arrangement, 1 for 'stride1'. All three lengths must be whole units, ``0 <= overlap_frames <
     window_frames``, and ``total_frames`` at least one unit. ValueError otherwise.
+
+    An extension (``head_frames`` > 0: the clip's first ``head_frames`` frames exist already, made
+    by an earlier run) plans only the frames after the head: its first window takes the head's last
+    ``overlap_frames`` (fewer when the head is shorter, cut to whole units) and the frames added,
+    ``total_frames - head_frames``, must be whole units; the head itself may be any length.
+    Windows are numbered from ``first_index`` (an extension goes on counting the windows before it).
     """
     unit = _check_int("span_len", span_len, 1)
     total = _check_int("total_frames", total_frames, unit)
@@ -134,16 +146,25 @@ def plan_windows(
             f"The overlap ({overlap} frames) must be shorter than the window ({window} frames): "
             f"every window must add new frames."
         )
-    for name, value in (("total_frames", total), ("window_frames", window), ("overlap_frames", overlap)):
+    head = _check_int("head_frames", head_frames, 0)
+    first = _check_int("first_index", first_index, 0)
+    if total - head < unit:
+        raise ValueError(
+            f"total_frames ({total}) must add at least one span ({unit} frames) to the head ({head})."
+        )
+    added = "total_frames" if not head else "total_frames - head_frames"
+    lengths = ((added, total - head), ("window_frames", window), ("overlap_frames", overlap))
+    for name, value in lengths:
         if value % unit:
             raise ValueError(
                 f"{name} ({value}) must be a multiple of the span ({unit} frames): with the 'nonoverlap' "
                 f"arrangement the model decodes whole spans, so windows and overlaps are whole spans."
             )
-    windows = [Window(0, 0, min(window, total), 0)]
+    given = min(overlap, head - head % unit)
+    windows = [Window(first, head - given, min(head - given + window, total), given)]
     while windows[-1].stop < total:
         start = windows[-1].stop - overlap
-        windows.append(Window(len(windows), start, min(start + window, total), overlap))
+        windows.append(Window(first + len(windows), start, min(start + window, total), overlap))
     return tuple(windows)
 
 
@@ -190,7 +211,7 @@ def plan_seconds(
                 f"The overlap ({overlap_s:g} s) must be shorter than the window ({window_s:g} s): "
                 f"every window must add new audio."
             )
-        overlap = unit * int(overlap_s * fr / unit + _FRAME_SLACK)
+        overlap = unit * int(overlap_s * fr / unit + FRAME_SLACK)
         if overlap >= window:
             raise ValueError(
                 f"The overlap ({overlap_s:g} s = {overlap} frames) leaves nothing new in a window of "
@@ -199,21 +220,28 @@ def plan_seconds(
     return plan_windows(total, window, overlap, unit)
 
 
-def check_windows(windows: Sequence[Window], span_len: int = 1) -> tuple[Window, ...]:
-    """``windows`` as a tuple once they are checked to chain: indices 0, 1, ...; window 0 starts at
-    frame 0 with nothing given; each later one starts ``given`` frames before the previous one's
-    end, within it; lengths and overlaps are whole units of ``span_len``. ValueError otherwise."""
+def check_windows(windows: Sequence[Window], span_len: int = 1, head_frames: int = 0) -> tuple[Window, ...]:
+    """``windows`` as a tuple once they are checked to chain: consecutive indices; the first starts
+    at frame 0 with nothing given (or, after a head of ``head_frames``, ``given`` frames before the
+    head's end, within it); each later one starts ``given`` frames before the previous one's end,
+    within it; lengths and overlaps are whole units of ``span_len``. ValueError otherwise."""
     windows = tuple(windows)
     if not windows:
         raise ValueError("No windows: plan at least one (plan_windows or plan_seconds).")
+    first = getattr(windows[0], "index", 0)
     for i, window in enumerate(windows):
-        if not isinstance(window, Window) or window.index != i:
-            raise ValueError(f"Window {i} must be a Window with index {i}, got {window!r}.")
+        if not isinstance(window, Window) or window.index != first + i:
+            raise ValueError(f"Window {i} must be a Window with index {first + i}, got {window!r}.")
         if window.frames % span_len or window.given % span_len:
             raise ValueError(f"Window {i} ({window}) is not made of whole spans of {span_len} frames.")
         if i == 0:
-            if window.start != 0 or window.given != 0:
+            if not head_frames and (window.start or window.given):
                 raise ValueError(f"Window 0 must start at frame 0 with nothing given, got {window}.")
+            if window.start != head_frames - window.given or window.given > head_frames:
+                raise ValueError(
+                    f"The first window must start its given frames before frame {head_frames} (the "
+                    f"head's end), within the head, got {window}."
+                )
             continue
         before = windows[i - 1]
         if window.start != before.stop - window.given or window.given > before.frames:
@@ -348,7 +376,7 @@ class WindowedEngine:
         ``max_duration``). ValueError for bad lengths."""
         max_duration = self.model.max_duration
         window_seconds = max_duration if window_seconds is None else window_seconds
-        if _check_seconds("window_seconds", window_seconds) > max_duration + _FRAME_SLACK:
+        if _check_seconds("window_seconds", window_seconds) > max_duration + FRAME_SLACK:
             raise ValueError(
                 f"window_seconds ({window_seconds:g} s) is longer than this model's window ({max_duration:g} s)."
             )

@@ -74,6 +74,9 @@ class DecodeJob:
             see :meth:`magnet_demo.engine.Engine.steps` and :mod:`magnet_demo.audio_in`.
         planned_steps: the run's steps in all, as the server planned them (an autoregressive phase's
             records and every window of a long clip included); 0: the config's decoding steps.
+        plan: a clip decoded window after window (a :class:`~magnet_demo.lab.LabPlan` with
+            ``windows``: a long clip or an extension), or None.
+        head_tokens: ``[B, K, plan.head_frames]`` the run an extension continues, or None.
     """
 
     model: str
@@ -85,6 +88,8 @@ class DecodeJob:
     given_tokens: np.ndarray | None = None
     given_mask: np.ndarray | None = None
     planned_steps: int = 0
+    plan: object = None
+    head_tokens: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +151,8 @@ def run_job(job: DecodeJob | AudioJob, controls: LiveControls, stop, models: Mod
         return
     rescorer = _LazyRescorer(lambda: models.rescorer(job.model, model)) if job.rescorer else None
     last = job.resume_from
-    if job.config.clip_seconds > job.config.duration:
-        from magnet_demo.lab import window_steps
-
-        steps = window_steps(
-            model, job.prompts, job.config, seed=job.seed, controls=controls, cancel=stop, rescorer=rescorer
-        )
+    if job.plan is not None and job.plan.windows:
+        steps = _clip_steps(job, controls, stop, models, model, rescorer)
     elif job.config.method == METHOD_MAGNET:
         steps = Engine(model, rescorer).steps(
             job.prompts,
@@ -173,15 +174,40 @@ def run_job(job: DecodeJob | AudioJob, controls: LiveControls, stop, models: Mod
         yield FinalAudio(decode_tokens(model.compression_model, np.asarray(codes, dtype=np.int64)))
 
 
-def _lab_steps(job: DecodeJob, controls, stop, models: ModelCache, model, rescorer) -> Iterator:
-    """The records of an autoregressive or Hybrid job (:mod:`magnet_demo.lab`)."""
-    from magnet_demo.lab import lab_steps
-
+def _partner(job: DecodeJob, models: ModelCache, model):
+    """The model's autoregressive partner (a ValueError when it has none)."""
     partner = models.rescorer(job.model, model)
     if partner is None:
         raise ValueError(
             f"The {job.config.method} method needs the model's autoregressive partner: none is offered."
         )
+    return partner
+
+
+def _clip_steps(job: DecodeJob, controls, stop, models: ModelCache, model, rescorer) -> Iterator:
+    """The records of a clip decoded window after window (:mod:`magnet_demo.clips`)."""
+    from magnet_demo.clips import clip_steps
+
+    partner = None if job.config.method == METHOD_MAGNET else _partner(job, models, model)
+    return clip_steps(
+        model,
+        partner,
+        job.prompts,
+        job.config,
+        job.plan,
+        seed=job.seed,
+        head_tokens=job.head_tokens,
+        controls=controls,
+        cancel=stop,
+        rescorer=rescorer,
+    )
+
+
+def _lab_steps(job: DecodeJob, controls, stop, models: ModelCache, model, rescorer) -> Iterator:
+    """The records of an autoregressive or Hybrid job (:mod:`magnet_demo.lab`)."""
+    from magnet_demo.lab import lab_steps
+
+    partner = _partner(job, models, model)
     return lab_steps(
         model,
         partner,

@@ -88,7 +88,7 @@ def test_a_30_s_clip_is_decoded_window_after_window_on_one_canvas(app):
 
 
 def test_long_clips_are_refused_readably_where_they_cannot_be(app):
-    with pytest.raises(gr.Error, match="decoded with MAGNeT: choose the method MAGNeT"):
+    with pytest.raises(gr.Error, match="Autoregressive runs need the model.s autoregressive partner"):
         list(app.generate(**settings(app, duration=20.0, method="autoregressive"), request=FakeRequest("r1")))
     with pytest.raises(gr.Error, match="longer than this server decodes \\(60 s"):
         list(app.generate(**settings(app, duration=61.0), request=FakeRequest("r2")))

@@ -90,6 +90,21 @@ def test_an_assistant_generates_two_seconds_and_gets_the_audio(server):
     assert "11" in text and "finished" in text  # the seed and the run's summary
 
 
+def test_an_assistant_extends_a_clip_it_made(server):
+    async def work(session):
+        made = await session.call_tool("generate_music", {"prompt": "calm piano", "duration": 2, "seed": 4})
+        _, text = _audio_of(made)
+        number = int(re.search(r"['\"]run['\"]: (\d+)", text).group(1))  # the summary's run number
+        return made, await session.call_tool("extend_music", {"run": number, "seconds": 1})
+
+    made, extended = run(server, work)
+    assert not made.isError and not extended.isError, extended.content
+    wav, text = _audio_of(extended)
+    samples, rate = sf.read(io.BytesIO(wav))
+    assert abs(len(samples) / rate - 2.94) < 0.01  # 99 frames, then 48 more (1 s cut to spans)
+    assert "extends" in text and "finished" in text
+
+
 def test_a_bad_argument_is_a_readable_tool_error(server):
     arguments = {"prompt": "calm piano", "duration": 2, "method": "diffusion"}
     result = run(server, lambda session: session.call_tool("generate_music", arguments))

@@ -57,6 +57,7 @@ def probe_records(worker, model_name: str, num_codebooks: int, duration: float) 
 
 def job_of(run: Run, rescorer_offered: bool) -> DecodeJob:
     """What the worker needs to decode ``run`` (plain data)."""
+    windowed = run.plan is not None and bool(run.plan.windows)
     return DecodeJob(
         model=run.model_name,
         prompts=run.prompts,
@@ -64,11 +65,19 @@ def job_of(run: Run, rescorer_offered: bool) -> DecodeJob:
         seed=run.seed,
         resume_from=None if run.parent is None else run.parent.records[run.fork_index],
         rescorer=rescorer_offered,
-        # a fork's record carries its given tokens
-        given_tokens=run.given_tokens if run.parent is None else None,
-        given_mask=run.given if run.parent is None else None,
+        # a fork's record carries its given tokens; a clip's windows take theirs from the plan
+        given_tokens=run.given_tokens if run.parent is None and not windowed else None,
+        given_mask=run.given if run.parent is None and not windowed else None,
         planned_steps=run.total_steps,
+        plan=run.plan if run.plan is not None and run.plan.windows else None,
+        head_tokens=head_tokens(run),
     )
+
+
+def head_tokens(run: Run) -> np.ndarray | None:
+    """``[B, K, H]`` the tokens an extension continues (the head of its canvas), or None."""
+    head = 0 if run.plan is None else run.plan.head_frames
+    return None if not head else np.asarray(run.given_tokens[..., :head])
 
 
 def plan_of(run: Run) -> LabPlan:

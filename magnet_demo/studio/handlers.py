@@ -6,8 +6,8 @@ call them directly). A run endpoint yields tuples in the order of
 change); :func:`screen_of` reads one back by name. One decorator, :func:`readable`, turns the
 service's refusals (ValueError) into ``gr.Error``.
 
-Named API endpoints (``gradio_client``): ``/generate``, ``/continue``, ``/inpaint`` and ``/fork``
-stream one update per decoding step (the ``step_info`` output says which), ``/stop``, ``/steer``
+Named API endpoints (``gradio_client``): ``/generate``, ``/continue``, ``/inpaint``, ``/fork`` and
+``/extend`` stream one update per decoding step (the ``step_info`` output says which), ``/stop``, ``/steer``
 (live controls), ``/step`` (inspect / listen to a step), ``/show_run`` and ``/model_info``.
 """
 
@@ -200,6 +200,16 @@ class DemoApp:
         the codebooks already decoded come from the parent run; the parent stays as it was.
         """
         start = self.studio.fork_run(_key(request), run_number, step, Settings(**settings))
+        yield from self._stream(start, sample_shown)
+
+    @readable
+    def extend(
+        self, run_number: int, seconds: float, request: gr.Request = None, *, sample_shown: int = 1
+    ) -> Iterator[tuple]:
+        """Continue run ``run_number`` (a finished one) by ``seconds`` more, window after window, the
+        same way: its model, prompts, seed, method and settings; the new run's canvas starts with
+        it. Streams one update per step, as ``/generate`` does."""
+        start = self.studio.extend_run(_key(request), run_number, seconds)
         yield from self._stream(start, sample_shown)
 
     @readable

@@ -8,6 +8,7 @@ service here: :mod:`magnet_demo.studio.wiring` connects them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from magnet_demo.audio_modes import DEFAULT_KEEP_SECONDS, DEFAULT_REGION, GENERA
 from magnet_demo.controls import (
     DEFAULT_CFG_CURVE_TEXT,
     DEFAULT_DURATION,
+    DEFAULT_EXTEND_SECONDS,
     DEFAULT_MAX_CFG,
     DEFAULT_MIN_CFG,
     DEFAULT_OVERLAP_SECONDS,
@@ -155,6 +157,8 @@ class InspectPanel:
     canvas: gr.HTML
     preview: gr.Audio
     fork: gr.Button
+    extend_seconds: gr.Number | None = None  # "Extend the run shown": in the runs' accordion
+    extend: gr.Button | None = None
 
     def outputs(self) -> list:
         return [self.preview, self.text]
@@ -453,13 +457,23 @@ def main_panel(config: PageConfig, seed: gr.Number) -> tuple[MainView, InspectPa
             info="Every run of this session; pick one to show it.",
             allow_custom_value=True,  # a number the session lacks gets our own message
         )
+        with gr.Row():
+            extend_seconds = gr.Number(
+                DEFAULT_EXTEND_SECONDS,
+                label="Extend by (s)",
+                minimum=0,
+                maximum=config.limits.max_clip_seconds,
+                info=f"Continues the run shown, window after window, up to {config.limits.max_clip_seconds:g} s in all.",
+                elem_id="extend-seconds",
+            )
+            extend = gr.Button("Extend the run shown", elem_id="extend")
         downloads = gr.File(
             label="WAV, trace (.npz) and GIF of every run", file_count="multiple", interactive=False
         )
     with gr.Accordion("Step details (JSON)", open=False):
         step_info = gr.JSON(label="Details")
     main = MainView(status, canvas, step_info, audio, compare, spectrogram, downloads, runs, scrub, seed)
-    return main, inspect
+    return main, dataclasses.replace(inspect, extend_seconds=extend_seconds, extend=extend)
 
 
 def compare_panel() -> CompareView:
@@ -501,6 +515,8 @@ class ToolIO:
     keep_seconds: gr.Number
     region_start: gr.Number
     region_end: gr.Number
+    run: gr.Number
+    seconds: gr.Number
     wav: gr.Audio
     seed_used: gr.Number
     summary: gr.JSON
@@ -523,6 +539,8 @@ def tool_io(tools: int) -> ToolIO:
             keep_seconds=gr.Number(DEFAULT_KEEP_SECONDS, label="keep_seconds"),
             region_start=gr.Number(DEFAULT_REGION[0], label="region_start"),
             region_end=gr.Number(DEFAULT_REGION[1], label="region_end"),
+            run=gr.Number(None, precision=0, label="run"),
+            seconds=gr.Number(DEFAULT_EXTEND_SECONDS, label="seconds"),
         )
         wav = gr.Audio(type="filepath", label="audio file")
         seed_used = gr.Number(label="seed used", precision=0)

@@ -28,12 +28,20 @@ from magnet_demo.controls import (
 )
 from magnet_demo.costs import CostModel, expected_line
 from magnet_demo.engine import MAX_BATCH
-from magnet_demo.form import Settings, live_values, whole
+from magnet_demo.form import Settings, live_values, number, whole
 from magnet_demo.incidents import Refusal
-from magnet_demo.lab import METHOD_LABELS
+from magnet_demo.lab import METHOD_LABELS, extension_plan
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME
-from magnet_demo.session import DEFAULT_OUTPUT_ROOT, RELEASED_NOTE, RUNNING, Run, Session, SessionStore
+from magnet_demo.session import (
+    DEFAULT_OUTPUT_ROOT,
+    FINISHED,
+    RELEASED_NOTE,
+    RUNNING,
+    Run,
+    Session,
+    SessionStore,
+)
 from magnet_demo.sources import ModelSources
 from magnet_demo.studio.catalog import Catalog
 from magnet_demo.studio.decoding import Decoding, decode_audio, probe_records
@@ -122,6 +130,23 @@ def check_parent(parent: Run | None, limits: Limits) -> None:
         raise Refusal(
             f"Run #{parent.number} is already a fork {parent.fork_depth} levels deep; this server "
             f"allows {limits.fork_depth}. Re-decode from one of its ancestors instead.",
+            "Check the settings",
+        )
+
+
+def check_extendable(parent: Run | None) -> None:
+    """A Refusal when ``parent`` cannot be extended: none, released, or not finished (its last step
+    must hold the whole clip)."""
+    if parent is None:
+        raise Refusal("Nothing to extend yet: generate a run first.")
+    if parent.steps_released:
+        raise Refusal(f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to extend it.")
+    if parent.status == RUNNING:
+        raise Refusal(f"Run #{parent.number} is still decoding: wait for it to finish, then extend it.")
+    if parent.status != FINISHED:
+        raise Refusal(
+            f"Run #{parent.number} is {parent.status}: only a finished run holds a whole clip to "
+            "continue. Extend a finished run, or re-decode this one from a step.",
             "Check the settings",
         )
 
@@ -264,6 +289,56 @@ class Studio:
             parent=parent,
             fork_index=index,
             notes=tuple(notes),
+            limits=self.limits,
+        )
+        return self._start(session, run, parent)
+
+    def extend_run(self, key: str | None, run_number: object, seconds: object) -> RunStart:
+        """Continue run ``run_number`` (finished) by ``seconds``, window after window, the same way.
+
+        Model, prompts, seed and settings come from the run; the first new window continues its
+        last ``overlap_seconds`` and windows go on counting the run's (so seeds carry on). The run
+        stays as it was; the extension is a new run whose canvas starts with it, as given tokens.
+        """
+        session, parent = self.run_of(key, run_number)
+        check_extendable(parent)
+        self._one_at_a_time(session)
+        loaded = self.catalog.load(parent.model_name)
+        head = np.asarray(parent.records[-1].tokens, dtype=np.int16)  # [B, K, H]
+        try:
+            added = number(seconds, "Extend by", 0, self.limits.max_clip_seconds)
+            total = head.shape[-1] / loaded.frame_rate + added
+            if total > self.limits.max_clip_seconds + 1e-9:
+                raise ValueError(
+                    f"Extend by: run #{parent.number} is {head.shape[-1] / loaded.frame_rate:g} s and this server "
+                    f"decodes clips of at most {self.limits.max_clip_seconds:g} s: add at most "
+                    f"{self.limits.max_clip_seconds - head.shape[-1] / loaded.frame_rate:.2f} s."
+                )
+            config = parent.config.replace(duration=loaded.max_duration, clip_seconds=total)
+            before = (
+                parent.plan.windows[-1].index + 1 if parent.plan is not None and parent.plan.windows else 1
+            )
+            K, span = loaded.num_codebooks, int(loaded.lm.span_len)
+            plan = extension_plan(config, head.shape[-1], added, before, K, loaded.frame_rate, span)
+            self.limits.check_work(plan.segments, len(parent.prompts), config.duration)
+        except ValueError as error:
+            raise Refusal(str(error), "Check the settings") from None
+        given = np.zeros(head.shape[:2] + (plan.frames,), dtype=bool)
+        given[..., : head.shape[-1]] = True
+        tokens = np.zeros(given.shape, dtype=np.int16)
+        tokens[..., : head.shape[-1]] = head
+        run = session.new_run(
+            model_name=parent.model_name,
+            prompts=parent.prompts,
+            config=config,
+            seed=parent.seed,
+            sample_rate=parent.sample_rate,
+            frame_rate=parent.frame_rate,
+            num_frames=plan.frames,
+            plan=plan,
+            source=f"extends #{parent.number} by {added:g} s",
+            given=given,
+            given_tokens=tokens,
             limits=self.limits,
         )
         return self._start(session, run, parent)

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import gradio as gr
 
 from magnet_demo.audio_modes import CONTINUE, REGION
-from magnet_demo.controls import DEFAULT_PREFIX_SECONDS, METHOD_MAGNET
+from magnet_demo.controls import DEFAULT_EXTEND_SECONDS, DEFAULT_PREFIX_SECONDS, METHOD_MAGNET
 from magnet_demo.form import MAX_SEED, Settings, number, whole
 from magnet_demo.models import SETTINGS_FIELDS
 from magnet_demo.studio.handlers import DemoApp, readable
 
 #: the names of the tool endpoints (the API's and the MCP tools')
-TOOLS = ("generate_music", "continue_music", "redecode_region")
+TOOLS = ("generate_music", "continue_music", "redecode_region", "extend_music")
 #: a tool's seed below 0: a random one (the answer says which)
 RANDOM_SEED = -1
 #: Gradio's MCP server lists a named endpoint as a tool unless its function says otherwise
@@ -58,7 +58,10 @@ class Tools:
         )
 
     def _run(self, request, settings: Settings, audio=None) -> tuple[str | None, int, dict]:
-        start = self.studio.new_run(getattr(request, "session_hash", None), settings, audio)
+        return self._finish(self.studio.new_run(getattr(request, "session_hash", None), settings, audio))
+
+    def _finish(self, start) -> tuple[str | None, int, dict]:
+        """Decode a started run to its end: (WAV file, seed, summary)."""
         decoding = self.studio.decoding(start, readable=(gr.Error,))
         for _ in decoding:
             pass
@@ -147,3 +150,17 @@ class Tools:
         start, end = number(region_start, "region_start"), number(region_end, "region_end")
         settings = self._settings(prompt, None, seed, model)
         return self._run(request, settings, self.app.audio_request(REGION, audio, start=start, end=end))
+
+    @readable
+    def extend_music(self, run: int, seconds: float = DEFAULT_EXTEND_SECONDS, request: gr.Request = None):
+        """Make a clip longer: continue a finished run of this session by more seconds, window after
+        window, with its prompt, seed and settings (the first new window hears the clip's last seconds).
+
+        Args:
+            run: the number of the run to extend, as an earlier tool call's summary gives it ('run').
+            seconds: how many seconds to add; the whole clip may be at most the server's longest clip (60 s by default).
+        Returns:
+            The WAV file of the whole longer clip, the seed, and the new run's summary (its 'run' number extends further).
+        """
+        key = getattr(request, "session_hash", None)
+        return self._finish(self.studio.extend_run(key, run, seconds))

@@ -166,6 +166,9 @@ def endpoints(
         # Gradio's default would ignore it without a word
         "generate": [run_endpoint(left.generate.click, app.generate, [], {**run, **audio_in}, trigger_mode="always_last")],
         "fork": [run_endpoint(inspect.fork.click, app.fork, [main.runs, main.scrub], run)],
+        "extend": [
+            run_endpoint(inspect.extend.click, app.extend, [main.runs, inspect.extend_seconds], {"sample_shown": inspect.sample_shown})
+        ],
         # the other two modes as endpoints of their own (the page's button reaches them through
         # /generate's mode): audio file in, the outputs of /generate
         "continue": [run_endpoint(gr.Button(visible=False).click, app.continue_clip, [audio.audio, audio.keep_seconds], run)],
@@ -196,6 +199,7 @@ def _tools(app: DemoApp, demo: gr.Blocks, io: ToolIO) -> dict[str, list[Endpoint
         "generate_music": [*common, io.method, io.model],
         "continue_music": [io.audio, io.keep_seconds, *common, io.model],
         "redecode_region": [io.audio, io.region_start, io.region_end, io.prompt, io.seed, io.model],
+        "extend_music": [io.run, io.seconds],
     }
     options = dict(concurrency_id=DECODE_SLOT, show_progress="hidden", **RAW)
     return {
