@@ -32,7 +32,7 @@ import torch
 from magnet_demo.autoregressive import AREngine
 from magnet_demo.controls import METHOD_AR, METHOD_HYBRID, DecodingConfig
 from magnet_demo.engine import Engine
-from magnet_demo.lab import LabPlan, ar_config, ar_records, ar_step_record, lab_steps
+from magnet_demo.lab import LabPlan, ar_config, ar_record_of, ar_records, ar_step_record, lab_steps
 from magnet_demo.records import StepRecord, frozen_array
 from magnet_demo.windows import window_seed
 
@@ -120,30 +120,59 @@ def window_records(
     controls=None,
     cancel=None,
     rescorer=None,
+    resume_from: StepRecord | None = None,
 ) -> Iterator[StepRecord]:
     """One window's own records (its canvas is its frames; see the module doc for the method):
     ``canvas`` ``[B, K, T]`` holds the clip so far, whose frames before the window's new ones
-    are given."""
+    are given; ``resume_from``: a record of the window's own (:func:`local_record`) to go on after."""
     own = window_config(config, window, model)
     given = canvas[..., window.start : window.new_start] if window.given else None
+    start = {"prompt_tokens": None if given is None else torch.as_tensor(np.asarray(given, dtype=np.int64))}
     if config.method == METHOD_AR:
         engine = AREngine.from_rescorer(partner)
         frames, rate = window.frames, engine.frame_rate
         settings = ar_config(exact_duration(frames, rate, lambda d: int(d * rate)), partner.lm.card)
-        prompt = None if given is None else torch.as_tensor(np.asarray(given, dtype=np.int64))
-        steps = engine.steps(prompts, settings, seed=seed, prompt_tokens=prompt, cancel=cancel)
+        if resume_from is not None:
+            start = {"resume_from": ar_record_of(resume_from, engine, settings, window.given)}
         own_plan = LabPlan(METHOD_AR, (ar_records(frames + model.num_codebooks - 1 - window.given),), frames)
-        for record in steps:
+        for record in engine.steps(prompts, settings, seed=seed, cancel=cancel, **start):
             yield ar_step_record(record, frames, 0, own_plan)
         return
+    if resume_from is not None:
+        start = {"resume_from": resume_from}
     if config.method == METHOD_HYBRID and given is None:
         yield from lab_steps(
-            model, partner, prompts, own, seed=seed, controls=controls, cancel=cancel, rescorer=rescorer
-        )
+            model, partner, prompts, own, seed=seed, controls=controls, cancel=cancel, rescorer=rescorer,
+            resume_from=start.get("resume_from"),
+        )  # fmt: skip
         return
-    prompt = None if given is None else torch.as_tensor(np.asarray(given, dtype=np.int64))
     yield from Engine(model, rescorer).steps(
-        prompts, own, seed=seed, controls=controls, prompt_tokens=prompt, cancel=cancel
+        prompts, own, seed=seed, controls=controls, cancel=cancel, **start
+    )
+
+
+def local_record(record: StepRecord, plan: LabPlan) -> tuple[int, StepRecord]:
+    """The window (its position in ``plan.windows``) a record of a clip's step belongs to, and the
+    record as its window's run made it (the inverse of :func:`place_record`), to resume after."""
+    position = record.window[0]
+    window, offset = plan.windows[position], plan.window_offsets[position]
+
+    def cut(values):
+        return None if values is None else frozen_array(np.asarray(values)[..., window.start : window.stop])
+
+    return position, replace(
+        record,
+        global_step=record.global_step - offset,
+        total_steps=plan.window_steps[position],
+        tokens=cut(record.tokens),
+        mask_before=cut(record.mask_before),
+        mask_after=cut(record.mask_after),
+        confidence=cut(record.confidence),
+        rescorer_confidence=cut(record.rescorer_confidence),
+        given=cut(record.given),
+        revised=cut(record.revised),
+        written=cut(record.written),
+        window=None,
     )
 
 
@@ -159,6 +188,7 @@ def clip_steps(
     controls=None,
     cancel=None,
     rescorer=None,
+    resume_from: StepRecord | None = None,
 ) -> Iterator[StepRecord]:
     """The studio's records of a clip of ``plan.windows`` (see the module doc); the last record's
     tokens are the whole clip's.
@@ -167,6 +197,8 @@ def clip_steps(
         model: the MAGNeT model; ``partner``: its autoregressive partner (AR and Hybrid runs).
         head_tokens: ``[B, K, plan.head_frames]`` the run an extension continues (None otherwise).
         controls, cancel, rescorer: as :class:`~magnet_demo.engine.Engine` takes them, for all windows.
+        resume_from: a record of a run of this plan (a fork): decoding goes on after it, in its
+            window, then the windows after it; the records before it are not yielded again.
     """
     B, K, head = len(prompts), model.num_codebooks, plan.head_frames
     if (head_tokens is None) != (head == 0) or (head and np.shape(head_tokens) != (B, K, head)):
@@ -177,12 +209,18 @@ def clip_steps(
         canvas[..., :head] = head_tokens
         head_given = np.zeros(canvas.shape, dtype=bool)
         head_given[..., :head] = True
-    base = 0.0
-    for window, offset in zip(plan.windows, plan.window_offsets, strict=True):
+    base, first, resume = 0.0, 0, None
+    if resume_from is not None:
+        first, resume = local_record(resume_from, plan)
+        canvas[...] = resume_from.tokens  # the windows before it are done
+        base = resume_from.elapsed  # the resumed window's records count from the fork
+    for position in range(first, len(plan.windows)):
+        window, offset = plan.windows[position], plan.window_offsets[position]
         last = None
         records = window_records(
             model, partner, prompts, config, window, canvas,
             seed=window_seed(seed, window.index), controls=controls, cancel=cancel, rescorer=rescorer,
+            resume_from=resume if position == first else None,
         )  # fmt: skip
         for last in records:
             yield place_record(

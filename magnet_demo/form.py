@@ -312,8 +312,9 @@ class Settings:
         steps = steps[:done] + tuple(wanted[done:])
         limits.check_steps(steps)
         limits.check_work(steps, samples, parent.duration)
-        if number(self.duration, "Duration", 0) != parent.duration:
-            notes.append(f"kept the duration ({parent.duration:g} s)")
+        seconds = parent.clip_seconds or parent.duration  # a long clip's, or its one window's
+        if number(self.duration, "Duration", 0) != seconds:
+            notes.append(f"kept the duration ({seconds:g} s)")
         if self.span_arrangement != parent.span_arrangement:
             notes.append(f"kept the span arrangement ({parent.span_arrangement})")
         return parent.replace(decoding_steps=steps, **self.sampling(limits, card)), notes

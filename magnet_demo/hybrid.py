@@ -281,6 +281,7 @@ class HybridEngine:
         ar_config: ARConfig | None = None,
         controls: LiveControls | None = None,
         cancel: threading.Event | None = None,
+        resume_from: ARRecord | StepRecord | None = None,
     ) -> Iterator[PhaseRecord]:
         """Run both phases, yielding a :class:`PhaseRecord` per AR record, then per MAGNeT step.
 
@@ -293,6 +294,9 @@ class HybridEngine:
                 :meth:`ar_config`).
             controls: live controls of the MAGNeT phase (the AR phase's are fixed at ``ar_config``).
             cancel: when set, the run stops before the next step of either phase.
+            resume_from: a record of an earlier run of the same settings to go on after: an AR
+                record of its first phase (the phase goes on to the prefix, then MAGNeT starts) or
+                a record of its MAGNeT phase (numbered within that phase).
         Raises:
             ValueError: bad prompts, settings or ``prefix_seconds`` (raised by this call, before
                 any step runs).
@@ -316,36 +320,56 @@ class HybridEngine:
             )
         clock = [0.0]
         start = time.perf_counter()
-        ar_steps = self.ar.steps(prompts, ar_config, seed=seed, cancel=_StepBudget(budget, cancel))
-        clock[0] += time.perf_counter() - start
         run = _HybridRun(prompts, config, P, T, int(seed), controls, cancel)
-        return self._iterate(run, ar_steps, clock)
+        if isinstance(resume_from, StepRecord):  # in the MAGNeT phase: the prefix is in the record
+            return self._iterate(run, iter(()), clock, magnet_resume=resume_from)
+        last, done = resume_from, 0
+        if resume_from is not None:
+            done = resume_from.step_stop - resume_from.run_start
+        ar_steps = iter(())
+        if last is None or last.frames_done < P:
+            options = {"resume_from": resume_from} if resume_from is not None else {}
+            ar_steps = self.ar.steps(
+                prompts, ar_config, seed=seed, cancel=_StepBudget(budget - done, cancel), **options
+            )
+        clock[0] += time.perf_counter() - start
+        return self._iterate(run, ar_steps, clock, 0 if last is None else last.index + 1, last)
 
     def _iterate(
-        self, run: _HybridRun, ar_steps: Iterator[ARRecord], clock: list[float]
+        self,
+        run: _HybridRun,
+        ar_steps: Iterator[ARRecord],
+        clock: list[float],
+        index: int = 0,
+        last: ARRecord | None = None,
+        magnet_resume: StepRecord | None = None,
     ) -> Iterator[PhaseRecord]:
-        """Both phases (a generator); :meth:`steps` checks and starts the AR phase."""
-        index, last = 0, None
+        """Both phases (a generator) from record ``index`` after ``last``; :meth:`steps` checks
+        and starts the AR phase (or resumes the MAGNeT phase after ``magnet_resume``)."""
+        if magnet_resume is not None:
+            yield from self._magnet_phase(run, index, 0.0, resume_from=magnet_resume)
+            return
         for record in _timed(ar_steps, clock):
             last = record
             yield PhaseRecord(PHASE_AR, record, index, run.prefix_frames, run.frames, clock[0], clock[0])
             index += 1
             if record.frames_done >= run.prefix_frames:
                 break  # the step budget ended this record: the prefix is complete
-        ar_steps.close()
+        getattr(ar_steps, "close", lambda: None)()
         if last is None or last.frames_done < run.prefix_frames:
             return  # cancelled before the prefix was complete
-        ar_seconds = clock[0]
         prefix = torch.as_tensor(np.asarray(last.tokens[..., : run.prefix_frames], dtype=np.int64))
+        yield from self._magnet_phase(run, index, clock[0], prompt_tokens=prefix)
+
+    def _magnet_phase(
+        self, run: _HybridRun, index: int, ar_seconds: float, **start_from
+    ) -> Iterator[PhaseRecord]:
+        """The MAGNeT phase's records from record ``index`` (``start_from``: the prefix as
+        ``prompt_tokens``, or the record to resume after as ``resume_from``)."""
         magnet_clock = [0.0]
         start = time.perf_counter()
         magnet_steps = self.magnet.steps(
-            run.prompts,
-            run.config,
-            seed=run.seed,
-            controls=run.controls,
-            prompt_tokens=prefix,
-            cancel=run.cancel,
+            run.prompts, run.config, seed=run.seed, controls=run.controls, cancel=run.cancel, **start_from
         )
         magnet_clock[0] += time.perf_counter() - start
         for record in _timed(magnet_steps, magnet_clock):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from magnet_demo import spans
-from magnet_demo.autoregressive import DEFAULT_TOP_K, ARConfig, AREngine, ARRecord
+from magnet_demo.autoregressive import DEFAULT_TOP_K, ARConfig, AREngine, ARRecord, pattern_of
 from magnet_demo.controls import (
     METHOD_AR,
     METHOD_HYBRID,
@@ -142,13 +142,21 @@ def window_segments(
 
 
 def windowed_plan(
-    config: DecodingConfig, windows, num_codebooks: int, frame_rate: float, span_len: int
+    config: DecodingConfig,
+    windows,
+    num_codebooks: int,
+    frame_rate: float,
+    span_len: int,
+    before: DecodingConfig | None = None,
+    position: int = 0,
 ) -> LabPlan:
     """The plan of a clip decoded window after window (``windows``; an extension's first window
-    continues a head of ``windows[0].start + windows[0].given`` frames)."""
+    continues a head of ``windows[0].start + windows[0].given`` frames); the windows before
+    ``position`` are planned with ``before`` (a fork keeps the steps its parent took there)."""
     segments, flags, per_window = (), (), ()
-    for window in windows:
-        own, ar = window_segments(config, window, num_codebooks, frame_rate, span_len)
+    for i, window in enumerate(windows):
+        planned = before if i < position else config
+        own, ar = window_segments(planned, window, num_codebooks, frame_rate, span_len)
         segments, flags, per_window = segments + own, flags + ar, per_window + (sum(own),)
     head = windows[0].start + windows[0].given
     return LabPlan(
@@ -183,6 +191,17 @@ def lab_plan(
         return LabPlan(METHOD_AR, (ar_records(frames + num_codebooks - 1),), frames)
     P = _hybrid_prefix(config, frame_rate, magnet_frames, span_len)
     return LabPlan(METHOD_HYBRID, (ar_records(P + num_codebooks - 1),) + steps, magnet_frames, P)
+
+
+def fork_plan(
+    plan: LabPlan, parent: DecodingConfig, config: DecodingConfig, record: StepRecord, model
+) -> LabPlan:
+    """The plan of a fork after ``record`` of a run of ``plan`` (made with ``parent``), decoded on
+    with ``config``: a long clip's windows before the record's keep their steps."""
+    K, rate, span = model.num_codebooks, model.frame_rate, int(model.lm.span_len)
+    if not plan.windows:
+        return lab_plan(config, K, rate, model.frames(config), span)
+    return windowed_plan(config, plan.windows, K, rate, span, before=parent, position=record.window[0])
 
 
 def extension_plan(
@@ -279,6 +298,38 @@ def ar_step_record(record: ARRecord, frames: int, offset: int, plan: LabPlan) ->
     )
 
 
+def ar_record_of(record: StepRecord, engine: AREngine, settings: ARConfig, prefix: int = 0) -> ARRecord:
+    """The autoregressive record that the studio's ``record`` (of an AR run or phase; numbered
+    within it) was made from, as :meth:`AREngine.steps` resumes after it: its canvas (frames the
+    studio cut off are unwritten), its step range from its number, its generator state.
+    ``prefix``: frames given before the run (a window that continues the one before)."""
+    pattern = pattern_of(engine.lm, engine.frames(settings))
+    run_start = pattern.first_step(prefix)
+    stop = min(run_start + (record.step + 1) * settings.frames_per_record, pattern.length)
+    tokens = np.full(record.tokens.shape[:2] + (pattern.frames,), record.mask_id, dtype=np.int16)
+    written = np.zeros(tokens.shape, dtype=bool)
+    T = min(pattern.frames, record.tokens.shape[-1])
+    tokens[..., :T] = record.tokens[..., :T]
+    written[..., :T] = record.written[..., :T]
+    return ARRecord(
+        index=record.step,
+        step_start=max(stop - settings.frames_per_record, run_start),
+        step_stop=stop,
+        run_start=run_start,
+        sequence_length=pattern.length,
+        prefix_frames=prefix,
+        delays=pattern.delays,
+        tokens=frozen_array(tokens),
+        written=frozen_array(written),
+        probs=frozen_array(np.full(tokens.shape, np.nan, dtype=np.float32)),
+        cfg_coef=record.cfg_coef,
+        temperature=record.temperature,
+        controls=record.controls,
+        rng_state=record.rng_state,
+        mask_id=record.mask_id,
+    )
+
+
 def lab_steps(
     model,
     partner,
@@ -289,6 +340,7 @@ def lab_steps(
     controls: LiveControls | None = None,
     cancel=None,
     rescorer=None,
+    resume_from: StepRecord | None = None,
 ) -> Iterator[StepRecord]:
     """The studio's records of an autoregressive or Hybrid run of ``config`` (its ``method``).
 
@@ -299,6 +351,8 @@ def lab_steps(
         controls: live controls of the MAGNeT phase (an autoregressive phase keeps its own).
         cancel: checked before every step of either phase.
         rescorer: rescores the MAGNeT phase (as :class:`~magnet_demo.engine.Engine` takes it).
+        resume_from: a record of this function's for the same settings: the run goes on after it
+            (a fork); the records before it are not yielded again.
     Raises:
         ValueError: a method this function does not run, or bad settings (before any step).
     """
@@ -308,12 +362,19 @@ def lab_steps(
     settings = ar_config(config.duration, partner.lm.card)
     if config.method == METHOD_AR:
         engine = AREngine.from_rescorer(partner)
-        for record in engine.steps(prompts, settings, seed=seed, cancel=cancel):
+        resume = {} if resume_from is None else {"resume_from": ar_record_of(resume_from, engine, settings)}
+        for record in engine.steps(prompts, settings, seed=seed, cancel=cancel, **resume):
             yield ar_step_record(record, plan.frames, 0, plan)
         return
     if config.method != METHOD_HYBRID:
         raise ValueError(f"lab_steps runs the autoregressive and hybrid methods, not '{config.method}'.")
     hybrid = HybridEngine(model, partner, rescorer=rescorer)
+    resume = None
+    if resume_from is not None and resume_from.is_autoregressive:
+        resume = ar_record_of(resume_from, hybrid.ar, hybrid.ar_config(config, settings))
+    elif resume_from is not None:  # the MAGNeT phase, numbered after the autoregressive records
+        steps = sum(config.decoding_steps)
+        resume = replace(resume_from, global_step=resume_from.global_step - plan.ar_steps, total_steps=steps)
     steps = hybrid.steps(
         prompts,
         config,
@@ -322,6 +383,7 @@ def lab_steps(
         ar_config=settings,
         controls=controls,
         cancel=cancel,
+        resume_from=resume,
     )
     for item in steps:
         if item.phase == PHASE_AR:

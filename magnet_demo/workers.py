@@ -200,6 +200,7 @@ def _clip_steps(job: DecodeJob, controls, stop, models: ModelCache, model, resco
         controls=controls,
         cancel=stop,
         rescorer=rescorer,
+        resume_from=job.resume_from,
     )
 
 
@@ -217,6 +218,7 @@ def _lab_steps(job: DecodeJob, controls, stop, models: ModelCache, model, rescor
         controls=controls,
         cancel=stop,
         rescorer=rescorer,
+        resume_from=job.resume_from,
     )
 
 

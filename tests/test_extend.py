@@ -1,7 +1,9 @@
-"""The Extend button: a finished run continued by more seconds, window after window, the same way
-(issue #28). An extension of a run decodes, token for token, what a longer run of the same seed
-decodes there; it works for MAGNeT, autoregressive and Hybrid runs and for extensions of
-extensions; what cannot be extended is refused readably."""
+"""Clips of several windows for every method, the Extend button, and forks of them all (issue #28).
+
+An extension of a run decodes, token for token, what a longer run of the same seed decodes there;
+long clips and extensions work for MAGNeT, autoregressive and Hybrid runs; a fork from any step of
+any of them with unchanged settings decodes its parent's clip again, and with other settings keeps
+what was decoded before the step; what cannot be extended is refused readably."""
 
 from __future__ import annotations
 
@@ -169,3 +171,52 @@ def test_an_autoregressive_run_is_extended_by_its_own_model(lab):
     assert all(r.is_autoregressive for r in extension.records)
     assert np.array_equal(extension.records[-1].tokens[..., :100], parent.records[-1].tokens)
     assert extension.audio.shape == (1, 148 * 640)
+
+
+def fork_of(app: DemoApp, key: str, step: int, generate: dict, **changes):
+    """Generate a run of ``generate``, fork it at ``step`` with ``changes``: (parent, fork)."""
+    run_all(app.generate(**settings(app, **generate), request=FakeRequest(key)))
+    run_all(app.fork(1, step, **settings(app, **generate, **changes), request=FakeRequest(key)))
+    parent, fork = app.studio.sessions.get(key).runs
+    assert fork.status == "finished" and len(fork.records) == fork.total_steps == parent.total_steps
+    assert fork.records[step - 1] is parent.records[step - 1]
+    return parent, fork
+
+
+@pytest.mark.parametrize(
+    "method, step",
+    [
+        ("magnet", 12),  # window 2's third step
+        ("autoregressive", 35),  # window 2's fifth record
+        ("hybrid", 3),  # window 1's autoregressive phase
+        ("hybrid", 20),  # window 2 (a MAGNeT continuation)
+    ],
+)
+def test_a_fork_of_a_long_clip_with_the_same_settings_decodes_it_again(lab, method, step):
+    parent, fork = fork_of(lab, f"fork-{method}-{step}", step, dict(duration=8.0, method=method))
+    assert len(fork.plan.windows) == 3 and fork.records[step].window == parent.records[step].window
+    assert np.array_equal(fork.records[-1].tokens, parent.records[-1].tokens)
+
+
+def test_a_fork_of_a_long_clip_with_other_settings_keeps_what_came_before(lab):
+    parent, fork = fork_of(lab, "fork-cfg", 12, dict(duration=8.0), max_cfg_coef=3.0)
+    window = fork.records[11].window  # (1, 3, 51, 351): the record forked from is in window 2
+    assert window == (1, 3, 51, 351) and fork.records[12].cfg_coef != parent.records[12].cfg_coef
+    kept, final = parent.records[-1].tokens, fork.records[-1].tokens
+    assert np.array_equal(final[..., :51], kept[..., :51]) and not np.array_equal(final, kept)
+
+
+@pytest.mark.parametrize("method, step", [("autoregressive", 4), ("hybrid", 2), ("hybrid", 8)])
+def test_a_fork_of_an_autoregressive_or_hybrid_run_decodes_it_again(lab, method, step):
+    parent, fork = fork_of(lab, f"fork1-{method}-{step}", step, dict(duration=2.0, method=method))
+    assert np.array_equal(fork.records[-1].tokens, parent.records[-1].tokens)
+
+
+def test_a_fork_of_an_extension_decodes_it_again(app):
+    key = FakeRequest("fork-ext")
+    run_all(app.generate(**settings(app, duration=3.0), request=key))
+    run_all(app.extend(1, 2.0, request=key))
+    run_all(app.fork(2, 4, **settings(app, duration=3.0), request=key))
+    extension, fork = app.studio.sessions.get("fork-ext").runs[1:]
+    assert fork.plan.head_frames == 150 and job_of(fork, False).head_tokens.shape == (1, 4, 150)
+    assert np.array_equal(fork.records[-1].tokens, extension.records[-1].tokens)

@@ -76,8 +76,12 @@ def test_an_autoregressive_run_streams_its_diagonal_and_ends_with_audio_and_file
     assert names == ["run01-trace.npz", "run01.gif", "run01.wav"]
     sound, text = app.inspect(1, 3, request=FakeRequest("ar"))
     assert "written" in text and sound[1].size == 27 * 640  # 30 steps: 27 frames of every codebook
-    with pytest.raises(gr.Error, match="re-decoding from a step is offered for MAGNeT runs"):
-        list(app.fork(1, 3, **settings(app.studio.catalog.default_model), request=FakeRequest("ar")))
+    # re-decoding from record 3 with the same settings writes the same clip (the generator state
+    # and the canvas are in the record; the model's cache is rebuilt)
+    list(app.fork(1, 3, **settings(app.studio.catalog.default_model), request=FakeRequest("ar")))
+    parent, fork = app.studio.sessions.get("ar").runs
+    assert fork.status == "finished" and len(fork.records) == 11 and fork.records[2] is parent.records[2]
+    assert np.array_equal(fork.records[-1].tokens, parent.records[-1].tokens)
 
 
 def test_a_hybrid_run_says_the_time_of_each_phase(app):

@@ -94,6 +94,3 @@ def test_long_clips_are_refused_readably_where_they_cannot_be(app):
         list(app.generate(**settings(app, duration=61.0), request=FakeRequest("r2")))
     with pytest.raises(gr.Error, match="The overlap \\(12 s\\) must be shorter than the window \\(12 s\\)"):
         list(app.generate(**settings(app, duration=20.0, overlap_seconds=12.0), request=FakeRequest("r3")))
-    list(app.generate(**settings(app, duration=20.0), request=FakeRequest("r4")))
-    with pytest.raises(gr.Error, match="re-decoding from a step is offered for clips of one window"):
-        list(app.fork(1, 3, **settings(app), request=FakeRequest("r4")))

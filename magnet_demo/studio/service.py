@@ -30,7 +30,7 @@ from magnet_demo.costs import CostModel, expected_line
 from magnet_demo.engine import MAX_BATCH
 from magnet_demo.form import Settings, live_values, number, whole
 from magnet_demo.incidents import Refusal
-from magnet_demo.lab import METHOD_LABELS, extension_plan
+from magnet_demo.lab import METHOD_LABELS, extension_plan, fork_plan
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME
 from magnet_demo.session import (
@@ -106,24 +106,12 @@ def check_method(models: ModelCache, model: str, config: DecodingConfig, audio: 
 
 
 def check_parent(parent: Run | None, limits: Limits) -> None:
-    """A Refusal when ``parent`` cannot be re-decoded from a step (released, empty, decoding, a
-    lab run or a long clip, or a fork too deep for ``limits``)."""
+    """A Refusal when ``parent`` cannot be re-decoded from a step (released, empty, decoding, or a
+    fork too deep for ``limits``)."""
     if parent is not None and parent.steps_released:
         raise Refusal(f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to re-decode from its steps.")
     if parent is None or not parent.records:
         raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
-    if parent.plan is not None and parent.plan.windows:
-        raise Refusal(
-            f"Run #{parent.number} is a clip of {len(parent.plan.windows)} windows: re-decoding from a step "
-            "is offered for clips of one window. Make a new run instead.",
-            "Check the settings",
-        )
-    if parent.method != METHOD_MAGNET:
-        raise Refusal(
-            f"Run #{parent.number} is a {METHOD_LABELS[parent.method]} run: re-decoding from a step "
-            "is offered for MAGNeT runs. Make a new run instead (the same seed gives the same start).",
-            "Check the settings",
-        )
     if parent.status == RUNNING:
         raise Refusal(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
     if parent.fork_depth >= limits.fork_depth:
@@ -273,6 +261,11 @@ class Studio:
             config, notes = settings.fork_config(
                 parent.config, record, self.limits, loaded.lm.card, samples=len(parent.prompts)
             )
+            plan = (
+                None if parent.plan is None else fork_plan(parent.plan, parent.config, config, record, loaded)
+            )
+            if plan is not None:
+                self.limits.check_work(plan.segments, len(parent.prompts), config.duration)
         except ValueError as error:
             raise Refusal(str(error), "Check the settings") from None
         run = session.new_run(
@@ -283,6 +276,7 @@ class Studio:
             sample_rate=parent.sample_rate,
             frame_rate=parent.frame_rate,
             num_frames=parent.num_frames,
+            plan=plan,
             source=parent.source,
             given=parent.given,
             given_tokens=parent.given_tokens,
