@@ -333,3 +333,33 @@ def test_the_expected_time_follows_the_settings_and_the_fast_preset(server):
             text_contains("#expected-time", "not measured yet for autoregressive runs"),
             timeout=STEP_TIMEOUT_MS,
         )
+
+
+def test_extend_continues_the_run_shown_on_a_longer_canvas(server):
+    with chromium_page({"width": 1400, "height": 1100}) as page:
+        page.goto(server, wait_until="load")
+        page.wait_for_function(text_contains("#status", "Ready."))
+        # the model's settings arrive on load (its duration too): set ours after them
+        page.wait_for_function(text_contains("#expected-time", "with 50 steps"), timeout=STEP_TIMEOUT_MS)
+        page.get_by_label("Prompt").fill("calm piano")
+        duration = page.locator("#duration input[type=number]")
+        duration.fill("4")
+        duration.blur()
+        page.locator("#generate").click()
+        page.wait_for_function(text_contains("#status", "Run #1 finished"), timeout=RUN_TIMEOUT_MS)
+        seconds = page.locator("#extend-seconds input")
+        seconds.fill("3")
+        seconds.blur()
+        page.locator("#extend").click()
+        page.wait_for_function(text_contains("#status", "Run #2 finished"), timeout=RUN_TIMEOUT_MS)
+        assert "A/B: run #1" in page.locator("#compare-audio").inner_text()
+        page.wait_for_function(text_contains("#live-canvas .mc-title", "window 1/1"), timeout=STEP_TIMEOUT_MS)
+        # the canvas now spans 7 s: the frame under the pointer at its right end is past 4 s
+        page.wait_for_function(text_contains("#inspect-text", "Run #2"), timeout=STEP_TIMEOUT_MS)
+        box = page.locator("#inspect-canvas .mc-canvas").bounding_box()
+        page.locator("#inspect-canvas .mc-canvas").hover(position={"x": box["width"] - 14, "y": 5})
+        page.wait_for_function(text_contains("#inspect-canvas .mc-readout", "codebook 1 · frame "))
+        readout = page.locator("#inspect-canvas .mc-readout").inner_text()
+        frame = int(readout.split("frame ")[1].split(" ")[0])
+        assert 340 <= frame < 348, readout  # 198 frames given by run #1 (4 s cut to spans), 150 more
+        assert "6.96 s, 1 new window, extends #1 by 3 s" in page.locator("#status").inner_text()

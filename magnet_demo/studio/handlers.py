@@ -298,7 +298,12 @@ class DemoApp:
             return None, f"Run #{run.number}: {RELEASED_NOTE}."
         if run is None or not run.records:
             return None, "No step to show yet: generate a run first."
-        index = self.studio.step_index(run, step)
+        try:
+            index = self.studio.step_index(run, step)
+        except Refusal as refusal:
+            if not run.is_running:
+                raise
+            return None, str(refusal)  # a step a run still decoding has not reached: no error box
         sample = sample_index(run, sample_shown)
         try:
             sound, note = (

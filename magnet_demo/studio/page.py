@@ -227,7 +227,8 @@ def _prompt_and_model(config: PageConfig) -> dict:
             DEFAULT_DURATION,
             step=DURATION_STEP,
             label="Duration (s)",
-            info="Longer than the model's window: decoded window after window (MAGNeT).",
+            info="Longer than the model's window: decoded window after window, by any method.",
+            elem_id="duration",
         )
         samples = gr.Slider(
             1,

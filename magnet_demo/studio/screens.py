@@ -112,6 +112,16 @@ def phase_times(run: Run) -> str:
     return f" · autoregressive prefix {ar_seconds:.1f} s, MAGNeT {magnet_seconds:.1f} s"
 
 
+def clip_note(run: Run) -> str:
+    """How long a clip of several windows (or an extension) is, and what it extends ("" else)."""
+    if run.plan is None or not run.plan.windows:
+        return ""
+    count = len(run.plan.windows)
+    seconds = run.plan.frames / run.frame_rate
+    origin = f", {run.source}" if run.source else ""
+    return f" · {seconds:.2f} s, {count} new window{'s' if count > 1 else ''}{origin}"
+
+
 def run_status(run: Run, keep_runs: int) -> str:
     """The status line of an ended run; says so when the server released its steps or deleted its
     files (``keep_runs``: the server's file budget), and how to make it again."""
@@ -125,7 +135,7 @@ def run_status(run: Run, keep_runs: int) -> str:
     elapsed = run.records[-1].elapsed if steps > 0 else 0.0
     per_step = f" ({elapsed / steps:.2f} s per step)" if steps else ""
     text = {
-        "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}{phase_times(run)}",
+        "finished": f"finished: {steps} steps in {elapsed:.1f} s{per_step}{phase_times(run)}{clip_note(run)}",
         "stopped": f"{run.message}; listen to what it had, or re-decode from any of its steps",
         "failed": f"failed: {run.message}",
     }.get(run.status, run.status)
