@@ -74,10 +74,11 @@ class StepRecord:
             codebook, ``mask_before``/``mask_after`` its frames unwritten before/after, and
             ``confidence`` the mean probability of the tokens written at each frame. None on
             MAGNeT's records.
-        window: for a step of a clip longer than one window (:func:`magnet_demo.lab.window_steps`):
-            ``(index, windows, start, stop)``, the window being decoded and its frames on the
-            clip's canvas; the arrays above cover the whole clip (the window's own values placed
-            at its frames, earlier windows' tokens before it, ``mask_id`` after it). None otherwise.
+        window: for a step of a clip longer than one window or of an extension
+            (:func:`magnet_demo.clips.clip_steps`): ``(index, windows, start, stop)``, the window
+            being decoded (counted within the run) and its frames on the clip's canvas; the arrays
+            above cover the whole clip (the window's own values placed at its frames, earlier
+            windows' tokens before it, ``mask_id`` after it). None otherwise.
     """
 
     stage: int

@@ -346,6 +346,7 @@ class Run:
             "sample_rate": self.sample_rate,
             "frame_rate": self.frame_rate,
             "status": self.status,
+            "source": self.source or None,  # input audio, or the run an extension continues
             "forked_from": None
             if self.parent is None
             else {"run": self.parent.number, "index": self.fork_index},

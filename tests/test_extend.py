@@ -91,7 +91,7 @@ def test_extending_a_run_decodes_what_a_longer_run_of_its_seed_decodes(app):
     list(app.run_files(request=key))
     records, meta = load_trace(next(p for p in extension.files if p.suffix == ".npz"))
     assert [r.window for r in records] == [(0, 1, 351, 900)] * 9
-    assert meta["config"]["clip_seconds"] == 18.0
+    assert meta["config"]["clip_seconds"] == 18.0 and meta["source"] == "extends #1 by 6 s"
 
 
 def test_an_extension_extends_further_and_what_cannot_be_extended_is_refused(app):
