@@ -323,17 +323,24 @@ class HybridEngine:
         run = _HybridRun(prompts, config, P, T, int(seed), controls, cancel)
         if isinstance(resume_from, StepRecord):  # in the MAGNeT phase: the prefix is in the record
             return self._iterate(run, iter(()), clock, magnet_resume=resume_from)
-        last, done = resume_from, 0
-        if resume_from is not None:
-            done = resume_from.step_stop - resume_from.run_start
-        ar_steps = iter(())
-        if last is None or last.frames_done < P:
-            options = {"resume_from": resume_from} if resume_from is not None else {}
-            ar_steps = self.ar.steps(
-                prompts, ar_config, seed=seed, cancel=_StepBudget(budget - done, cancel), **options
-            )
+        ar_steps = self._ar_phase(run, ar_config, budget, resume_from)
         clock[0] += time.perf_counter() - start
-        return self._iterate(run, ar_steps, clock, 0 if last is None else last.index + 1, last)
+        return self._iterate(
+            run, ar_steps, clock, 0 if resume_from is None else resume_from.index + 1, resume_from
+        )
+
+    def _ar_phase(self, run: _HybridRun, ar_config: ARConfig, budget: int, resume_from: ARRecord | None):
+        """The AR phase's records: ``budget`` sequence steps from the start, or the rest of them
+        after ``resume_from`` (none when that record completed the prefix)."""
+        if resume_from is None:
+            return self.ar.steps(
+                run.prompts, ar_config, seed=run.seed, cancel=_StepBudget(budget, run.cancel)
+            )
+        if resume_from.frames_done >= run.prefix_frames:
+            return iter(())
+        left = budget - (resume_from.step_stop - resume_from.run_start)
+        cancel = _StepBudget(left, run.cancel)
+        return self.ar.steps(run.prompts, ar_config, seed=run.seed, cancel=cancel, resume_from=resume_from)
 
     def _iterate(
         self,

@@ -368,7 +368,17 @@ def lab_steps(
         return
     if config.method != METHOD_HYBRID:
         raise ValueError(f"lab_steps runs the autoregressive and hybrid methods, not '{config.method}'.")
+    yield from _hybrid_records(
+        model, partner, prompts, config, plan, seed, controls, cancel, rescorer, resume_from
+    )
+
+
+def _hybrid_records(
+    model, partner, prompts, config, plan: LabPlan, seed, controls, cancel, rescorer, resume_from
+) -> Iterator[StepRecord]:
+    """:func:`lab_steps` of a Hybrid run: its autoregressive records, then MAGNeT's renumbered."""
     hybrid = HybridEngine(model, partner, rescorer=rescorer)
+    settings = ar_config(config.duration, partner.lm.card)
     resume = None
     if resume_from is not None and resume_from.is_autoregressive:
         resume = ar_record_of(resume_from, hybrid.ar, hybrid.ar_config(config, settings))

@@ -22,6 +22,7 @@ LAYERS = {
     "decoding": 0,
     "inputs": 0,
     "service": 0,
+    "followups": 0,  # forks and extensions: what a new run takes from its parent
     "screens": 1,
     "compare": 1.5,  # the compare view's screens use the run screens' players
     "handlers": 2,
@@ -49,6 +50,7 @@ def _studio_imports(path: Path) -> set[str]:
 
 
 def test_the_studio_imports_only_downwards():
+    assert {path.stem for path in (PACKAGE / "studio").glob("*.py")} - {"__init__"} == set(LAYERS)
     for name, layer in LAYERS.items():
         below = {other for other, level in LAYERS.items() if level < layer or (level == layer == 0)}
         assert _studio_imports(PACKAGE / "studio" / f"{name}.py") - {name} <= below, name

@@ -109,6 +109,19 @@ def _upload(audio: object):
     return uploaded_file(audio, [gradio_utils.get_upload_folder()])
 
 
+def audio_request(mode, audio, keep=None, start=None, end=None, method=None) -> AudioRequest | None:
+    """The checked audio request (a Refusal for a bad one, or for input audio to a ``method``
+    other than MAGNeT's, before the file is looked at); None in mode 'generate'."""
+    if mode not in (None, "", GENERATE):
+        refuse_audio(method)
+    try:
+        upload = _upload(audio) if mode not in (None, "", GENERATE) else None
+        path, name = upload if upload else (None, "")
+        return AudioRequest.checked(mode, path, name, keep, start, end)
+    except ValueError as error:
+        raise Refusal(str(error), "Check the audio") from None
+
+
 class DemoApp:
     """The page's handlers over a :class:`~magnet_demo.studio.service.Studio` (``self.studio``).
 
@@ -148,10 +161,10 @@ class DemoApp:
         ``mode`` 'continue' and 're-decode region' take ``audio`` (an uploaded file) as the page's
         button does; ``/continue`` and ``/inpaint`` are the same runs with only their own values.
         """
-        audio_request = self.audio_request(
+        wanted = audio_request(
             mode, audio, keep_seconds, region_start, region_end, method=settings.get("method")
         )
-        start = self.studio.new_run(_key(request), Settings(**settings), audio_request)
+        start = self.studio.new_run(_key(request), Settings(**settings), wanted)
         yield from self._stream(start, sample_shown)
 
     @readable
@@ -165,9 +178,9 @@ class DemoApp:
         **settings,
     ) -> Iterator[tuple]:
         """Keep the first ``keep_seconds`` of ``audio`` (an uploaded file) and decode the rest."""
-        audio_request = self.audio_request(CONTINUE, audio, keep_seconds, method=settings.get("method"))
+        wanted = audio_request(CONTINUE, audio, keep_seconds, method=settings.get("method"))
         yield from self._stream(
-            self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
+            self.studio.new_run(_key(request), Settings(**settings), wanted), sample_shown
         )
 
     @readable
@@ -183,11 +196,11 @@ class DemoApp:
     ) -> Iterator[tuple]:
         """Keep ``audio`` (an uploaded file) outside ``[region_start, region_end)`` seconds and
         re-decode inside, every codebook seeing the kept audio on both sides."""
-        audio_request = self.audio_request(
+        wanted = audio_request(
             REGION, audio, start=region_start, end=region_end, method=settings.get("method")
         )
         yield from self._stream(
-            self.studio.new_run(_key(request), Settings(**settings), audio_request), sample_shown
+            self.studio.new_run(_key(request), Settings(**settings), wanted), sample_shown
         )
 
     @readable
@@ -240,19 +253,6 @@ class DemoApp:
             except ValueError as error:
                 return without_paths(str(error))
         return refusal
-
-    @staticmethod
-    def audio_request(mode, audio, keep=None, start=None, end=None, method=None) -> AudioRequest | None:
-        """The checked audio request (a Refusal for a bad one, or for input audio to a ``method``
-        other than MAGNeT's, before the file is looked at); None in mode 'generate'."""
-        if mode not in (None, "", GENERATE):
-            refuse_audio(method)
-        try:
-            upload = _upload(audio) if mode not in (None, "", GENERATE) else None
-            path, name = upload if upload else (None, "")
-            return AudioRequest.checked(mode, path, name, keep, start, end)
-        except ValueError as error:
-            raise Refusal(str(error), "Check the audio") from None
 
     def _stream(self, start: RunStart, sample_shown: object) -> Iterator[tuple]:
         """Decode a started run: the start, one update per batch of steps, the audio, the files."""

@@ -192,6 +192,36 @@ def work_info(limits: Limits) -> str:
     )
 
 
+def _length_controls(limits: Limits) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
+    """The duration (up to the longest clip), the samples and the windows' overlap."""
+    with gr.Row():
+        duration = gr.Slider(
+            MIN_DURATION,
+            max(DEFAULT_DURATION, limits.max_clip_seconds),
+            DEFAULT_DURATION,
+            step=DURATION_STEP,
+            label="Duration (s)",
+            info="Longer than the model's window: decoded window after window, by any method.",
+            elem_id="duration",
+        )
+        samples = gr.Slider(
+            1,
+            MAX_BATCH,
+            1,
+            step=1,
+            label="Samples",
+            info=f"steps × samples × seconds ≤ {limits.max_work:g} a run",
+        )
+    overlap_seconds = gr.Slider(
+        0,
+        DEFAULT_DURATION - DURATION_STEP,
+        DEFAULT_OVERLAP_SECONDS,
+        step=DURATION_STEP,
+        label="Long clips: seconds each window continues of the one before",
+    )
+    return duration, samples, overlap_seconds
+
+
 def _prompt_and_model(config: PageConfig) -> dict:
     limits = config.limits
     prompt = gr.Textbox(
@@ -220,31 +250,7 @@ def _prompt_and_model(config: PageConfig) -> dict:
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
     expected, fast = _expected_row()
-    with gr.Row():
-        duration = gr.Slider(
-            MIN_DURATION,
-            max(DEFAULT_DURATION, limits.max_clip_seconds),
-            DEFAULT_DURATION,
-            step=DURATION_STEP,
-            label="Duration (s)",
-            info="Longer than the model's window: decoded window after window, by any method.",
-            elem_id="duration",
-        )
-        samples = gr.Slider(
-            1,
-            MAX_BATCH,
-            1,
-            step=1,
-            label="Samples",
-            info=f"steps × samples × seconds ≤ {limits.max_work:g} a run",
-        )
-    overlap_seconds = gr.Slider(
-        0,
-        DEFAULT_DURATION - DURATION_STEP,
-        DEFAULT_OVERLAP_SECONDS,
-        step=DURATION_STEP,
-        label="Long clips: seconds each window continues of the one before",
-    )
+    duration, samples, overlap_seconds = _length_controls(limits)
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
         random_seed = gr.Checkbox(True, label="Random seed")

@@ -28,15 +28,13 @@ from magnet_demo.controls import (
 )
 from magnet_demo.costs import CostModel, expected_line
 from magnet_demo.engine import MAX_BATCH
-from magnet_demo.form import Settings, live_values, number, whole
+from magnet_demo.form import Settings, live_values, whole
 from magnet_demo.incidents import Refusal
-from magnet_demo.lab import METHOD_LABELS, extension_plan, fork_plan
+from magnet_demo.lab import METHOD_LABELS
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import EMBEDDED_NAME
 from magnet_demo.session import (
     DEFAULT_OUTPUT_ROOT,
-    FINISHED,
-    RELEASED_NOTE,
     RUNNING,
     Run,
     Session,
@@ -45,6 +43,7 @@ from magnet_demo.session import (
 from magnet_demo.sources import ModelSources
 from magnet_demo.studio.catalog import Catalog
 from magnet_demo.studio.decoding import Decoding, decode_audio, probe_records
+from magnet_demo.studio.followups import check_extendable, check_parent, extension_of, fork_of
 from magnet_demo.workers import InProcessWorker
 
 log = logging.getLogger(__name__)
@@ -101,40 +100,6 @@ def check_method(models: ModelCache, model: str, config: DecodingConfig, audio: 
         raise Refusal(
             f"{label} runs need the model's autoregressive partner, and none reads this "
             f"model's tokens ({why}). Choose MAGNeT.",
-            "Check the settings",
-        )
-
-
-def check_parent(parent: Run | None, limits: Limits) -> None:
-    """A Refusal when ``parent`` cannot be re-decoded from a step (released, empty, decoding, or a
-    fork too deep for ``limits``)."""
-    if parent is not None and parent.steps_released:
-        raise Refusal(f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to re-decode from its steps.")
-    if parent is None or not parent.records:
-        raise Refusal("Nothing to fork yet: generate a run first, then pick a step.")
-    if parent.status == RUNNING:
-        raise Refusal(f"Run #{parent.number} is still decoding: stop it or wait for it to finish.")
-    if parent.fork_depth >= limits.fork_depth:
-        raise Refusal(
-            f"Run #{parent.number} is already a fork {parent.fork_depth} levels deep; this server "
-            f"allows {limits.fork_depth}. Re-decode from one of its ancestors instead.",
-            "Check the settings",
-        )
-
-
-def check_extendable(parent: Run | None) -> None:
-    """A Refusal when ``parent`` cannot be extended: none, released, or not finished (its last step
-    must hold the whole clip)."""
-    if parent is None:
-        raise Refusal("Nothing to extend yet: generate a run first.")
-    if parent.steps_released:
-        raise Refusal(f"Run #{parent.number}: {RELEASED_NOTE}. Make it again to extend it.")
-    if parent.status == RUNNING:
-        raise Refusal(f"Run #{parent.number} is still decoding: wait for it to finish, then extend it.")
-    if parent.status != FINISHED:
-        raise Refusal(
-            f"Run #{parent.number} is {parent.status}: only a finished run holds a whole clip to "
-            "continue. Extend a finished run, or re-decode this one from a step.",
             "Check the settings",
         )
 
@@ -257,34 +222,7 @@ class Studio:
         if record.is_last:
             raise Refusal("That is the last step: nothing is left to re-decode. Pick an earlier step.")
         loaded = self.catalog.load(parent.model_name)
-        try:
-            config, notes = settings.fork_config(
-                parent.config, record, self.limits, loaded.lm.card, samples=len(parent.prompts)
-            )
-            plan = (
-                None if parent.plan is None else fork_plan(parent.plan, parent.config, config, record, loaded)
-            )
-            if plan is not None:
-                self.limits.check_work(plan.segments, len(parent.prompts), config.duration)
-        except ValueError as error:
-            raise Refusal(str(error), "Check the settings") from None
-        run = session.new_run(
-            model_name=parent.model_name,
-            prompts=parent.prompts,
-            config=config,
-            seed=parent.seed,
-            sample_rate=parent.sample_rate,
-            frame_rate=parent.frame_rate,
-            num_frames=parent.num_frames,
-            plan=plan,
-            source=parent.source,
-            given=parent.given,
-            given_tokens=parent.given_tokens,
-            parent=parent,
-            fork_index=index,
-            notes=tuple(notes),
-            limits=self.limits,
-        )
+        run = session.new_run(**fork_of(parent, index, settings, self.limits, loaded))
         return self._start(session, run, parent)
 
     def extend_run(self, key: str | None, run_number: object, seconds: object) -> RunStart:
@@ -298,43 +236,7 @@ class Studio:
         check_extendable(parent)
         self._one_at_a_time(session)
         loaded = self.catalog.load(parent.model_name)
-        head = np.asarray(parent.records[-1].tokens, dtype=np.int16)  # [B, K, H]
-        try:
-            added = number(seconds, "Extend by", 0, self.limits.max_clip_seconds)
-            total = head.shape[-1] / loaded.frame_rate + added
-            if total > self.limits.max_clip_seconds + 1e-9:
-                raise ValueError(
-                    f"Extend by: run #{parent.number} is {head.shape[-1] / loaded.frame_rate:g} s and this server "
-                    f"decodes clips of at most {self.limits.max_clip_seconds:g} s: add at most "
-                    f"{self.limits.max_clip_seconds - head.shape[-1] / loaded.frame_rate:.2f} s."
-                )
-            config = parent.config.replace(duration=loaded.max_duration, clip_seconds=total)
-            before = (
-                parent.plan.windows[-1].index + 1 if parent.plan is not None and parent.plan.windows else 1
-            )
-            K, span = loaded.num_codebooks, int(loaded.lm.span_len)
-            plan = extension_plan(config, head.shape[-1], added, before, K, loaded.frame_rate, span)
-            self.limits.check_work(plan.segments, len(parent.prompts), config.duration)
-        except ValueError as error:
-            raise Refusal(str(error), "Check the settings") from None
-        given = np.zeros(head.shape[:2] + (plan.frames,), dtype=bool)
-        given[..., : head.shape[-1]] = True
-        tokens = np.zeros(given.shape, dtype=np.int16)
-        tokens[..., : head.shape[-1]] = head
-        run = session.new_run(
-            model_name=parent.model_name,
-            prompts=parent.prompts,
-            config=config,
-            seed=parent.seed,
-            sample_rate=parent.sample_rate,
-            frame_rate=parent.frame_rate,
-            num_frames=plan.frames,
-            plan=plan,
-            source=f"extends #{parent.number} by {added:g} s",
-            given=given,
-            given_tokens=tokens,
-            limits=self.limits,
-        )
+        run = session.new_run(**extension_of(parent, seconds, self.limits, loaded))
         return self._start(session, run, parent)
 
     @staticmethod

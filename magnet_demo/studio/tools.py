@@ -17,7 +17,7 @@ from magnet_demo.audio_modes import CONTINUE, REGION
 from magnet_demo.controls import DEFAULT_EXTEND_SECONDS, DEFAULT_PREFIX_SECONDS, METHOD_MAGNET
 from magnet_demo.form import MAX_SEED, Settings, number, whole
 from magnet_demo.models import SETTINGS_FIELDS
-from magnet_demo.studio.handlers import DemoApp, readable
+from magnet_demo.studio.handlers import DemoApp, audio_request, readable
 
 #: the names of the tool endpoints (the API's and the MCP tools')
 TOOLS = ("generate_music", "continue_music", "redecode_region", "extend_music")
@@ -121,7 +121,7 @@ class Tools:
             The WAV file, the seed used, and the run's summary.
         """
         settings = self._settings(prompt, duration, seed, model)
-        return self._run(request, settings, self.app.audio_request(CONTINUE, audio, keep_seconds))
+        return self._run(request, settings, audio_request(CONTINUE, audio, keep_seconds))
 
     @readable
     def redecode_region(
@@ -149,7 +149,7 @@ class Tools:
         """
         start, end = number(region_start, "region_start"), number(region_end, "region_end")
         settings = self._settings(prompt, None, seed, model)
-        return self._run(request, settings, self.app.audio_request(REGION, audio, start=start, end=end))
+        return self._run(request, settings, audio_request(REGION, audio, start=start, end=end))
 
     @readable
     def extend_music(self, run: int, seconds: float = DEFAULT_EXTEND_SECONDS, request: gr.Request = None):

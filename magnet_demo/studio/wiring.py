@@ -166,9 +166,7 @@ def endpoints(
         # Gradio's default would ignore it without a word
         "generate": [run_endpoint(left.generate.click, app.generate, [], {**run, **audio_in}, trigger_mode="always_last")],
         "fork": [run_endpoint(inspect.fork.click, app.fork, [main.runs, main.scrub], run)],
-        "extend": [
-            run_endpoint(inspect.extend.click, app.extend, [main.runs, inspect.extend_seconds], {"sample_shown": inspect.sample_shown})
-        ],
+        "extend": [run_endpoint(inspect.extend.click, app.extend, [main.runs, inspect.extend_seconds], {"sample_shown": inspect.sample_shown})],
         # the other two modes as endpoints of their own (the page's button reaches them through
         # /generate's mode): audio file in, the outputs of /generate
         "continue": [run_endpoint(gr.Button(visible=False).click, app.continue_clip, [audio.audio, audio.keep_seconds], run)],
