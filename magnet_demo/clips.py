@@ -75,21 +75,18 @@ def place_record(
     plan: LabPlan,
     clip_step: int,
     elapsed: float,
-    head_given: np.ndarray | None = None,
+    given: np.ndarray | None = None,
 ) -> StepRecord:
     """The studio's record of one window's step on the whole clip's canvas.
 
     ``canvas`` ``[B, K, T]`` holds the head and the finished windows' tokens (``mask_id`` after
-    them); the window's own arrays are placed at its frames; ``head_given`` ``[B, K, T]`` marks an
-    extension's head, drawn as given tokens; ``window`` becomes ``(index, windows, start, stop)``
-    with the index counted within this run.
+    them); the window's own arrays are placed at its frames; ``given`` ``[B, K, T]``: the given
+    tokens on the clip's canvas (:func:`clip_given`, one array shared by the window's records);
+    ``window`` becomes ``(index, windows, start, stop)`` with the index counted within this run.
     """
     tokens = np.array(canvas)
     tokens[..., window.start : window.stop] = record.tokens
     T = plan.frames
-    given = _placed(record.given, window, T, False)
-    if head_given is not None:
-        given = frozen_array(head_given if given is None else head_given | given)
     first = plan.windows[0].index
     return replace(
         record,
@@ -106,6 +103,15 @@ def place_record(
         elapsed=elapsed,
         window=(window.index - first, len(plan.windows), window.start, window.stop),
     )
+
+
+def clip_given(record: StepRecord, window, frames: int, head_given: np.ndarray | None) -> np.ndarray | None:
+    """``[B, K, frames]`` the tokens given on the clip's canvas at a window's step: the window's own
+    given frames (``record.given``) and an extension's head (``head_given``), or None."""
+    given = _placed(record.given, window, frames, False)
+    if head_given is not None:
+        given = frozen_array(head_given if given is None else head_given | given)
+    return given
 
 
 def window_records(
@@ -222,9 +228,12 @@ def clip_steps(
             seed=window_seed(seed, window.index), controls=controls, cancel=cancel, rescorer=rescorer,
             resume_from=resume if position == first else None,
         )  # fmt: skip
+        given = None  # placed once: the window's records share their given tokens, as a run's do
         for last in records:
+            if given is None:
+                given = clip_given(last, window, plan.frames, head_given)
             yield place_record(
-                last, window, canvas, plan, offset + last.global_step, base + last.elapsed, head_given
+                last, window, canvas, plan, offset + last.global_step, base + last.elapsed, given
             )
         if last is None or not last.is_last:
             return  # cancelled within the window

@@ -73,6 +73,7 @@ def test_extending_a_run_decodes_what_a_longer_run_of_its_seed_decodes(app):
     # one new window continuing the run's last 249 frames (5 s cut to spans); seeds go on counting
     assert [(w.index, w.start, w.stop, w.given) for w in extension.plan.windows] == [(1, 351, 900, 249)]
     assert len(extension.records) == extension.total_steps == 9
+    assert extension.records[0].given is extension.records[-1].given  # one array, counted once
     run_all(app.generate(**settings(app, duration=18.0), request=FakeRequest("long")))
     longer = app.studio.sessions.get("long").runs[0]
     assert [(w.start, w.stop) for w in longer.plan.windows] == [(0, 600), (351, 900)]
