@@ -18,6 +18,7 @@ import pytest
 
 from magnet_demo.channel import SharedControls, StopFlag
 from magnet_demo.controls import ControlValues, DecodingConfig
+from magnet_demo.lab import extension_plan
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.models import load_model
 from magnet_demo.records import StepRecord
@@ -115,6 +116,22 @@ def test_a_worker_process_gives_the_in_process_records(tiny_folder, process_work
         AudioJob(str(tiny_folder), records[2].tokens[:, :1]), None, StopFlag(tmp_path)
     )
     assert step_audio.audio.shape == audio[0].audio.shape
+
+
+def test_an_extension_job_crosses_to_the_worker_process(tiny_folder, process_worker, tmp_path):
+    here = ModelCache(functools.partial(load_model, device="cpu"))
+    model = here.get(str(tiny_folder))
+    first, _ = _split(InProcessWorker(here).run(_job(tiny_folder), None, StopFlag(tmp_path / "first")))
+    head = np.asarray(first[-1].tokens)  # [2, 4, 48]: a finished run of 1 s
+    config = CONFIG.replace(duration=model.max_duration, clip_seconds=1.96, overlap_seconds=0.5)
+    K, span = model.num_codebooks, int(model.lm.span_len)
+    plan = extension_plan(config, head.shape[-1], 1.0, 1, K, model.frame_rate, span)
+    job = DecodeJob(str(tiny_folder), ("a", "b"), config, 3, plan=plan, head_tokens=head, planned_steps=10)
+    expected, _ = _split(InProcessWorker(here).run(job, None, StopFlag(tmp_path / "a")))
+    records, audio = _split(process_worker.run(job, None, StopFlag(tmp_path / "b")))
+    assert [(w.start, w.stop, w.given) for w in plan.windows] == [(24, 96, 24)] and len(records) == 10
+    assert all(np.array_equal(r.tokens, e.tokens) for r, e in zip(records, expected, strict=True))
+    assert np.array_equal(records[-1].tokens[..., :48], head) and audio[0].audio.shape == (2, 96 * 640)
 
 
 @pytest.mark.parametrize("k", [0, 3])
