@@ -111,7 +111,9 @@ def expected_line(
     estimate: tuple[float, list[str]] | None, plan: LabPlan, config: DecodingConfig, samples: int
 ) -> str:
     """The page's line on what the run will cost."""
-    clip = f"{config.duration:g} s" + (f" × {samples} samples" if samples > 1 else "")
+    seconds = config.clip_seconds if plan.windows else config.duration  # a long clip's, or its window's
+    windows = f" in {len(plan.windows)} windows" if len(plan.windows) > 1 else ""
+    clip = f"{seconds:g} s{windows}" + (f" × {samples} samples" if samples > 1 else "")
     what = (
         f"{plan.total_steps} steps"
         if plan.method != METHOD_HYBRID

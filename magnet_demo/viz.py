@@ -45,7 +45,7 @@ STATE_GIVEN = 4
 STATE_REVISED = 5
 #: legend text of each state, indexed by state
 STATE_LABELS = (
-    "masked", "fixed earlier", "unmasked this step", "re-masked this step", "given (input audio)",
+    "masked", "fixed earlier", "unmasked this step", "re-masked this step", "given (input audio, or the run extended)",
     "revised (fixed earlier, predicted again next step)",
 )  # fmt: skip
 #: RGB of each state, indexed by state (dark slate, blue, amber, magenta: distinct for most

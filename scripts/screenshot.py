@@ -3,13 +3,15 @@
     .venv/bin/python scripts/screenshot.py [--out assets/screenshot.png] [--after-step 24]
     .venv/bin/python scripts/screenshot.py --region 3 6 --out assets/screenshot_region.png
     .venv/bin/python scripts/screenshot.py --compare --out assets/screenshot_compare.png
+    .venv/bin/python scripts/screenshot.py --extend 10 --after-step 60 --out assets/screenshot_extend.png
 
 Launches the app on a free localhost port, types a prompt, presses Generate, waits until the
 status line reaches step 24 (codebook 2) or a later one and shoots the page (Debian's /usr/bin/chromium via Playwright).
 With ``--region START END``, a first run is generated and finished, its audio becomes the input,
 and the shot is taken while a second run re-decodes that region of it. With ``--compare``, the
 compare preset makes the prompt as MAGNeT, Hybrid and autoregressive runs, and the shot shows the
-compare view (the table, the MAGNeT and autoregressive canvases stacked).
+compare view (the table, the MAGNeT and autoregressive canvases stacked). With ``--extend SECONDS``,
+a first run is generated and finished, and the shot is taken while Extend continues it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ def redecode(page, region: list[float]) -> None:
     page.get_by_label("Prompt").fill("a calm piano interlude")
 
 
+def extend(page, seconds: float) -> None:
+    """Make a first run, then press Extend to continue it by ``seconds``."""
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#status')?.innerText || '';"
+        " return s.includes('Run #1 finished') && !s.includes('being written'); }",
+        timeout=TIMEOUT_MS,
+    )
+    box = page.locator("#extend-seconds input")
+    box.fill(str(seconds))
+    box.blur()
+    page.locator("#extend").click()
+
+
 def compare(page) -> None:
     """Run the compare preset and bring the compare view (table, canvases A and B) into view."""
     page.locator("#compare-preset").click()
@@ -78,6 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--compare", action="store_true", help="the compare view after the three-method preset"
     )
+    parser.add_argument("--extend", type=float, metavar="SECONDS", help="shoot while Extend continues a run")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -98,7 +115,10 @@ def main() -> None:
                 return
             if args.region:
                 redecode(page, args.region)
-            page.locator("#generate").click()
+            if args.extend:
+                extend(page, args.extend)
+            else:
+                page.locator("#generate").click()
             # steps the page had no time to show are skipped: wait for this step or a later one
             page.wait_for_function(
                 "() => { const m = (document.querySelector('#status')?.innerText || '')"
@@ -106,6 +126,8 @@ def main() -> None:
                 timeout=TIMEOUT_MS,
             )
             page.wait_for_timeout(200)  # let the page draw the step
+            if args.extend:  # the Extend button is further down: bring the live canvas back
+                page.evaluate("() => document.querySelector('#status').scrollIntoView({block: 'start'})")
             page.screenshot(path=args.out, full_page=False)
             browser.close()
     finally:
