@@ -60,8 +60,8 @@ def test_the_line_follows_the_steps_duration_and_samples(app):
     assert "**about 50 s** for 2 s with 25 steps" in expected(app, decoding_steps="10, 5, 5, 5")
     assert "**about 50 s** for 1 s with 50 steps" in expected(app, duration=1.0)
     assert "**about 3 min 20 s** for 2 s × 2 samples with 50 steps" in expected(app, samples=2)
-    # 20 s of a 12 s model: 2 windows of 12 s, 50 steps each
-    assert "**about 20 min** for 20 s in 2 windows with 100 steps" in expected(app, duration=20.0)
+    # 20 s of a 12 s model: 3 windows of 12 s (each continuing 5 s of the one before), 50 steps each
+    assert "**about 30 min 0 s** for 20 s in 3 windows with 150 steps" in expected(app, duration=20.0)
     assert "not measured yet for autoregressive runs" in expected(app, method="autoregressive")
     assert expected(app, decoding_steps="20, 10").startswith(
         "Expected time: — (Decoding steps: give one step count per codebook"
