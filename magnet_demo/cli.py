@@ -9,6 +9,9 @@ Audio in (one of the two):
 The decoding lab: --order (confidence, random, margin, entropy), --revision SHARE, and
 --method autoregressive | hybrid (--prefix-seconds S): the model's AR partner (its rescorer)
 writes the whole clip, or its first S seconds and MAGNeT the rest (WAVs only, no trace yet).
+
+A --duration longer than the model's window is decoded window after window by any method, each
+window continuing the last --overlap seconds of the one before (WAVs and a trace).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from magnet_demo.controls import (
+    DEFAULT_OVERLAP_SECONDS,
     DEFAULT_PREFIX_SECONDS,
     METHOD_HYBRID,
     METHOD_MAGNET,
@@ -47,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="embedded", help="'embedded', a checkpoint folder, or facebook/magnet-*"
     )
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: the model's length)")
+    p.add_argument(
+        "--duration", type=float, default=None,
+        help="seconds (default: the model's window); longer: decoded window after window",
+    )  # fmt: skip
+    p.add_argument(
+        "--overlap", type=float, default=DEFAULT_OVERLAP_SECONDS, metavar="SECONDS",
+        help=f"a long clip's windows continue this much of the one before (default {DEFAULT_OVERLAP_SECONDS:g})",
+    )  # fmt: skip
     p.add_argument(
         "--steps", type=_steps, default=defaults.decoding_steps, help="steps per codebook, e.g. 20,10,10,10"
     )
@@ -165,14 +176,46 @@ def _config(args: argparse.Namespace, model) -> DecodingConfig:
         "min_cfg_coef": args.min_cfg,
         "span_scoring": args.span_scoring,
     }
+    duration, window = args.duration or model.max_duration, model.max_duration
     return model.default_config().replace(
         decoding_steps=args.steps,
-        duration=args.duration or model.max_duration,
+        duration=min(duration, window),
+        clip_seconds=duration if duration > window else 0.0,
+        overlap_seconds=args.overlap,
+        method=args.method,
+        prefix_seconds=args.prefix_seconds,
         span_arrangement=args.span_arrangement,
         unmasking_order=args.order,
         revision_share=args.revision,
         **{key: value for key, value in sampling.items() if value is not None},
     )
+
+
+def _partner(args: argparse.Namespace):
+    """(name, loaded partner) of the model's autoregressive partner; ValueError when it has none."""
+    from magnet_demo.rescoring import load_rescorer, rescorer_for
+
+    name, why = rescorer_for(args.model)
+    if name is None:
+        raise ValueError(f"--method {args.method} needs the model's autoregressive partner: {why}")
+    return name, load_rescorer(name)
+
+
+def _long_run(args: argparse.Namespace, model, config: DecodingConfig, report) -> tuple[np.ndarray, list]:
+    """Audio ``[B, samples]`` and records of a clip longer than the model's window, decoded window
+    after window by ``args.method`` (:mod:`magnet_demo.clips`); ``report`` sees every record."""
+    from magnet_demo.audio import decode_tokens
+    from magnet_demo.clips import clip_steps
+    from magnet_demo.lab import lab_plan
+
+    K, span = model.num_codebooks, int(model.lm.span_len)
+    plan = lab_plan(config, K, model.frame_rate, model.frames(config), span)
+    partner = None if args.method == METHOD_MAGNET else _partner(args)[1]
+    records = []
+    for record in clip_steps(model, partner, tuple(args.prompts), config, plan, seed=args.seed):
+        report(record)
+        records.append(record)
+    return decode_tokens(model.compression_model, np.asarray(records[-1].tokens, dtype=np.int64)), records
 
 
 def _partner_run(args: argparse.Namespace, model, config: DecodingConfig) -> tuple[np.ndarray, str]:
@@ -181,12 +224,8 @@ def _partner_run(args: argparse.Namespace, model, config: DecodingConfig) -> tup
     from magnet_demo.autoregressive import AREngine
     from magnet_demo.hybrid import HybridEngine
     from magnet_demo.lab import ar_config as lab_ar_config
-    from magnet_demo.rescoring import load_rescorer, rescorer_for
 
-    name, why = rescorer_for(args.model)
-    if name is None:
-        raise ValueError(f"--method {args.method} needs the model's autoregressive partner: {why}")
-    partner = load_rescorer(name)
+    name, partner = _partner(args)
     # MusicGen's sampling (top-k 250), within the partner's codebook
     ar_config = lab_ar_config(config.duration, partner.lm.card)  # the studio's: MusicGen's sampling
     if args.method == METHOD_HYBRID:
@@ -204,13 +243,54 @@ def _partner_run(args: argparse.Namespace, model, config: DecodingConfig) -> tup
     ), f"{name}: {len(result.records)} records"
 
 
+def _report(r) -> None:
+    """One line per step."""
+    window = "" if r.window is None else f"window {r.window[0] + 1}/{r.window[1]}  "
+    print(
+        f"step {r.global_step + 1:3d}/{r.total_steps}  {window}codebook {r.stage}  step {r.step + 1}/{r.steps_in_stage}  "
+        f"masked {r.num_masked:4d}/{r.num_units}  cfg {r.cfg_coef:5.2f}  temp {r.temperature:4.2f}  "
+        f"{r.elapsed:6.2f} s",
+        flush=True,
+    )
+
+
+def _write_wavs(folder: Path, audio: np.ndarray, sample_rate: int) -> None:
+    from magnet_demo.audio import write_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, wav in enumerate(audio):
+        print(f"wrote {write_wav(folder / f'sample_{i}.wav', wav, sample_rate)}")
+
+
+def _long_clip(args: argparse.Namespace, model, config: DecodingConfig) -> None:
+    """Decode, write and trace a clip longer than the model's window (see :func:`_long_run`)."""
+    import dataclasses
+
+    from magnet_demo.trace import save_trace
+
+    if args.continue_file or args.inpaint:
+        raise ValueError(
+            f"--continue and --inpaint work within one window ({config.duration:g} s): ask for at most "
+            "that --duration."
+        )
+    start = time.perf_counter()
+    audio, records = _long_run(args, model, config, _report)
+    _write_wavs(args.out, audio, model.sample_rate)
+    meta = {"model": model.name, "prompts": list(args.prompts), "seed": args.seed}
+    meta.update(config=dataclasses.asdict(config), sample_rate=model.sample_rate)
+    print(f"wrote {save_trace(records, args.out / 'trace.npz', meta=meta, json_sidecar=True)}")
+    windows = records[-1].window[1]
+    print(
+        f"{config.clip_seconds:g} s in {windows} windows x {len(args.prompts)} in {time.perf_counter() - start:.2f} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_audio_args(parser, args)
     if args.method != METHOD_MAGNET and (args.continue_file or args.inpaint):
         parser.error(f"--method {args.method} generates from text only: drop --continue / --inpaint")
-    from magnet_demo.audio import write_wav
     from magnet_demo.engine import Engine
     from magnet_demo.models import load_model
     from magnet_demo.trace import save_trace
@@ -218,33 +298,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model, precision=args.precision)
         config = _config(args, model)
+        if config.clip_seconds > config.duration:
+            _long_clip(args, model, config)
+            return 0
         if args.method != METHOD_MAGNET:
             start = time.perf_counter()
             audio, how = _partner_run(args, model, config)
-            args.out.mkdir(parents=True, exist_ok=True)
-            for i, wav in enumerate(audio):
-                print(f"wrote {write_wav(args.out / f'sample_{i}.wav', wav, model.sample_rate)}")
+            _write_wavs(args.out, audio, model.sample_rate)
             print(f"{args.method}: {how}; {time.perf_counter() - start:.2f} s (no trace for this method yet)")
             return 0
         engine = Engine(model)
         given, audio_meta = _given(args, model, config, engine.frames(config))
-
-        def report(r):
-            print(
-                f"step {r.global_step + 1:3d}/{r.total_steps}  codebook {r.stage}  step {r.step + 1}/{r.steps_in_stage}  "
-                f"masked {r.num_masked:4d}/{r.num_units}  cfg {r.cfg_coef:5.2f}  temp {r.temperature:4.2f}  "
-                f"{r.elapsed:6.2f} s",
-                flush=True,
-            )
-
         start = time.perf_counter()
-        result = engine.decode(args.prompts, config, seed=args.seed, on_step=report, **given)
+        result = engine.decode(args.prompts, config, seed=args.seed, on_step=_report, **given)
     except ValueError as error:  # bad settings, unknown or unreachable model, unusable audio
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    for i, audio in enumerate(result.audio):
-        print(f"wrote {write_wav(args.out / f'sample_{i}.wav', audio, result.sample_rate)}")
+    _write_wavs(args.out, result.audio, result.sample_rate)
     meta = {"model": model.name, **audio_meta}
     print(f"wrote {save_trace(result, args.out / 'trace.npz', meta=meta, json_sidecar=True)}")
     print(

@@ -160,3 +160,17 @@ def test_cli_autoregressive_and_hybrid_runs_write_audio(tmp_path, capsys):
     first = sf.read(tmp_path / "autoregressive" / "sample_0.wav")[0]
     assert (first == sf.read(again / "sample_0.wav")[0]).all()
     assert not (first == sf.read(other / "sample_0.wav")[0]).all()
+
+
+def test_cli_decodes_a_clip_longer_than_the_window_window_after_window(tiny_folder, tmp_path, capsys):
+    flags = ["--duration", "20", "--overlap", "5", "--steps", "2,1,1,1", "--seed", "4"]
+    assert main(["a b", "--model", str(tiny_folder), *flags, "--out", str(tmp_path)]) == 0
+    audio, rate = sf.read(tmp_path / "sample_0.wav")
+    assert audio.shape == (999 * 640,)  # 20 s cut to spans: windows [0, 600), [351, 951), [702, 999)
+    records, info = load_trace(tmp_path / "trace.npz")
+    assert len(records) == 15 and [r.window[:2] for r in records[::5]] == [(0, 3), (1, 3), (2, 3)]
+    assert info["config"]["clip_seconds"] == 20.0
+    assert "window 3/3" in capsys.readouterr().out
+    bad = ["--duration", "20", "--continue", str(tmp_path / "sample_0.wav"), "--keep", "2"]
+    assert main(["a b", "--model", str(tiny_folder), *bad, "--out", str(tmp_path / "x")]) == 2
+    assert "--continue and --inpaint work within one window (12 s)" in capsys.readouterr().err
