@@ -51,14 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="embedded", help="'embedded', a checkpoint folder, or facebook/magnet-*"
     )
-    p.add_argument(
-        "--duration", type=float, default=None,
-        help="seconds (default: the model's window); longer: decoded window after window",
-    )  # fmt: skip
-    p.add_argument(
-        "--overlap", type=float, default=DEFAULT_OVERLAP_SECONDS, metavar="SECONDS",
-        help=f"a long clip's windows continue this much of the one before (default {DEFAULT_OVERLAP_SECONDS:g})",
-    )  # fmt: skip
+    _add_length_flags(p)
     p.add_argument(
         "--steps", type=_steps, default=defaults.decoding_steps, help="steps per codebook, e.g. 20,10,10,10"
     )
@@ -107,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --inpaint: the seconds to re-decode (widened to whole spans)",
     )
     return p
+
+
+def _add_length_flags(p: argparse.ArgumentParser) -> None:
+    """The clip's length, and the overlap of its windows when it is longer than the model's window."""
+    p.add_argument(
+        "--duration", type=float, default=None,
+        help="seconds (default: the model's window); longer: decoded window after window",
+    )  # fmt: skip
+    p.add_argument(
+        "--overlap", type=float, default=DEFAULT_OVERLAP_SECONDS, metavar="SECONDS",
+        help=f"a long clip's windows continue this much of the one before (default {DEFAULT_OVERLAP_SECONDS:g})",
+    )  # fmt: skip
 
 
 def _add_lab_flags(p: argparse.ArgumentParser, defaults: DecodingConfig) -> None:
