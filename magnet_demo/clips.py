@@ -32,7 +32,7 @@ import torch
 from magnet_demo.autoregressive import AREngine
 from magnet_demo.controls import METHOD_AR, METHOD_HYBRID, DecodingConfig
 from magnet_demo.engine import Engine
-from magnet_demo.lab import LabPlan, ar_config, ar_record_of, ar_records, ar_step_record, lab_steps
+from magnet_demo.lab import LabPlan, ar_config, ar_record_of, ar_step_record, lab_steps, window_segments
 from magnet_demo.records import StepRecord, frozen_array
 from magnet_demo.windows import window_seed
 
@@ -131,27 +131,30 @@ def window_records(
     """One window's own records (its canvas is its frames; see the module doc for the method):
     ``canvas`` ``[B, K, T]`` holds the clip so far, whose frames before the window's new ones
     are given; ``resume_from``: a record of the window's own (:func:`local_record`) to go on after."""
-    own = window_config(config, window, model)
     given = canvas[..., window.start : window.new_start] if window.given else None
-    start = {"prompt_tokens": None if given is None else torch.as_tensor(np.asarray(given, dtype=np.int64))}
+    prompt = None if given is None else torch.as_tensor(np.asarray(given, dtype=np.int64))
     if config.method == METHOD_AR:
         engine = AREngine.from_rescorer(partner)
         frames, rate = window.frames, engine.frame_rate
         settings = ar_config(exact_duration(frames, rate, lambda d: int(d * rate)), partner.lm.card)
-        if resume_from is not None:
+        start = {"prompt_tokens": prompt}
+        if resume_from is not None:  # its canvas holds the prompt
             start = {"resume_from": ar_record_of(resume_from, engine, settings, window.given)}
-        own_plan = LabPlan(METHOD_AR, (ar_records(frames + model.num_codebooks - 1 - window.given),), frames)
+        segments, _ = window_segments(
+            config, window, model.num_codebooks, model.frame_rate, int(model.lm.span_len)
+        )
+        own_plan = LabPlan(METHOD_AR, segments, frames)
         for record in engine.steps(prompts, settings, seed=seed, cancel=cancel, **start):
             yield ar_step_record(record, frames, 0, own_plan)
         return
-    if resume_from is not None:
-        start = {"resume_from": resume_from}
+    own = window_config(config, window, model)
     if config.method == METHOD_HYBRID and given is None:
         yield from lab_steps(
             model, partner, prompts, own, seed=seed, controls=controls, cancel=cancel, rescorer=rescorer,
-            resume_from=start.get("resume_from"),
+            resume_from=resume_from,
         )  # fmt: skip
         return
+    start = {"prompt_tokens": prompt} if resume_from is None else {"resume_from": resume_from}
     yield from Engine(model, rescorer).steps(
         prompts, own, seed=seed, controls=controls, cancel=cancel, **start
     )

@@ -8,8 +8,9 @@ decodes only the frames after them. The codec decodes the whole token sequence o
 
 - :class:`Window` and :func:`plan_windows` (frames) / :func:`plan_seconds` (seconds) are pure
   arithmetic: which frames of the long clip each window covers and takes from the one before.
-- :class:`WindowedEngine` runs :class:`~magnet_demo.engine.Engine` over a plan and yields every
-  step as a :class:`WindowRecord` (the step's record plus its window); :meth:`WindowedEngine.decode`
+- :class:`WindowedEngine` decodes a MAGNeT clip over a plan with the studio's loop
+  (:func:`magnet_demo.clips.clip_steps`, which runs every method) and yields every step as a
+  :class:`WindowRecord` (the window's own record plus its window); :meth:`WindowedEngine.decode`
   runs to the end and returns a :class:`WindowedResult` with the long tokens and their audio.
 - :func:`assemble_tokens` puts the windows' final tokens together into ``[B, K, total_frames]``.
 
@@ -44,7 +45,7 @@ import torch
 
 from magnet_demo import spans
 from magnet_demo.audio import decode_tokens
-from magnet_demo.controls import DecodingConfig, LiveControls
+from magnet_demo.controls import METHOD_MAGNET, DecodingConfig, LiveControls
 from magnet_demo.engine import Engine, check_prompts
 from magnet_demo.records import StepRecord
 
@@ -288,9 +289,10 @@ def assemble_tokens(
 
 @dataclass(frozen=True)
 class WindowRecord:
-    """One decoding step of a windowed clip: the engine's ``record`` (its canvas is the window's
+    """One decoding step of a windowed clip: the window's own ``record`` (its canvas is the window's
     frames, ``window.start`` to ``window.stop`` of the clip; ``record.given`` marks the frames taken
-    from the window before) and where it stands in the clip.
+    from the window before; ``record.elapsed`` counts from the clip's start) and where it stands in
+    the clip.
 
     Attributes:
         window: the window being decoded.
@@ -339,17 +341,6 @@ class WindowedResult:
     prompts: tuple[str, ...]
     seed: int
     cancelled: bool = False
-
-
-def _window_config(config: DecodingConfig, frames: int, frame_rate: int, engine: Engine) -> DecodingConfig:
-    """``config`` with the duration whose run decodes exactly ``frames`` frames."""
-    duration = frames / frame_rate
-    for _ in range(4):  # frames / rate * rate may come out a hair under `frames`
-        window_config = config.replace(duration=duration)
-        if engine.frames(window_config) == frames:
-            return window_config
-        duration = math.nextafter(duration, math.inf)
-    raise ValueError(f"No duration gives a run of exactly {frames} frames at {frame_rate} Hz.")
 
 
 class WindowedEngine:
@@ -429,62 +420,49 @@ class WindowedEngine:
         Raises:
             ValueError: bad prompts, config or lengths, raised by this call before any step runs.
         """
+        from magnet_demo.clips import window_config  # clips runs windows: it imports this module
+
         config = config or self.model.default_config()
         prompts = check_prompts(prompts)
         windows = self._windows(config, total_seconds, overlap_seconds, windows)
-        configs = tuple(_window_config(config, w.frames, self.model.frame_rate, self.engine) for w in windows)
-        for window_config in configs:
-            window_config.check_model(self.model.num_codebooks, self.model.max_duration, self.engine.lm.card)
+        for window in windows:  # bad settings raise here, before any step
+            own = window_config(config, window, self.model)
+            own.check_model(self.model.num_codebooks, self.model.max_duration, self.engine.lm.card)
         controls = controls or LiveControls.from_config(config)
-        # window 0 is checked (and set up) by the engine now, so that bad settings raise here
-        first = self.engine.steps(
-            prompts, configs[0], seed=window_seed(seed, 0), controls=controls, cancel=cancel
-        )
-        return self._iterate(prompts, windows, configs, first, seed, controls, cancel)
+        return self._iterate(prompts, windows, config, seed, controls, cancel)
 
     def _iterate(
         self,
         prompts: tuple[str, ...],
         windows: tuple[Window, ...],
-        configs: tuple[DecodingConfig, ...],
-        first: Iterator[StepRecord],
+        config: DecodingConfig,
         seed: int,
-        controls: LiveControls,
+        controls: LiveControls | None,
         cancel: threading.Event | None,
     ) -> Iterator[WindowRecord]:
-        """The loop over windows (a generator); :meth:`steps` validates and starts window 0."""
-        per_window = sum(configs[0].decoding_steps)
-        clip_steps, total = per_window * len(windows), windows[-1].stop
-        finished: list[np.ndarray] = []
-        for window, window_config in zip(windows, configs, strict=True):
-            if window.index == 0:
-                records = first
-            else:
-                if cancel is not None and cancel.is_set():
-                    return
-                clip = assemble_tokens(windows, finished)
-                records = self.engine.steps(
-                    prompts,
-                    window_config,
-                    seed=window_seed(seed, window.index),
-                    controls=controls,
-                    prompt_tokens=clip[..., window.start : window.new_start] if window.given else None,
-                    cancel=cancel,
-                )
-            last = None
-            for last in records:
-                yield WindowRecord(
-                    window=window,
-                    windows=len(windows),
-                    record=last,
-                    seed=window_seed(seed, window.index),
-                    clip_step=window.index * per_window + last.global_step,
-                    clip_steps=clip_steps,
-                    total_frames=total,
-                )
-            if last is None or not last.is_last:
-                return  # cancelled within the window
-            finished.append(last.tokens)
+        """The studio's loop over windows (:func:`magnet_demo.clips.clip_steps`, a generator), each
+        step given back as its window's own record; :meth:`steps` validates."""
+        from magnet_demo.clips import clip_steps, local_record
+        from magnet_demo.lab import windowed_plan
+
+        K, span, rate = self.model.num_codebooks, int(self.engine.lm.span_len), self.model.frame_rate
+        plan = windowed_plan(config.replace(method=METHOD_MAGNET), windows, K, rate, span)
+        placed_steps = clip_steps(
+            self.model, None, prompts, config.replace(method=METHOD_MAGNET), plan,
+            seed=seed, controls=controls, cancel=cancel, rescorer=self.engine.rescorer,
+        )  # fmt: skip
+        for placed in placed_steps:
+            position, record = local_record(placed, plan)
+            window = windows[position]
+            yield WindowRecord(
+                window=window,
+                windows=len(windows),
+                record=record,
+                seed=window_seed(seed, window.index),
+                clip_step=placed.global_step,
+                clip_steps=plan.total_steps,
+                total_frames=windows[-1].stop,
+            )
 
     def decode(
         self,
