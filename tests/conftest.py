@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import huggingface_hub.constants
 import pytest
 import torch
 
@@ -19,6 +20,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hub_offline():
+    """No Hugging Face Hub download for a module (its fixtures and tests): models come from folders."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield
 
 
 @pytest.fixture(scope="session")

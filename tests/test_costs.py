@@ -3,8 +3,8 @@ it follows the settings, the probe that measures a model's speed, and learning f
 
 from __future__ import annotations
 
-import huggingface_hub.constants
 import pytest
+from visitors import FakeRequest
 
 from bench.space_emulation import GENERATE
 from magnet_demo.controls import METHOD_AR, METHOD_HYBRID, METHOD_MAGNET, DecodingConfig
@@ -16,20 +16,12 @@ from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class FakeRequest:
-    def __init__(self, key: str):
-        self.session_hash = key
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    saved = huggingface_hub.constants.HF_HUB_OFFLINE
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
+def app(tmp_path_factory, hub_offline):
     root = tmp_path_factory.mktemp("costs")
     model = write_tiny_checkpoint(root / "model")
     write_tiny_rescorer(root / "model" / "rescorer", model)
     yield DemoApp(default_model=str(model), output_root=root / "outputs")
-    huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 def test_work_is_counted_by_kind():

@@ -8,9 +8,9 @@ what was decoded before the step; what cannot be extended is refused readably.""
 from __future__ import annotations
 
 import gradio as gr
-import huggingface_hub.constants
 import numpy as np
 import pytest
+from visitors import FakeRequest
 
 from bench.space_emulation import GENERATE
 from magnet_demo.canvas_feed import parse, unb64
@@ -20,20 +20,10 @@ from magnet_demo.studio.handlers import DemoApp, screen_of
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 from magnet_demo.trace import load_trace
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "hub_offline")
 
 STEPS = "3, 2, 2, 2"
 MASKED, GIVEN = 0, 4  # canvas states (viz.STATE_LABELS)
-
-
-class FakeRequest:
-    def __init__(self, key: str):
-        self.session_hash = key
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")

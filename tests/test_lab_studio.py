@@ -5,9 +5,9 @@ say their phases' times, and refuse what they cannot do, readably."""
 from __future__ import annotations
 
 import gradio as gr
-import huggingface_hub.constants
 import numpy as np
 import pytest
+from visitors import FakeRequest
 
 from bench.space_emulation import GENERATE
 from magnet_demo.canvas_feed import parse
@@ -15,12 +15,7 @@ from magnet_demo.sources import ModelSources
 from magnet_demo.studio.handlers import DemoApp, screen_of
 from magnet_demo.tiny import write_tiny_checkpoint, write_tiny_rescorer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class FakeRequest:
-    def __init__(self, key: str):
-        self.session_hash = key
+pytestmark = pytest.mark.usefixtures("one_thread", "hub_offline")
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +35,6 @@ def app(folders, tmp_path_factory) -> DemoApp:
         output_root=tmp_path_factory.mktemp("outputs"),
         sources=ModelSources(roots=(str(tmp_path_factory.getbasetemp()),)),
     )
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 def settings(model: str, **changes) -> dict:

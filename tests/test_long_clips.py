@@ -4,9 +4,9 @@ page's handler and through /generate's API path, window after window on one canv
 from __future__ import annotations
 
 import gradio as gr
-import huggingface_hub.constants
 import numpy as np
 import pytest
+from visitors import FakeRequest
 
 from bench.space_emulation import GENERATE
 from magnet_demo.canvas_feed import parse, unb64
@@ -20,19 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = "3, 2, 2, 2"
 
 
-class FakeRequest:
-    def __init__(self, key: str):
-        self.session_hash = key
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    saved = huggingface_hub.constants.HF_HUB_OFFLINE
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
+def app(tmp_path_factory, hub_offline):
     root = tmp_path_factory.mktemp("long")
     model = write_tiny_checkpoint(root / "model")  # a 12 s window, 50 Hz, spans of 3
     yield DemoApp(default_model=str(model), output_root=root / "outputs")
-    huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 def settings(app, **changes) -> dict:

@@ -11,7 +11,6 @@ import json
 import re
 import urllib.request
 
-import huggingface_hub.constants
 import pytest
 import soundfile as sf
 
@@ -24,15 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    saved = huggingface_hub.constants.HF_HUB_OFFLINE
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
+def server(tmp_path_factory, hub_offline):
     root = tmp_path_factory.mktemp("mcp")
     model = write_tiny_checkpoint(root / "model")
     demo, url = launch_local(DemoApp(default_model=str(model), output_root=root / "outputs"), mcp=True)
     yield url
     demo.close()
-    huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 async def _session(url: str, work):

@@ -9,6 +9,7 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 from gradio_client import Client
+from visitors import FakeRequest
 
 from bench.space_emulation import GENERATE
 from magnet_demo import viz
@@ -23,13 +24,6 @@ from magnet_demo.trace import load_trace
 STEPS = "3, 2, 2, 2"
 TOTAL = 9
 LONG_STEPS = "20, 10, 10, 10"
-
-
-class FakeRequest:
-    """What the handlers read from gr.Request: the session key."""
-
-    def __init__(self, key: str):
-        self.session_hash = key
 
 
 @pytest.fixture(scope="module")

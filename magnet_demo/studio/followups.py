@@ -53,6 +53,17 @@ def check_extendable(parent: Run | None) -> None:
         )
 
 
+def _inherited(parent: Run) -> dict:
+    """What every run made from ``parent`` takes from it: model, prompts, seed, rates."""
+    return dict(
+        model_name=parent.model_name,
+        prompts=parent.prompts,
+        seed=parent.seed,
+        sample_rate=parent.sample_rate,
+        frame_rate=parent.frame_rate,
+    )
+
+
 def fork_of(parent: Run, index: int, settings: Settings, limits: Limits, loaded) -> dict:
     """The new run of a fork after ``parent.records[index]`` with ``settings`` (its config, plan and
     notes; the rest is the parent's); a Refusal for settings that do not fit."""
@@ -66,12 +77,8 @@ def fork_of(parent: Run, index: int, settings: Settings, limits: Limits, loaded)
     except ValueError as error:
         raise Refusal(str(error), "Check the settings") from None
     return dict(
-        model_name=parent.model_name,
-        prompts=parent.prompts,
+        **_inherited(parent),
         config=config,
-        seed=parent.seed,
-        sample_rate=parent.sample_rate,
-        frame_rate=parent.frame_rate,
         num_frames=parent.num_frames,
         plan=plan,
         source=parent.source,
@@ -118,12 +125,8 @@ def extension_of(parent: Run, seconds: object, limits: Limits, loaded) -> dict:
     tokens = np.zeros(given.shape, dtype=np.int16)
     tokens[..., : head.shape[-1]] = head
     return dict(
-        model_name=parent.model_name,
-        prompts=parent.prompts,
+        **_inherited(parent),
         config=config,
-        seed=parent.seed,
-        sample_rate=parent.sample_rate,
-        frame_rate=parent.frame_rate,
         num_frames=plan.frames,
         plan=plan,
         source=f"extends #{parent.number} by {added:g} s",
