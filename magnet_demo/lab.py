@@ -90,7 +90,6 @@ class LabPlan:
     prefix_frames: int = 0
     windows: tuple = ()
     window_steps: tuple[int, ...] = ()
-    head_frames: int = 0
     ar_flags: tuple[bool, ...] = ()
 
     def __post_init__(self):
@@ -108,9 +107,19 @@ class LabPlan:
         return sum(n for n, ar in zip(self.segments, self.ar_flags, strict=True) if ar)
 
     @property
+    def head_frames(self) -> int:
+        """Frames of the run an extension continues: before its first window's new frames (0 else)."""
+        return self.windows[0].new_start if self.windows else 0
+
+    @property
     def window_offsets(self) -> tuple[int, ...]:
         """The clip step of each window's first step."""
         return tuple(int(n) for n in np.cumsum((0,) + self.window_steps[:-1]))
+
+
+def masking_unit(config: DecodingConfig, span_len: int) -> int:
+    """Frames per unit of masking: the model's span ('nonoverlap'), else 1; windows are whole units."""
+    return span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
 
 
 def ar_records(sequence_steps: int) -> int:
@@ -151,21 +160,19 @@ def windowed_plan(
     position: int = 0,
 ) -> LabPlan:
     """The plan of a clip decoded window after window (``windows``; an extension's first window
-    continues a head of ``windows[0].start + windows[0].given`` frames); the windows before
+    continues a head of ``windows[0].new_start`` frames); the windows before
     ``position`` are planned with ``before`` (a fork keeps the steps its parent took there)."""
     segments, flags, per_window = (), (), ()
     for i, window in enumerate(windows):
         planned = before if i < position else config
         own, ar = window_segments(planned, window, num_codebooks, frame_rate, span_len)
         segments, flags, per_window = segments + own, flags + ar, per_window + (sum(own),)
-    head = windows[0].start + windows[0].given
     return LabPlan(
         config.method,
         segments,
         windows[-1].stop,
         windows=tuple(windows),
         window_steps=per_window,
-        head_frames=head,
         ar_flags=flags,
     )
 
@@ -181,7 +188,7 @@ def lab_plan(
     """
     steps = tuple(config.decoding_steps)
     if config.clip_seconds > config.duration:
-        unit = span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
+        unit = masking_unit(config, span_len)
         windows = plan_seconds(config.clip_seconds, config.duration, frame_rate, config.overlap_seconds, unit)
         return windowed_plan(config, windows, num_codebooks, frame_rate, span_len)
     if config.method == METHOD_MAGNET:
@@ -216,7 +223,7 @@ def extension_plan(
     """The plan of an extension: ``added_seconds`` after a clip of ``head_frames`` frames, in windows
     of ``config.duration`` that overlap by ``config.overlap_seconds`` (the first one continuing the
     head's end), numbered from ``first_window``; ValueError for lengths that do not fit."""
-    unit = span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
+    unit = masking_unit(config, span_len)
     window = frames_of(config.duration, frame_rate, unit)
     overlap = unit * int(config.overlap_seconds * frame_rate / unit + FRAME_SLACK)
     added = frames_of(added_seconds + FRAME_SLACK, frame_rate, unit)
