@@ -13,7 +13,7 @@ end) and is timed from its first step to its audio. The rounds interleave the th
 machine slows them alike; the table shows medians and the ratio to the three single runs. One torch
 thread by default (``--threads``): two threads on a shared 2-core machine are many times slower.
 
-    .venv/bin/python -m bench.long_clip            # 3 rounds, about 2 minutes on an idle 2-core machine
+    .venv/bin/python -m bench.long_clip            # 3 rounds, about 4 minutes on an idle 2-core machine
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from magnet_demo.controls import METHOD_MAGNET, DecodingConfig, LiveControls
 from magnet_demo.incidents import ReadableFault
 from magnet_demo.model_cache import ModelCache
 from magnet_demo.records import StepRecord
+
+if TYPE_CHECKING:  # the lab imports the engines: a worker loads them only when a job needs them
+    from magnet_demo.lab import LabPlan
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ class DecodeJob:
     given_tokens: np.ndarray | None = None
     given_mask: np.ndarray | None = None
     planned_steps: int = 0
-    plan: object = None
+    plan: LabPlan | None = None
     head_tokens: np.ndarray | None = None
 
 
