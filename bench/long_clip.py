@@ -28,7 +28,7 @@ from magnet_demo.audio import decode_tokens
 from magnet_demo.controls import DecodingConfig
 from magnet_demo.engine import Engine
 from magnet_demo.models import load_model
-from magnet_demo.windows import WindowedEngine
+from magnet_demo.windowed import WindowedEngine
 
 PROMPT = "a calm piano melody with soft strings"
 

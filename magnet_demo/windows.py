@@ -1,4 +1,4 @@
-"""Clips longer than the model's window: MAGNeT decoded window after window (issue #28).
+"""Clips longer than the model's window: the arithmetic of their windows (issue #28).
 
 A model decodes at most its training window (:attr:`~magnet_demo.models.LoadedModel.max_duration`).
 Like MusicGen's ``extend_stride``, a longer clip is cut into windows of that length that overlap:
@@ -8,11 +8,10 @@ decodes only the frames after them. The codec decodes the whole token sequence o
 
 - :class:`Window` and :func:`plan_windows` (frames) / :func:`plan_seconds` (seconds) are pure
   arithmetic: which frames of the long clip each window covers and takes from the one before.
-- :class:`WindowedEngine` decodes a MAGNeT clip over a plan with the studio's loop
-  (:func:`magnet_demo.clips.clip_steps`, which runs every method) and yields every step as a
-  :class:`WindowRecord` (the window's own record plus its window); :meth:`WindowedEngine.decode`
-  runs to the end and returns a :class:`WindowedResult` with the long tokens and their audio.
 - :func:`assemble_tokens` puts the windows' final tokens together into ``[B, K, total_frames]``.
+
+The decoding itself is :func:`magnet_demo.clips.clip_steps` (every method, the studio's loop) and,
+for MAGNeT clips as a library call, :class:`magnet_demo.windowed.WindowedEngine`.
 
 Frames and spans: with the 'nonoverlap' arrangement the engine cuts a run's frames to a multiple of
 ``span_len`` (its unit of masking), so every window's length and overlap are whole units: then every
@@ -36,18 +35,13 @@ different contexts (one continues a clip, the other starts from nothing), so the
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from magnet_demo import spans
-from magnet_demo.audio import decode_tokens
-from magnet_demo.controls import METHOD_MAGNET, DecodingConfig, LiveControls
-from magnet_demo.engine import Engine, check_prompts
-from magnet_demo.records import StepRecord
 
 #: the default overlap, as a share of the window (MusicGen's 30 s clips overlap 12 of 30 s windows;
 #: half gives each new window as much context as it decodes)
@@ -64,7 +58,7 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
-def _check_seconds(name: str, value, low: float = 0.0, strict: bool = True) -> float:
+def check_seconds(name: str, value, low: float = 0.0, strict: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r}.")
     if value < low or (strict and value == low):
@@ -189,9 +183,9 @@ def plan_seconds(
     (default: :data:`DEFAULT_OVERLAP_SHARE` of the window) is rounded down to whole spans.
     ValueError for a non-positive length or rate, or an overlap not shorter than the window.
     """
-    fr = _check_seconds("frame_rate", frame_rate)
-    total_s = _check_seconds("total_seconds", total_seconds)
-    window_s = _check_seconds("window_seconds", window_seconds)
+    fr = check_seconds("frame_rate", frame_rate)
+    total_s = check_seconds("total_seconds", total_seconds)
+    window_s = check_seconds("window_seconds", window_seconds)
     unit = _check_int("span_len", span_len, 1)
     window = frames_of(window_s, fr, unit)
     if window < unit:
@@ -206,7 +200,7 @@ def plan_seconds(
     if overlap_seconds is None:
         overlap = unit * (int(window * DEFAULT_OVERLAP_SHARE) // unit)
     else:
-        overlap_s = _check_seconds("overlap_seconds", overlap_seconds, strict=False)
+        overlap_s = check_seconds("overlap_seconds", overlap_seconds, strict=False)
         if overlap_s >= window_s:
             raise ValueError(
                 f"The overlap ({overlap_s:g} s) must be shorter than the window ({window_s:g} s): "
@@ -285,229 +279,3 @@ def assemble_tokens(
             )
         clip[..., window.new_start : window.stop] = tokens[..., window.given :]
     return clip
-
-
-@dataclass(frozen=True)
-class WindowRecord:
-    """One decoding step of a windowed clip: the window's own ``record`` (its canvas is the window's
-    frames, ``window.start`` to ``window.stop`` of the clip; ``record.given`` marks the frames taken
-    from the window before; ``record.elapsed`` counts from the clip's start) and where it stands in
-    the clip.
-
-    Attributes:
-        window: the window being decoded.
-        windows: how many windows the clip has.
-        seed: the seed of this window's run (:func:`window_seed`).
-        clip_step, clip_steps: this step counted over all windows (0-based), and their steps in all.
-        total_frames: the clip's frames (the last window's ``stop``).
-    """
-
-    window: Window
-    windows: int
-    record: StepRecord
-    seed: int
-    clip_step: int
-    clip_steps: int
-    total_frames: int
-
-    @property
-    def status(self) -> str:
-        """``"window 2/3"`` (1-based, for a status line)."""
-        return f"window {self.window.index + 1}/{self.windows}"
-
-    @property
-    def is_window_end(self) -> bool:
-        """True at the window's last step: ``record.tokens`` are the window's final tokens."""
-        return self.record.is_last
-
-    @property
-    def is_last(self) -> bool:
-        """True at the clip's last step."""
-        return self.record.is_last and self.window.index == self.windows - 1
-
-
-@dataclass(frozen=True)
-class WindowedResult:
-    """A windowed clip: ``tokens`` ``[B, K, frames]`` of its finished windows (all of them unless
-    ``cancelled``), their ``audio`` ``[B, samples]`` (None when not asked for, or when no window
-    finished), every step's record, and the plan."""
-
-    tokens: torch.Tensor
-    audio: np.ndarray | None
-    sample_rate: int
-    windows: tuple[Window, ...]
-    records: tuple[WindowRecord, ...]
-    config: DecodingConfig
-    prompts: tuple[str, ...]
-    seed: int
-    cancelled: bool = False
-
-
-class WindowedEngine:
-    """Decodes clips longer than the model's window with an :class:`Engine` (see module doc)."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.model = engine.model
-
-    def unit(self, config: DecodingConfig) -> int:
-        """Frames per unit of masking under ``config``: the model's span ('nonoverlap'), else 1."""
-        span_len = int(self.engine.lm.span_len)
-        return span_len if spans.uses_chunks(config.span_arrangement, span_len) else 1
-
-    def plan(
-        self,
-        config: DecodingConfig,
-        total_seconds: float,
-        overlap_seconds: float | None = None,
-        window_seconds: float | None = None,
-    ) -> tuple[Window, ...]:
-        """The windows of a ``total_seconds`` clip for this model and ``config``'s arrangement:
-        :func:`plan_seconds` with windows of ``window_seconds`` (default and at most the model's
-        ``max_duration``). ValueError for bad lengths."""
-        max_duration = self.model.max_duration
-        window_seconds = max_duration if window_seconds is None else window_seconds
-        if _check_seconds("window_seconds", window_seconds) > max_duration + FRAME_SLACK:
-            raise ValueError(
-                f"window_seconds ({window_seconds:g} s) is longer than this model's window ({max_duration:g} s)."
-            )
-        return plan_seconds(
-            total_seconds, window_seconds, self.model.frame_rate, overlap_seconds, self.unit(config)
-        )
-
-    def _windows(
-        self,
-        config: DecodingConfig,
-        total_seconds: float | None,
-        overlap_seconds: float | None,
-        windows: Sequence[Window] | None,
-    ) -> tuple[Window, ...]:
-        """The checked plan of a run: ``windows``, or :meth:`plan` of ``total_seconds``."""
-        if (total_seconds is None) == (windows is None):
-            raise ValueError("Pass either total_seconds (and optionally overlap_seconds) or windows.")
-        if windows is None:
-            windows = self.plan(config, total_seconds, overlap_seconds)
-        elif overlap_seconds is not None:
-            raise ValueError(
-                "overlap_seconds goes with total_seconds; a plan of windows has its own overlaps."
-            )
-        return check_windows(windows, self.unit(config))
-
-    def steps(
-        self,
-        prompts: Sequence[str],
-        config: DecodingConfig | None = None,
-        *,
-        total_seconds: float | None = None,
-        overlap_seconds: float | None = None,
-        windows: Sequence[Window] | None = None,
-        seed: int = 0,
-        controls: LiveControls | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[WindowRecord]:
-        """Decode a long clip window after window, yielding one :class:`WindowRecord` per step.
-
-        Args:
-            prompts: B text descriptions (every window decodes all of them).
-            config: decoding settings of every window (default: the model's); its ``duration`` is
-                ignored: each window's is its own length.
-            total_seconds, overlap_seconds: the clip's length and the windows' overlap (default:
-                half a window), planned by :meth:`plan` with the model's window; or
-            windows: a plan of your own (:func:`plan_windows`); pass it or ``total_seconds``.
-            seed: window ``n`` is seeded with ``seed + n`` (:func:`window_seed`).
-            controls: live controls, shared by all windows (default: the config's values).
-            cancel: when set, decoding stops before the next step (and starts no more windows).
-        Raises:
-            ValueError: bad prompts, config or lengths, raised by this call before any step runs.
-        """
-        from magnet_demo.clips import window_config  # clips runs windows: it imports this module
-
-        config = config or self.model.default_config()
-        prompts = check_prompts(prompts)
-        windows = self._windows(config, total_seconds, overlap_seconds, windows)
-        for window in windows:  # bad settings raise here, before any step
-            own = window_config(config, window, self.model)
-            own.check_model(self.model.num_codebooks, self.model.max_duration, self.engine.lm.card)
-        controls = controls or LiveControls.from_config(config)
-        return self._iterate(prompts, windows, config, seed, controls, cancel)
-
-    def _iterate(
-        self,
-        prompts: tuple[str, ...],
-        windows: tuple[Window, ...],
-        config: DecodingConfig,
-        seed: int,
-        controls: LiveControls | None,
-        cancel: threading.Event | None,
-    ) -> Iterator[WindowRecord]:
-        """The studio's loop over windows (:func:`magnet_demo.clips.clip_steps`, a generator), each
-        step given back as its window's own record; :meth:`steps` validates."""
-        from magnet_demo.clips import clip_steps, local_record
-        from magnet_demo.lab import windowed_plan
-
-        K, span, rate = self.model.num_codebooks, int(self.engine.lm.span_len), self.model.frame_rate
-        plan = windowed_plan(config.replace(method=METHOD_MAGNET), windows, K, rate, span)
-        placed_steps = clip_steps(
-            self.model, None, prompts, config.replace(method=METHOD_MAGNET), plan,
-            seed=seed, controls=controls, cancel=cancel, rescorer=self.engine.rescorer,
-        )  # fmt: skip
-        for placed in placed_steps:
-            position, record = local_record(placed, plan)
-            window = windows[position]
-            yield WindowRecord(
-                window=window,
-                windows=len(windows),
-                record=record,
-                seed=window_seed(seed, window.index),
-                clip_step=placed.global_step,
-                clip_steps=plan.total_steps,
-                total_frames=windows[-1].stop,
-            )
-
-    def decode(
-        self,
-        prompts: Sequence[str],
-        config: DecodingConfig | None = None,
-        *,
-        total_seconds: float | None = None,
-        overlap_seconds: float | None = None,
-        windows: Sequence[Window] | None = None,
-        seed: int = 0,
-        controls: LiveControls | None = None,
-        cancel: threading.Event | None = None,
-        on_step: Callable[[WindowRecord], None] | None = None,
-        with_audio: bool = True,
-    ) -> WindowedResult:
-        """Run :meth:`steps` to the end (or until cancelled) and decode the whole clip's audio once.
-
-        A cancelled clip keeps the windows that finished: its tokens end at the last of them (none:
-        ``[B, K, 0]`` and no audio); the unfinished window's steps are among the records.
-        """
-        config = config or self.model.default_config()
-        prompts = check_prompts(prompts)
-        windows = self._windows(config, total_seconds, overlap_seconds, windows)
-        records = []
-        for item in self.steps(prompts, config, windows=windows, seed=seed, controls=controls, cancel=cancel):
-            records.append(item)
-            if on_step is not None:
-                on_step(item)
-        finished = [item.record.tokens for item in records if item.is_window_end]
-        cancelled = not (records and records[-1].is_last)
-        if finished:
-            tokens = assemble_tokens(windows, finished)
-        else:
-            tokens = torch.empty((len(prompts), self.model.num_codebooks, 0), dtype=torch.long)
-        audio = None
-        if with_audio and tokens.shape[-1]:
-            audio = decode_tokens(self.model.compression_model, tokens)
-        return WindowedResult(
-            tokens=tokens,
-            audio=audio,
-            sample_rate=self.model.sample_rate,
-            windows=windows,
-            records=tuple(records),
-            config=config,
-            prompts=prompts,
-            seed=seed,
-            cancelled=cancelled,
-        )

@@ -1,5 +1,5 @@
-"""Clips longer than the model's window (magnet_demo.windows): the window arithmetic on exact
-numbers, and a real 3-window decode on the tiny model (50 frames/s, spans of 3 frames)."""
+"""Clips longer than the model's window: the window arithmetic (magnet_demo.windows) on exact
+numbers, and a real 3-window decode (magnet_demo.windowed) on the tiny model (50 frames/s, spans of 3)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from magnet_demo.controls import DecodingConfig, LiveControls
+from magnet_demo.windowed import WindowedEngine
 from magnet_demo.windows import (
     Window,
-    WindowedEngine,
     assemble_tokens,
     check_windows,
     plan_seconds,
