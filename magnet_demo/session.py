@@ -381,6 +381,7 @@ class Session:
         self.directory = directory
         self.max_runs = max_runs
         self.runs: list[Run] = []
+        self.shown: int | None = None  # the number of the run the page shows: the newest, or one put back
         self._made = 0
         self._previews: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -397,6 +398,7 @@ class Session:
             run = Run(number=self._made, directory=self.directory, **kwargs)
             self.runs.append(run)
             del self.runs[: max(0, len(self.runs) - self.max_runs)]
+            self.shown = run.number
         return run
 
     def run(self, number: object = None) -> Run | None:

@@ -356,6 +356,7 @@ def test_extend_continues_the_run_shown_on_a_longer_canvas(server):
         page.wait_for_function(text_contains("#live-canvas .mc-title", "window 1/1"), timeout=STEP_TIMEOUT_MS)
         # the canvas now spans 7 s: the frame under the pointer at its right end is past 4 s
         page.wait_for_function(text_contains("#inspect-text", "Run #2"), timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function(text_contains("#inspect-canvas .mc-title", "Run #2"), timeout=STEP_TIMEOUT_MS)
         box = page.locator("#inspect-canvas .mc-canvas").bounding_box()
         page.locator("#inspect-canvas .mc-canvas").hover(position={"x": box["width"] - 14, "y": 5})
         page.wait_for_function(text_contains("#inspect-canvas .mc-readout", "codebook 1 · frame "))

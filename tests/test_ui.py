@@ -119,6 +119,28 @@ def test_generate_streams_the_steps_then_audio_and_files(app, tiny_model):
     assert "finished" in screen_of(updates[-1])["status"]
 
 
+def test_late_files_of_a_run_leave_the_run_on_screen_there(app, tiny_model):
+    """A run's files are written after its audio frees the slot: a visitor may start the next run
+    (or put another back on screen) first. Their late arrival adds them to the downloads only."""
+    key = FakeRequest("late-files")
+    list(app.generate(**settings(tiny_model), request=key))
+    late = app.run_files(request=key)
+    assert screen_of(next(late))["spectrogram"].ndim == 3  # run #1's follow-up has begun ...
+    second = list(app.generate(**settings(tiny_model, seed=8), request=key))  # ... run #2 comes on screen
+    screen = screen_of(next(late))
+    assert set(screen) == {"downloads"}  # not run #1's canvas, status and details over run #2's
+    names = sorted(f.rsplit("/", 1)[-1] for f in screen["downloads"])
+    assert names == ["run01-trace.npz", "run01.gif", "run01.wav", "run02.wav"]
+    assert list(late) == []
+    assert "Run #2" in screen_of(second[-1])["status"]
+    mine = [screen_of(u) for u in app.run_files(request=key)]
+    assert "**Run #2** finished" in mine[-1]["status"] and parse(mine[-1]["canvas"])[0]["run"] == 2
+    # run #3 finishes, run #1 is put back on screen, then run #3's files arrive: run #1 stays
+    list(app.generate(**settings(tiny_model, seed=9), request=key))
+    assert "Run #1" in screen_of(app.show_run(1, request=key))["status"]
+    assert [set(screen_of(u)) for u in app.run_files(request=key)] == [{"downloads"}]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

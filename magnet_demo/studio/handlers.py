@@ -269,14 +269,21 @@ class DemoApp:
     def run_files(self, sample_shown: object = 1, request: gr.Request = None) -> Iterator[tuple]:
         """After a run endpoint, outside the decoding slot: the last run's spectrogram, then (once
         written in the background) the runs' traces and animations among the downloads, and what
-        could not be written."""
+        could not be written. Files that arrive after another run came on screen (the next run
+        started, or an older one was put back) join the downloads and leave that run's screen alone."""
         session, runs = self.studio.files_pending(_key(request))
         if not runs:
             return
         run = runs[-1]
         sample = sample_index(run, sample_shown)
-        yield outputs_of({"spectrogram": screens.spectrogram(run, sample)})
+        if session.shown == run.number:
+            yield outputs_of({"spectrogram": screens.spectrogram(run, sample)})
         problems = [problem for pending in runs for problem in pending.files_job.result()]
+        if session.shown != run.number:  # another run came on screen meanwhile: it stays there
+            if problems:
+                gr.Warning(f"Run #{run.number}: " + "; ".join(problems))
+            yield outputs_of({"downloads": session.files()})
+            return
         keep_runs = self.studio.sessions.budget.keep_runs
         yield outputs_of(screens.run_files(session, run, sample, keep_runs, problems))
 
@@ -321,6 +328,7 @@ class DemoApp:
         if run is None or not (run.records or run.steps_released):
             return outputs_of({"status": "No run yet."})
         previous = run.parent or next((r for r in reversed(session.runs) if r.number < run.number), None)
+        session.shown = run.number
         keep_runs = self.studio.sessions.budget.keep_runs
         return outputs_of(
             screens.run_shown(session, run, previous, sample_index(run, sample_shown), keep_runs)
