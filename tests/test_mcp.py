@@ -58,6 +58,9 @@ def test_the_tools_are_listed_with_their_arguments(server):
     assert generate.inputSchema["required"] == ["prompt"]
     region = by_name["redecode_region"].inputSchema["properties"]
     assert list(region)[:3] == ["audio", "region_start", "region_end"]
+    extend = by_name["extend_music"].inputSchema
+    assert list(extend["properties"]) == ["clip", "seconds"] and extend["required"] == ["clip"]
+    assert "the 'clip' id of an earlier answer" in extend["properties"]["clip"]["description"]
 
 
 def _audio_of(result) -> tuple[bytes | None, str]:
@@ -86,26 +89,67 @@ def test_an_assistant_generates_two_seconds_and_gets_the_audio(server):
     assert "11" in text and "finished" in text  # the seed and the run's summary
 
 
+def _clip_of(text: str) -> str:
+    """The 'clip' id of a tool answer's summary."""
+    return re.search(r"['\"]clip['\"]: ['\"]([0-9a-f]{24}-\d+)['\"]", text).group(1)
+
+
+def _error_text(result) -> str:
+    return " ".join(item.text for item in result.content if item.type == "text")
+
+
 def test_an_assistant_extends_a_clip_it_made(server):
     async def work(session):
         made = await session.call_tool("generate_music", {"prompt": "calm piano", "duration": 2, "seed": 4})
-        _, text = _audio_of(made)
-        number = int(re.search(r"['\"]run['\"]: (\d+)", text).group(1))  # the summary's run number
-        return made, await session.call_tool("extend_music", {"run": number, "seconds": 1})
+        clip = _clip_of(_audio_of(made)[1])
+        extended = await session.call_tool("extend_music", {"clip": clip, "seconds": 1})
+        again = await session.call_tool(
+            "extend_music", {"clip": _clip_of(_audio_of(extended)[1]), "seconds": 1}
+        )
+        return clip, extended, again
 
-    made, extended = run(server, work)
-    assert not made.isError and not extended.isError, extended.content
+    clip, extended, again = run(server, work)
+    assert clip.endswith("-1") and not extended.isError and not again.isError, extended.content
     wav, text = _audio_of(extended)
     samples, rate = sf.read(io.BytesIO(wav))
     assert abs(len(samples) / rate - 2.94) < 0.01  # 99 frames, then 48 more (1 s cut to spans)
     assert "extends" in text and "finished" in text
+    assert _clip_of(text) == clip[:-1] + "2"  # the extension: run 2 of the clip's own session
+    wav, text = _audio_of(again)
+    assert abs(len(sf.read(io.BytesIO(wav))[0]) / rate - 3.90) < 0.01 and _clip_of(text) == clip[:-1] + "3"
+
+
+def test_assistants_neither_reach_nor_wait_for_each_others_clips(server):
+    """Gradio's MCP server calls the app through one client (one Gradio session) for everyone:
+    each clip is a session of its own, reached by its unguessable id only."""
+
+    async def one(seed: int):
+        arguments = {"prompt": "calm piano", "duration": 2, "seed": seed}
+        return await _session(server, lambda session: session.call_tool("generate_music", arguments))
+
+    async def both():
+        return await asyncio.gather(one(21), one(22))
+
+    first, second = asyncio.run(both())  # two assistants at once: neither is refused
+    assert not first.isError and not second.isError, (first.content, second.content)
+    clips = [_clip_of(_audio_of(result)[1]) for result in (first, second)]
+    assert clips[0] != clips[1] and all(clip.endswith("-1") for clip in clips)
+    for clip, message in [
+        ("1", "clip must be the 'clip' of an earlier answer"),  # a run number reaches nobody's run
+        ("0" * 24 + "-1", "No clip '000000000000000000000000-1' on this server"),
+        (clips[0][:-1] + "7", f"No clip '{clips[0][:-1]}7' on this server"),
+    ]:
+        result = run(
+            server, lambda session, c=clip: session.call_tool("extend_music", {"clip": c, "seconds": 1})
+        )
+        assert result.isError and message in _error_text(result), _error_text(result)
 
 
 def test_a_bad_argument_is_a_readable_tool_error(server):
     arguments = {"prompt": "calm piano", "duration": 2, "method": "diffusion"}
     result = run(server, lambda session: session.call_tool("generate_music", arguments))
     assert result.isError
-    text = " ".join(item.text for item in result.content if item.type == "text")
+    text = _error_text(result)
     assert "Method must be one of magnet, hybrid, autoregressive" in text
     assert "Traceback" not in text and "/tmp/" not in text
 

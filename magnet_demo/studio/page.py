@@ -522,7 +522,7 @@ class ToolIO:
     keep_seconds: gr.Number
     region_start: gr.Number
     region_end: gr.Number
-    run: gr.Number
+    clip: gr.Textbox
     seconds: gr.Number
     wav: gr.Audio
     seed_used: gr.Number
@@ -546,7 +546,7 @@ def tool_io(tools: int) -> ToolIO:
             keep_seconds=gr.Number(DEFAULT_KEEP_SECONDS, label="keep_seconds"),
             region_start=gr.Number(DEFAULT_REGION[0], label="region_start"),
             region_end=gr.Number(DEFAULT_REGION[1], label="region_end"),
-            run=gr.Number(None, precision=0, label="run"),
+            clip=gr.Textbox(None, label="clip"),
             seconds=gr.Number(DEFAULT_EXTEND_SECONDS, label="seconds"),
         )
         wav = gr.Audio(type="filepath", label="audio file")

@@ -5,10 +5,18 @@ A tool runs through the same service as the page: the same checks, limits (work,
 files) and decoding slot; a refusal is a ``gr.Error`` whose message says what to change. Its
 docstring's first paragraph is the tool's description and its ``Args:`` the parameters'.
 Every other named endpoint is marked :func:`not_a_tool` (the page's own streams and controls).
+
+Gradio's MCP server sends every assistant's calls through one client, hence one Gradio session:
+a tool therefore never uses the caller's session. Each new clip opens a session of its own, named
+by an unguessable token; the answer's ``clip`` id (token and run number) is what
+``extend_music`` takes, so an assistant reaches its own clips and nobody else's, and two
+assistants never wait on each other's "one run per visitor".
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 
 import gradio as gr
@@ -16,6 +24,7 @@ import gradio as gr
 from magnet_demo.audio_modes import CONTINUE, REGION
 from magnet_demo.controls import DEFAULT_EXTEND_SECONDS, DEFAULT_PREFIX_SECONDS, METHOD_MAGNET
 from magnet_demo.form import MAX_SEED, Settings, number, whole
+from magnet_demo.incidents import Refusal
 from magnet_demo.models import SETTINGS_FIELDS
 from magnet_demo.studio.handlers import DemoApp, audio_request, readable
 
@@ -25,6 +34,29 @@ TOOLS = ("generate_music", "continue_music", "redecode_region", "extend_music")
 RANDOM_SEED = -1
 #: Gradio's MCP server lists a named endpoint as a tool unless its function says otherwise
 MCP_TYPE = "_mcp_type"
+#: random bytes of a clip's token (hex in its id): 96 bits, not guessable
+CLIP_TOKEN_BYTES = 12
+#: a clip id: the token of its session, "-", the run's number in it
+CLIP_ID = re.compile(rf"([0-9a-f]{{{2 * CLIP_TOKEN_BYTES}}})-([1-9][0-9]{{0,5}})")
+#: tool sessions' keys begin so (a caller may name its Gradio session so, but knows no token)
+TOOL_KEY_PREFIX = "tool:"
+
+
+def clip_id(token: str, run_number: int) -> str:
+    """The id an answer gives for run ``run_number`` of the tool session ``token``."""
+    return f"{token}-{run_number}"
+
+
+def parse_clip(clip: object) -> tuple[str, int]:
+    """(session key, run number) of a clip id; a Refusal for anything else."""
+    found = CLIP_ID.fullmatch(str(clip).strip()) if isinstance(clip, str) else None
+    if found is None:
+        shown = str(clip)[:40]
+        raise Refusal(
+            f"clip must be the 'clip' of an earlier answer of these tools (like 'a1b2…-1'), not {shown!r}.",
+            "Check the clip",
+        )
+    return TOOL_KEY_PREFIX + found.group(1), int(found.group(2))
 
 
 def not_a_tool(handler: Callable) -> Callable:
@@ -57,18 +89,22 @@ class Tools:
             **more,
         )
 
-    def _run(self, request, settings: Settings, audio=None) -> tuple[str | None, int, dict]:
-        return self._finish(self.studio.new_run(getattr(request, "session_hash", None), settings, audio))
+    def _run(self, settings: Settings, audio=None) -> tuple[str | None, int, dict]:
+        """A new clip: a run in a session of its own (see the module docstring)."""
+        key = TOOL_KEY_PREFIX + secrets.token_hex(CLIP_TOKEN_BYTES)
+        return self._finish(key, self.studio.new_run(key, settings, audio))
 
-    def _finish(self, start) -> tuple[str | None, int, dict]:
-        """Decode a started run to its end: (WAV file, seed, summary)."""
+    def _finish(self, key: str, start) -> tuple[str | None, int, dict]:
+        """Decode a started run of tool session ``key`` to its end: (WAV file, seed, summary with
+        the run's ``clip`` id)."""
         decoding = self.studio.decoding(start, readable=(gr.Error,))
         for _ in decoding:
             pass
         run = start.run
         self.studio.write_files_later(decoding, 0)
         wavs = run.wav_files()
-        return (str(wavs[0]) if wavs else None), run.seed, run.summary()
+        summary = {"clip": clip_id(key.removeprefix(TOOL_KEY_PREFIX), run.number), **run.summary()}
+        return (str(wavs[0]) if wavs else None), run.seed, summary
 
     @readable
     def generate_music(
@@ -78,7 +114,6 @@ class Tools:
         seed: int = RANDOM_SEED,
         method: str = METHOD_MAGNET,
         model: str = "",
-        request: gr.Request = None,
     ) -> tuple[str | None, int, dict]:
         """Generate music (or sound, with a sound model) from a text description with MAGNeT, a masked
         non-autoregressive model that decodes all frames in parallel, codebook by codebook.
@@ -95,7 +130,7 @@ class Tools:
         settings = self._settings(
             prompt, duration, seed, model, method=method, prefix_seconds=DEFAULT_PREFIX_SECONDS
         )
-        return self._run(request, settings)
+        return self._run(settings)
 
     @readable
     def continue_music(
@@ -106,7 +141,6 @@ class Tools:
         duration: float | None = None,
         seed: int = RANDOM_SEED,
         model: str = "",
-        request: gr.Request = None,
     ) -> tuple[str | None, int, dict]:
         """Continue a clip: keep its first seconds and let MAGNeT write the rest of the duration.
 
@@ -121,7 +155,7 @@ class Tools:
             The WAV file, the seed used, and the run's summary.
         """
         settings = self._settings(prompt, duration, seed, model)
-        return self._run(request, settings, audio_request(CONTINUE, audio, keep_seconds))
+        return self._run(settings, audio_request(CONTINUE, audio, keep_seconds))
 
     @readable
     def redecode_region(
@@ -132,7 +166,6 @@ class Tools:
         prompt: str,
         seed: int = RANDOM_SEED,
         model: str = "",
-        request: gr.Request = None,
     ) -> tuple[str | None, int, dict]:
         """Re-write a region of a clip: keep the audio outside [region_start, region_end) seconds and
         let MAGNeT write the inside, hearing the kept audio on both sides.
@@ -149,18 +182,25 @@ class Tools:
         """
         start, end = number(region_start, "region_start"), number(region_end, "region_end")
         settings = self._settings(prompt, None, seed, model)
-        return self._run(request, settings, audio_request(REGION, audio, start=start, end=end))
+        return self._run(settings, audio_request(REGION, audio, start=start, end=end))
 
     @readable
-    def extend_music(self, run: int, seconds: float = DEFAULT_EXTEND_SECONDS, request: gr.Request = None):
-        """Make a clip longer: continue a finished run of this session by more seconds, window after
-        window, with its prompt, seed and settings (the first new window hears the clip's last seconds).
+    def extend_music(self, clip: str, seconds: float = DEFAULT_EXTEND_SECONDS):
+        """Make a clip longer: continue a clip these tools made by more seconds, window after window,
+        with its prompt, seed and settings (the first new window hears the clip's last seconds).
 
         Args:
-            run: the number of the run to extend, as an earlier tool call's summary gives it ('run').
+            clip: the clip to extend: the 'clip' id of an earlier answer of these tools (generate, continue, re-decode or extend).
             seconds: how many seconds to add; the whole clip may be at most the server's longest clip (60 s by default).
         Returns:
-            The WAV file of the whole longer clip, the seed, and the new run's summary (its 'run' number extends further).
+            The WAV file of the whole longer clip, the seed, and the new clip's summary (its own 'clip' id extends it further).
         """
-        key = getattr(request, "session_hash", None)
-        return self._finish(self.studio.extend_run(key, run, seconds))
+        key, number = parse_clip(clip)
+        session = self.studio.sessions.get(key)
+        if session is None or number not in (run.number for run in session.runs):
+            raise Refusal(
+                f"No clip {str(clip).strip()!r} on this server: it was never made here, or the server has "
+                "let it go since. Make it again (the same prompt, seed and duration give the same clip).",
+                "Check the clip",
+            )
+        return self._finish(key, self.studio.extend_run(key, number, seconds))

@@ -102,10 +102,11 @@ def _waiting(demo: gr.Blocks, session_hash: str | None) -> int:
     return sum(1 for event in getattr(events, "queue", ()) if event.session_hash == session_hash)
 
 
-def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable) -> Callable:
+def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable, *, per_visitor: bool = True) -> Callable:
     """A validator for ``handler``'s event: Gradio calls it before the request joins the queue,
     with the handler's inputs and request (hence the handler's signature). It refuses a second run
-    of a visitor and input audio whose header the server refuses (read no further)."""
+    of a visitor (unless not ``per_visitor``: the tools, whose calls open sessions of their own)
+    and input audio whose header the server refuses (read no further)."""
 
     signature = inspect.signature(handler)
 
@@ -117,6 +118,8 @@ def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable) -> Callable:
         # /continue and /inpaint always take audio; /generate when its mode says so
         with_audio = named.get("mode", CONTINUE if "audio" in named else GENERATE) not in (None, "", GENERATE)
         audio = named.get("audio") if with_audio else None
+        if not per_visitor:
+            request = None
         refusal = app.admit(request, _waiting(demo, getattr(request, "session_hash", None)), audio)
         # one verdict per input; a refusal is shown on the first (the prompt, the audio, the run)
         verdicts = [gr.validate(True, "") for value in values if not isinstance(value, gr.Request)]
@@ -197,12 +200,12 @@ def _tools(app: DemoApp, demo: gr.Blocks, io: ToolIO) -> dict[str, list[Endpoint
         "generate_music": [*common, io.method, io.model],
         "continue_music": [io.audio, io.keep_seconds, *common, io.model],
         "redecode_region": [io.audio, io.region_start, io.region_end, io.prompt, io.seed, io.model],
-        "extend_music": [io.run, io.seconds],
+        "extend_music": [io.clip, io.seconds],
     }
     options = dict(concurrency_id=DECODE_SLOT, show_progress="hidden", **RAW)
     return {
         name: [
-            Endpoint(trigger.click, handler, inputs[name], io.outputs(), {**options, "validator": _admission(app, demo, handler)})
+            Endpoint(trigger.click, handler, inputs[name], io.outputs(), {**options, "validator": _admission(app, demo, handler, per_visitor=False)})
         ]
         for name, trigger in zip(TOOLS, io.triggers, strict=True)
         for handler in [getattr(tools, name)]
