@@ -159,3 +159,14 @@ def test_the_schema_route_marks_only_the_tools_as_tools(server):
         schema = json.loads(response.read())
     tools = [entry["name"] for entry in schema if entry["meta"]["mcp_type"] == "tool"]
     assert sorted(tools) == sorted(TOOLS)  # the others are marked, for the Hub's MCP server too
+
+
+def test_a_crafted_audio_file_is_refused_before_the_queue_with_a_readable_error(server):
+    header = b"RIFF\xff\xff\xff\x7fWAVEfmt "  # a WAV header claiming 2 GiB, then nothing of the kind
+    crafted = "data:audio/wav;base64," + base64.b64encode(header + bytes(7000)).decode()
+    arguments = {"audio": crafted, "keep_seconds": 1, "prompt": "calm piano", "duration": 2}
+    result = run(server, lambda session: session.call_tool("continue_music", arguments))
+    assert result.isError
+    assert _error_text(result) == (
+        "1 parameter(s) failed validation:\n- audio: Could not read 'file.wav': it is not a valid WAV file."
+    )
