@@ -305,12 +305,13 @@ def test_the_compare_preset_streams_three_runs_and_shows_two_canvases(paired_ser
         # the table lists the three runs; A and B are drawn one above the other
         table = page.locator("#compare-table").inner_text()
         assert "MAGNeT" in table and "Hybrid" in table and "Autoregressive" in table
-        sizes = page.evaluate(
-            """() => ['a', 'b'].map((side) => {
+        sizes = """() => ['a', 'b'].map((side) => {
               const img = document.querySelector(`#compare-canvas-${side} img`);
-              return img ? [img.naturalWidth, img.getBoundingClientRect().top] : null; })"""
-        )
-        assert all(size and size[0] > 300 for size in sizes), sizes
+              return img && img.complete ? [img.naturalWidth, img.getBoundingClientRect().top] : null; })"""
+        # the pictures load after the timings are shown: wait for them (a busy machine is slow)
+        page.wait_for_function(f"() => ({sizes})().every((size) => size !== null)", timeout=STEP_TIMEOUT_MS)
+        sizes = page.evaluate(sizes)
+        assert all(size[0] > 300 for size in sizes), sizes
         assert sizes[0][1] < sizes[1][1]  # stacked: A above B
         assert "x the time of A" in page.locator("#compare-timing").inner_text()
 
