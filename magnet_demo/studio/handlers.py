@@ -35,7 +35,7 @@ from magnet_demo.controls import METHOD_AR, METHOD_HYBRID, METHOD_MAGNET
 from magnet_demo.form import Settings, fast_steps, number, steps_text, uploaded_file
 from magnet_demo.incidents import Refusal, visitor_message, without_paths
 from magnet_demo.models import SETTINGS_FIELDS
-from magnet_demo.session import FINISHED, RELEASED_NOTE
+from magnet_demo.session import FINISHED, RELEASED_NOTE, Run, Session
 from magnet_demo.studio import compare, screens
 from magnet_demo.studio.inputs import input_canvas
 from magnet_demo.studio.screens import MAIN_OUTPUTS, Props
@@ -120,6 +120,27 @@ def audio_request(mode, audio, keep=None, start=None, end=None, method=None) -> 
         return AudioRequest.checked(mode, path, name, keep, start, end)
     except ValueError as error:
         raise Refusal(str(error), "Check the audio") from None
+
+
+def _files_screens(
+    session: Session, runs: list[Run], sample_shown: object, keep_runs: int
+) -> Iterator[tuple]:
+    """The updates of ``/run_files`` for ``runs`` (their files pending, the last one's shown).
+    Files that arrive after another run came on screen (the next run started, or an older one was
+    put back) join the downloads and leave that run's screen alone."""
+    if not runs:
+        return
+    run = runs[-1]
+    sample = sample_index(run, sample_shown)
+    if session.shown == run.number:
+        yield outputs_of({"spectrogram": screens.spectrogram(run, sample)})
+    problems = [problem for pending in runs for problem in pending.files_job.result()]
+    if session.shown != run.number:  # another run came on screen meanwhile: it stays there
+        if problems:
+            gr.Warning(f"Run #{run.number}: " + "; ".join(problems))
+        yield outputs_of({"downloads": session.files()})
+        return
+    yield outputs_of(screens.run_files(session, run, sample, keep_runs, problems))
 
 
 class DemoApp:
@@ -269,23 +290,9 @@ class DemoApp:
     def run_files(self, sample_shown: object = 1, request: gr.Request = None) -> Iterator[tuple]:
         """After a run endpoint, outside the decoding slot: the last run's spectrogram, then (once
         written in the background) the runs' traces and animations among the downloads, and what
-        could not be written. Files that arrive after another run came on screen (the next run
-        started, or an older one was put back) join the downloads and leave that run's screen alone."""
+        could not be written (:func:`_files_screens`)."""
         session, runs = self.studio.files_pending(_key(request))
-        if not runs:
-            return
-        run = runs[-1]
-        sample = sample_index(run, sample_shown)
-        if session.shown == run.number:
-            yield outputs_of({"spectrogram": screens.spectrogram(run, sample)})
-        problems = [problem for pending in runs for problem in pending.files_job.result()]
-        if session.shown != run.number:  # another run came on screen meanwhile: it stays there
-            if problems:
-                gr.Warning(f"Run #{run.number}: " + "; ".join(problems))
-            yield outputs_of({"downloads": session.files()})
-            return
-        keep_runs = self.studio.sessions.budget.keep_runs
-        yield outputs_of(screens.run_files(session, run, sample, keep_runs, problems))
+        yield from _files_screens(session, runs, sample_shown, self.studio.sessions.budget.keep_runs)
 
     # ----------------------------------------------------------------- live controls
     def stop(self, request: gr.Request = None) -> str:
