@@ -278,6 +278,10 @@ def test_the_compare_preset_streams_three_runs_and_shows_two_canvases(paired_ser
     with chromium_page({"width": 1400, "height": 1100}) as page:
         page.goto(paired_server, wait_until="load")
         page.wait_for_function(text_contains("#status", "Ready."))
+        # the page's load events (the model's settings, the expected time) first, as a person
+        # scrolling down to the preset would: a click while they update the page was lost (in 2
+        # of 5 full runs of the suite, the server never saw it)
+        page.wait_for_function(text_contains("#expected-time", "with 50 steps"), timeout=STEP_TIMEOUT_MS)
         page.get_by_label("Prompt").fill("a calm piano melody")
         # what the status said while the three runs streamed, and the steps the live canvas drew
         page.evaluate(
