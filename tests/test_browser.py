@@ -209,6 +209,8 @@ def test_upload_redecode_a_region_scrub_and_play(server, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(server, wait_until="load")
             page.wait_for_function(text_contains("#status", "Ready."))
+            # the page's load events first (see the compare preset's test)
+            page.wait_for_function(text_contains("#expected-time", "with 50 steps"), timeout=STEP_TIMEOUT_MS)
             page.get_by_text("Audio in: continue a clip").click()
             page.locator("#audio-in input[type=file]").set_input_files(str(clip))
             page.wait_for_function(
