@@ -118,9 +118,8 @@ def _admission(app: DemoApp, demo: gr.Blocks, handler: Callable, *, per_visitor:
         # /continue and /inpaint always take audio; /generate when its mode says so
         with_audio = named.get("mode", CONTINUE if "audio" in named else GENERATE) not in (None, "", GENERATE)
         audio = named.get("audio") if with_audio else None
-        if not per_visitor:
-            request = None
-        refusal = app.admit(request, _waiting(demo, getattr(request, "session_hash", None)), audio)
+        key = getattr(request, "session_hash", None)
+        refusal = app.admit(request, _waiting(demo, key), audio) if per_visitor else app.admit(None, 0, audio)
         # one verdict per input; a refusal is shown on the first (the prompt, the audio, the run)
         verdicts = [gr.validate(True, "") for value in values if not isinstance(value, gr.Request)]
         if refusal is not None and verdicts:
